@@ -1,0 +1,141 @@
+//! Loading an app: read a `.wasm` file, make sure it is a component that
+//! exports `wasi:http/incoming-handler`, compile it and pre-instantiate it
+//! against the host's linker. Every failure names the file and says what to do.
+
+use crate::state::RequestState;
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmtime::Engine;
+use wasmtime::component::{Component, Linker};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+/// The interface every app must export, without its version: any 0.2.x
+/// release is accepted.
+const HANDLER_EXPORT: &str = "wasi:http/incoming-handler@0.2";
+
+/// A component ready to serve: compiled, linked and pre-instantiated.
+pub struct App {
+    /// The URL prefix the app is mounted at; names the app in logs.
+    pub route: Arc<str>,
+    /// The file it was loaded from.
+    pub path: PathBuf,
+    pub pre: ProxyPre<RequestState>,
+    /// Prefixes for the guest's stdout and stderr lines.
+    pub stdout_prefix: Arc<str>,
+    pub stderr_prefix: Arc<str>,
+    /// Size of the file, for the startup report.
+    pub size: u64,
+    /// How long compiling and linking took, for the startup report.
+    pub compile_time: Duration,
+}
+
+/// The linker every app is instantiated against: all of WASI 0.2 (so that
+/// components built by ordinary toolchains, which import `wasi:cli` and
+/// `wasi:filesystem`, link) plus `wasi:http`. What a guest may actually use is
+/// decided per request by the `WasiCtx`, which grants nothing.
+pub fn linker(engine: &Engine) -> Result<Linker<RequestState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    Ok(linker)
+}
+
+/// What the first eight bytes of a file say it is.
+#[derive(Debug, PartialEq, Eq)]
+enum WasmKind {
+    Component,
+    CoreModule,
+    NotWasm,
+}
+
+fn sniff(bytes: &[u8]) -> WasmKind {
+    match bytes {
+        [0x00, b'a', b's', b'm', 0x01, 0x00, 0x00, 0x00, ..] => WasmKind::CoreModule,
+        [0x00, b'a', b's', b'm', _, _, 0x01, 0x00, ..] => WasmKind::Component,
+        _ => WasmKind::NotWasm,
+    }
+}
+
+/// Reads, validates and compiles the component at `path` for `route`.
+/// Blocking: compiling takes from tens of milliseconds to seconds, so call it
+/// off the async runtime's threads.
+pub fn load(linker: &Linker<RequestState>, route: &str, path: &Path) -> Result<App> {
+    let started = Instant::now();
+    let shown = path.display();
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {shown}"))?;
+    match sniff(&bytes) {
+        WasmKind::Component => {}
+        WasmKind::CoreModule => bail!(
+            "{shown} is a core WebAssembly module, not a component; build it for the \
+             wasm32-wasip2 target (`cargo build --target wasm32-wasip2`) or wrap it with \
+             `wasm-tools component new`"
+        ),
+        WasmKind::NotWasm => bail!(
+            "{shown} is not a WebAssembly file (it does not start with the `\\0asm` magic \
+             bytes); pass the .wasm component your toolchain built"
+        ),
+    }
+
+    let engine = linker.engine();
+    let component = Component::new(engine, &bytes)
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("{shown} is not a valid component"))?;
+
+    let exports: Vec<String> = component
+        .component_type()
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    if !exports.iter().any(|name| name.starts_with(HANDLER_EXPORT)) {
+        let found = if exports.is_empty() {
+            "nothing".to_string()
+        } else {
+            exports.join(", ")
+        };
+        bail!(
+            "{shown} does not export wasi:http/incoming-handler (it exports {found}); \
+             build it for the wasi:http/proxy world"
+        );
+    }
+
+    let instance_pre = linker
+        .instantiate_pre(&component)
+        .map_err(anyhow::Error::from)
+        .with_context(|| {
+            format!("{shown} needs an import wasmhost does not provide (it serves WASI 0.2 and wasi:http 0.2)")
+        })?;
+    let pre = ProxyPre::new(instance_pre)
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("{shown} exports wasi:http/incoming-handler with the wrong type"))?;
+
+    Ok(App {
+        route: route.into(),
+        path: path.to_path_buf(),
+        pre,
+        stdout_prefix: format!("[{route}] ").into(),
+        stderr_prefix: format!("[{route}] stderr: ").into(),
+        size: bytes.len() as u64,
+        compile_time: started.elapsed(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sniff_tells_components_from_modules_and_other_files() {
+        let cases: [(&[u8], WasmKind); 5] = [
+            (b"\0asm\x0d\x00\x01\x00rest", WasmKind::Component),
+            (b"\0asm\x01\x00\x00\x00rest", WasmKind::CoreModule),
+            (b"\0asm", WasmKind::NotWasm),
+            (b"(module)", WasmKind::NotWasm),
+            (b"", WasmKind::NotWasm),
+        ];
+        for (bytes, expected) in cases {
+            assert_eq!(sniff(bytes), expected, "{bytes:?}");
+        }
+    }
+}

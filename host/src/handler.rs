@@ -1,0 +1,141 @@
+//! One request: take an instance slot, create a store, instantiate the app's
+//! pre-instantiated component, call `wasi:http/incoming-handler.handle`, and
+//! turn whatever the guest did into an HTTP response. A guest fault costs only
+//! its own request.
+
+use crate::app::App;
+use crate::state::RequestState;
+use bytes::Bytes;
+use http::{Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
+use hyper::body::Incoming;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+use wasmtime::Store;
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+
+/// Response bodies: streamed from the guest, or a short message from the host.
+pub type Body = UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error>;
+
+/// Everything a request needs to reach an app.
+pub struct Target {
+    pub app: Arc<App>,
+    /// Bounds the instances alive at once to what the pool holds, so that a
+    /// burst waits for a slot instead of failing to instantiate.
+    pub slots: Arc<Semaphore>,
+}
+
+/// How the guest ended a request that produced no response.
+enum Fault {
+    /// Trap, panic or failed instantiation: the app is broken for this request.
+    Trapped,
+    /// The handler returned without setting its response-outparam.
+    NoResponse,
+    /// The guest answered with a `wasi:http` error code instead of a response.
+    ErrorCode,
+}
+
+pub async fn handle(target: &Target, request: http::Request<Incoming>) -> Response<Body> {
+    let Ok(slot) = target.slots.clone().acquire_owned().await else {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down");
+    };
+    let app = &target.app;
+    let mut store = Store::new(
+        app.pre.engine(),
+        RequestState::new(&app.stdout_prefix, &app.stderr_prefix),
+    );
+    // Yield to the runtime at every epoch tick so that a guest computing
+    // without host calls cannot hold a worker thread.
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_async_yield_and_update(1);
+
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    let resources = {
+        let mut http = store.data_mut().http();
+        http.new_incoming_request(Scheme::Http, request)
+            .and_then(|req| Ok((req, http.new_response_outparam(sender)?)))
+    };
+    let (guest_request, outparam) = match resources {
+        Ok(pair) => pair,
+        // The only request hyper hands over that wasi:http refuses is one
+        // without an authority (an HTTP/1.0 request with no Host header).
+        Err(error) => {
+            tracing::debug!(app = %app.route, "rejected request: {error:#}");
+            return plain(StatusCode::BAD_REQUEST, "request has no Host header");
+        }
+    };
+
+    // The guest keeps running in its own task after it has sent the response
+    // head, while it streams the body; the task owns the store, the instance
+    // and the slot until the handler returns.
+    let pre = app.pre.clone();
+    let route = app.route.clone();
+    let guest = tokio::spawn(async move {
+        let _slot = slot;
+        let result = async {
+            let proxy = pre.instantiate_async(&mut store).await?;
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, guest_request, outparam)
+                .await
+        }
+        .await;
+        if let Err(error) = &result {
+            tracing::warn!(app = %route, "guest trapped: {}", trap_message(error));
+        }
+        result.is_ok()
+    });
+
+    let fault = match receiver.await {
+        Ok(Ok(response)) => return response.map(|body| body.boxed_unsync()),
+        Ok(Err(code)) => {
+            tracing::warn!(app = %app.route, "guest answered with error code {code:?}");
+            Fault::ErrorCode
+        }
+        // The outparam was dropped unset: the guest returned or trapped first.
+        Err(_) => match guest.await {
+            Ok(true) => {
+                tracing::warn!(app = %app.route, "guest returned without sending a response");
+                Fault::NoResponse
+            }
+            Ok(false) | Err(_) => Fault::Trapped,
+        },
+    };
+    match fault {
+        Fault::Trapped | Fault::ErrorCode => plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the application failed while handling this request",
+        ),
+        Fault::NoResponse => plain(
+            StatusCode::BAD_GATEWAY,
+            "the application returned without a response",
+        ),
+    }
+}
+
+/// The root cause of a guest failure on one line (the full chain carries a
+/// multi-line wasm backtrace, which goes to the debug log instead).
+fn trap_message(error: &wasmtime::Error) -> String {
+    tracing::debug!("guest failure in full: {error:?}");
+    match error.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => trap.to_string(),
+        None => error.root_cause().to_string(),
+    }
+}
+
+/// A short plain-text response made by the host itself.
+pub fn plain(status: StatusCode, message: &str) -> Response<Body> {
+    let text = format!("{} {}: {message}\n", status.as_u16(), status.canonical_reason().unwrap_or(""));
+    let mut response = Response::new(
+        Full::new(Bytes::from(text))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}

@@ -1,0 +1,121 @@
+//! Listening sockets and connections: accept, hand each connection to hyper's
+//! HTTP/1.1 + HTTP/2 builder, and on shutdown stop accepting and let the
+//! connections finish what they started.
+
+use crate::handler::{self, Target};
+use anyhow::{Result, anyhow};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::convert::Infallible;
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// A client that opened a connection must send its request head within this
+/// time, so idle or trickling sockets (slowloris) cannot pile up.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Binds `addr`, with errors that say what to do about them.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|error| match error.kind() {
+        ErrorKind::AddrInUse => anyhow!(
+            "{addr} is already in use; pick another --port or stop the process holding it"
+        ),
+        ErrorKind::PermissionDenied => anyhow!(
+            "not allowed to listen on {addr}; ports below 1024 need privileges, pick a --port above 1024"
+        ),
+        ErrorKind::AddrNotAvailable => anyhow!(
+            "cannot listen on {addr}: no network interface has that address; check --host"
+        ),
+        _ => anyhow!("cannot listen on {addr}: {error}"),
+    })
+}
+
+/// How a shutdown ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Drained {
+    /// Every connection finished its requests.
+    Clean,
+    /// The timeout passed, or a second signal came, with requests running.
+    Cut,
+}
+
+/// Serves `target` on `listener` until `shutdown` resolves, then waits up to
+/// `drain_timeout` (or until `force` resolves) for requests in flight.
+pub async fn serve(
+    listener: TcpListener,
+    target: Arc<Target>,
+    shutdown: impl Future<Output = ()>,
+    drain_timeout: Duration,
+    force: impl Future<Output = ()>,
+) -> Drained {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = GracefulShutdown::new();
+
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(error) => {
+                    accept_failed(error).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Small streamed chunks would otherwise wait up to 40 ms for Nagle.
+        let _ = stream.set_nodelay(true);
+        let target = target.clone();
+        let service = service_fn(move |request| {
+            let target = target.clone();
+            async move { Ok::<_, Infallible>(handler::handle(&target, request).await) }
+        });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!("connection ended with an error: {error}");
+            }
+        });
+    }
+    drop(listener);
+
+    let open = graceful.count();
+    if open > 0 {
+        tracing::info!(
+            "shutting down: waiting up to {drain_timeout:?} for {open} open connection(s)"
+        );
+    }
+    tokio::select! {
+        () = graceful.shutdown() => Drained::Clean,
+        () = tokio::time::sleep(drain_timeout) => {
+            tracing::warn!("shutdown timeout passed; cutting the requests still running");
+            Drained::Cut
+        }
+        () = force => {
+            tracing::warn!("second signal; cutting the requests still running");
+            Drained::Cut
+        }
+    }
+}
+
+/// Accept fails for the whole listener only on resource exhaustion (EMFILE,
+/// ENFILE, ENOBUFS); back off briefly so the loop does not spin while
+/// connections close, then carry on.
+async fn accept_failed(error: std::io::Error) {
+    tracing::warn!("accept failed: {error}");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}

@@ -1,0 +1,73 @@
+//! What a `Store` holds for one request: the WASI and wasi:http contexts and
+//! the resource table they share. A guest gets no environment variables, no
+//! files, no sockets and no outbound HTTP: nothing is granted by default.
+
+use crate::guest_output::{GuestOutput, Sink};
+use std::sync::Arc;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+pub struct RequestState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    hooks: DenyOutbound,
+}
+
+impl RequestState {
+    /// `prefix` tags the guest's stdout/stderr lines with the app.
+    pub fn new(stdout_prefix: &Arc<str>, stderr_prefix: &Arc<str>) -> Self {
+        let wasi = WasiCtx::builder()
+            .stdout(GuestOutput::new(Sink::Stdout, stdout_prefix.clone()))
+            .stderr(GuestOutput::new(Sink::Stderr, stderr_prefix.clone()))
+            .build();
+        Self {
+            wasi,
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            hooks: DenyOutbound,
+        }
+    }
+}
+
+impl WasiView for RequestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for RequestState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// Outbound HTTP from guests is refused until an allow-list exists: the
+/// guest sees `HTTP-request-denied`, never a connection.
+struct DenyOutbound;
+
+impl WasiHttpHooks for DenyOutbound {
+    fn send_request(
+        &mut self,
+        _request: http::Request<WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = wasmtime_wasi_http::Result<(
+                    http::Response<WasiBody>,
+                    Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                )>,
+            > + Send,
+    > {
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    }
+}
