@@ -1,1 +1,344 @@
-//! placeholder
+//! End-to-end harness: builds the guest components once per test run, starts
+//! the real `wasmhost` binary on an ephemeral port, reads the address it bound
+//! from its log, and talks real HTTP to it. On drop a server is killed and its
+//! log printed, so a failing test shows what the server said.
+
+pub use {libc, tempfile, ureq};
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How long a server may take to print its address: a debug build compiling
+/// the 18 MB Python component on a loaded 2-core machine needs tens of seconds.
+pub const STARTUP_DEADLINE: Duration = Duration::from_secs(180);
+
+/// The repository root (this crate lives in `tests/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// Where guest builds go: beside the test binary's target dir, in a target
+/// dir of their own so their cargo never waits on the one running the tests.
+fn guest_target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary knows its path");
+    // target/<profile>/deps/e2e-<hash>
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .expect("the test binary lives in target/<profile>/deps");
+    target.join("wasm-guests")
+}
+
+/// The components the tests serve.
+#[derive(Clone, Copy, Debug)]
+pub enum Guest {
+    /// guest-examples/rust-hello, built from source.
+    RustHello,
+    /// guest-examples/python-hello, built with componentize-py.
+    PythonHello,
+    /// tests/guests/fault: misbehaves on request.
+    Fault,
+    /// tests/guests/command: a `wasi:cli/run` command, not an HTTP handler.
+    Command,
+}
+
+/// Builds `guest` once per test run and returns the component's path.
+pub fn guest(guest: Guest) -> &'static Path {
+    static RUST_HELLO: OnceLock<PathBuf> = OnceLock::new();
+    static PYTHON_HELLO: OnceLock<PathBuf> = OnceLock::new();
+    static FAULT: OnceLock<PathBuf> = OnceLock::new();
+    static COMMAND: OnceLock<PathBuf> = OnceLock::new();
+    let root = repo_root();
+    match guest {
+        Guest::RustHello => RUST_HELLO.get_or_init(|| {
+            cargo_wasm(
+                &root.join("guest-examples/rust-hello"),
+                "rust-hello",
+                "rust_hello.wasm",
+            )
+        }),
+        Guest::Fault => {
+            FAULT.get_or_init(|| cargo_wasm(&root.join("tests/guests"), "fault", "fault.wasm"))
+        }
+        Guest::Command => COMMAND
+            .get_or_init(|| cargo_wasm(&root.join("tests/guests"), "command", "command.wasm")),
+        Guest::PythonHello => PYTHON_HELLO.get_or_init(|| {
+            let out = guest_target_dir().join("python-hello.wasm");
+            std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+            run_build(
+                Command::new(root.join("guest-examples/python-hello/build.sh")).arg(&out),
+                "guest-examples/python-hello/build.sh",
+            );
+            out
+        }),
+    }
+}
+
+fn cargo_wasm(dir: &Path, package: &str, file: &str) -> PathBuf {
+    let target_dir = guest_target_dir().join(package);
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run_build(
+        Command::new(cargo)
+            .current_dir(dir)
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "-p",
+                package,
+            ])
+            .arg("--target-dir")
+            .arg(&target_dir),
+        &format!("cargo build of {}", dir.display()),
+    );
+    target_dir.join("wasm32-wasip2/release").join(file)
+}
+
+fn run_build(command: &mut Command, what: &str) {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    assert!(
+        output.status.success(),
+        "{what} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Everything a process has written to stderr so far, shared with the thread
+/// that reads it.
+#[derive(Default)]
+struct Log {
+    text: Mutex<String>,
+    grew: Condvar,
+}
+
+impl Log {
+    fn drain(self: &Arc<Self>, stream: impl Read + Send + 'static) {
+        let log = self.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                let mut text = log.text.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
+                log.grew.notify_all();
+            }
+        });
+    }
+
+    /// Waits until `find` returns something for the text so far.
+    fn wait_for<T>(&self, deadline: Duration, find: impl Fn(&str) -> Option<T>) -> Option<T> {
+        let end = Instant::now() + deadline;
+        let mut text = self.text.lock().unwrap();
+        loop {
+            if let Some(found) = find(&text) {
+                return Some(found);
+            }
+            let left = end.checked_duration_since(Instant::now())?;
+            text = self.grew.wait_timeout(text, left).unwrap().0;
+        }
+    }
+}
+
+/// A running `wasmhost serve`.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    log: Arc<Log>,
+}
+
+impl Server {
+    /// Starts `bin serve <args> --port 0` and waits for its `serving on` line.
+    pub fn start(bin: &str, args: &[&str]) -> Server {
+        let mut command = Command::new(bin);
+        command.arg("serve").args(args).args(["--port", "0"]);
+        Self::spawn(command)
+    }
+
+    /// Starts a prepared command (which must make the server print its
+    /// address) and waits for its `serving on` line.
+    pub fn spawn(mut command: Command) -> Server {
+        let mut child = command
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning wasmhost");
+        let log = Arc::new(Log::default());
+        log.drain(child.stdout.take().unwrap());
+        log.drain(child.stderr.take().unwrap());
+        let addr = log.wait_for(STARTUP_DEADLINE, |text| {
+            let rest = text.split("serving on http://").nth(1)?;
+            rest.split('/').next()?.parse().ok()
+        });
+        let mut server = Server {
+            child,
+            addr: "0.0.0.0:0".parse().unwrap(),
+            log,
+        };
+        match addr {
+            Some(addr) => server.addr = addr,
+            None => panic!("wasmhost did not print its address in time"),
+        }
+        server
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The server's output (stdout and stderr interleaved) so far.
+    pub fn log(&self) -> String {
+        self.log.text.lock().unwrap().clone()
+    }
+
+    /// Waits until the log contains `needle`; false at the deadline.
+    pub fn wait_for_log(&self, needle: &str, deadline: Duration) -> bool {
+        self.log
+            .wait_for(deadline, |text| text.contains(needle).then_some(()))
+            .is_some()
+    }
+
+    /// Sends a signal (e.g. `libc::SIGTERM`) to the server.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on a child we spawned and have not reaped.
+        let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
+        assert_eq!(rc, 0, "kill({}) failed", self.child.id());
+    }
+
+    /// Waits for the server to exit; None at the deadline.
+    pub fn wait_exit(&mut self, deadline: Duration) -> Option<ExitStatus> {
+        wait_child(&mut self.child, deadline)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- wasmhost log ----\n{}----", self.log());
+        }
+    }
+}
+
+fn wait_child(child: &mut Child, deadline: Duration) -> Option<ExitStatus> {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(status) = child.try_wait().expect("waiting for wasmhost") {
+            return Some(status);
+        }
+        if Instant::now() >= end {
+            return None;
+        }
+        // Polling the child's state with a short pause; nothing else can tell
+        // us it has exited without blocking without a deadline.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// What a process that was expected to exit printed.
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stderr: String,
+}
+
+/// Runs `bin args…` to completion (killed after `deadline`).
+pub fn run_to_exit(bin: &str, args: &[&str], deadline: Duration) -> Finished {
+    let mut child = Command::new(bin)
+        .args(args)
+        .env_remove("RUST_LOG")
+        // Errors must print as one clean line even where backtraces are on.
+        .env("RUST_BACKTRACE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning wasmhost");
+    let log = Arc::new(Log::default());
+    log.drain(child.stderr.take().unwrap());
+    let status = match wait_child(&mut child, deadline) {
+        Some(status) => status,
+        None => {
+            let _ = child.kill();
+            panic!("wasmhost {args:?} did not exit within {deadline:?}");
+        }
+    };
+    // The reader thread may still be copying the last lines.
+    let stderr = log
+        .wait_for(Duration::from_secs(5), |text| {
+            (!text.is_empty()).then(|| text.to_string())
+        })
+        .unwrap_or_default();
+    Finished { status, stderr }
+}
+
+/// A response read completely.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A client that reports every status as data (not as an error) and gives
+/// up on a request after 60 s.
+pub fn client() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+fn read(response: ureq::http::Response<ureq::Body>) -> Result<Reply, ureq::Error> {
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let body = response.into_body().read_to_string()?;
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
+}
+
+pub fn get(url: &str) -> Result<Reply, ureq::Error> {
+    read(client().get(url).call()?)
+}
+
+pub fn post(url: &str, body: &[u8]) -> Result<Reply, ureq::Error> {
+    read(client().post(url).send(body)?)
+}

@@ -1,1 +1,10 @@
-//! placeholder
+//! The end-to-end suite: every test starts the real `wasmhost` binary and
+//! talks HTTP to it over real sockets. One module per area; one test binary.
+
+mod errors;
+mod faults;
+mod serve;
+mod shutdown;
+
+/// The binary under test, built by cargo for this test target.
+const WASMHOST: &str = env!("CARGO_BIN_EXE_wasmhost");

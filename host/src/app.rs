@@ -108,7 +108,9 @@ pub fn load(linker: &Linker<RequestState>, route: &str, path: &Path) -> Result<A
         })?;
     let pre = ProxyPre::new(instance_pre)
         .map_err(anyhow::Error::from)
-        .with_context(|| format!("{shown} exports wasi:http/incoming-handler with the wrong type"))?;
+        .with_context(|| {
+            format!("{shown} exports wasi:http/incoming-handler with the wrong type")
+        })?;
 
     Ok(App {
         route: route.into(),

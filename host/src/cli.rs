@@ -63,9 +63,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "ms" => Ok(Duration::from_millis(value)),
         "" | "s" => Ok(Duration::from_secs(value)),
         "m" => Ok(Duration::from_secs(value * 60)),
-        _ => Err(format!(
-            "unknown unit `{unit}` in `{text}`; use ms, s or m"
-        )),
+        _ => Err(format!("unknown unit `{unit}` in `{text}`; use ms, s or m")),
     }
 }
 

@@ -4,6 +4,7 @@
 //! its own request.
 
 use crate::app::App;
+use crate::guest_body::{FailureFlag, GuestBody};
 use crate::state::RequestState;
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
@@ -71,6 +72,8 @@ pub async fn handle(target: &Target, request: http::Request<Incoming>) -> Respon
     // and the slot until the handler returns.
     let pre = app.pre.clone();
     let route = app.route.clone();
+    let failure = FailureFlag::default();
+    let guest_failure = failure.clone();
     let guest = tokio::spawn(async move {
         let _slot = slot;
         let result = async {
@@ -82,13 +85,19 @@ pub async fn handle(target: &Target, request: http::Request<Incoming>) -> Respon
         }
         .await;
         if let Err(error) = &result {
+            guest_failure.raise();
             tracing::warn!(app = %route, "guest trapped: {}", trap_message(error));
         }
+        // The store, and with it any unfinished response body, is dropped
+        // only now, after the failure flag is up.
+        drop(store);
         result.is_ok()
     });
 
     let fault = match receiver.await {
-        Ok(Ok(response)) => return response.map(|body| body.boxed_unsync()),
+        Ok(Ok(response)) => {
+            return response.map(|body| GuestBody::new(body, failure).boxed_unsync());
+        }
         Ok(Err(code)) => {
             tracing::warn!(app = %app.route, "guest answered with error code {code:?}");
             Fault::ErrorCode
@@ -126,7 +135,11 @@ fn trap_message(error: &wasmtime::Error) -> String {
 
 /// A short plain-text response made by the host itself.
 pub fn plain(status: StatusCode, message: &str) -> Response<Body> {
-    let text = format!("{} {}: {message}\n", status.as_u16(), status.canonical_reason().unwrap_or(""));
+    let text = format!(
+        "{} {}: {message}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
     let mut response = Response::new(
         Full::new(Bytes::from(text))
             .map_err(|never| match never {})

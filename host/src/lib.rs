@@ -16,6 +16,7 @@
 pub mod app;
 pub mod cli;
 pub mod engine;
+pub mod guest_body;
 pub mod guest_output;
 pub mod handler;
 pub mod logging;

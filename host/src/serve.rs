@@ -40,7 +40,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .context("the compiler thread panicked")??;
     let _ticker = EpochTicker::start(engine.clone());
 
-    tracing::debug!(?allocation, instances = pool.instances, "instance allocation");
+    tracing::debug!(
+        ?allocation,
+        instances = pool.instances,
+        "instance allocation"
+    );
     tracing::info!(
         "serving on http://{local}/ with {} ({} KiB, compiled in {} ms)",
         app.path.display(),

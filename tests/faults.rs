@@ -1,0 +1,82 @@
+//! A misbehaving guest costs only its own request: the status says what went
+//! wrong, the log names the app, and the next request is served.
+
+use crate::WASMHOST;
+use std::time::Duration;
+use wasmhost_tests::{Guest, Server, get, guest};
+
+fn fault_server() -> Server {
+    Server::start(WASMHOST, &[guest(Guest::Fault).to_str().unwrap()])
+}
+
+#[test]
+fn a_trap_is_a_500_and_the_next_request_succeeds() {
+    let server = fault_server();
+    let reply = get(&server.url("/trap")).unwrap();
+    assert_eq!(reply.status, 500);
+    assert_eq!(
+        reply.body,
+        "500 Internal Server Error: the application failed while handling this request\n"
+    );
+    let next = get(&server.url("/")).unwrap();
+    assert_eq!((next.status, next.body.as_str()), (200, "hello\n"));
+}
+
+#[test]
+fn a_trap_is_logged_with_the_app_and_the_trap() {
+    let server = fault_server();
+    assert_eq!(get(&server.url("/trap")).unwrap().status, 500);
+    assert!(
+        server.wait_for_log(
+            "guest trapped: wasm trap: wasm `unreachable`",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        server.log()
+    );
+    let log = server.log();
+    let line = log.lines().find(|l| l.contains("guest trapped")).unwrap();
+    assert!(line.contains("app=/"), "{line}");
+    // The guest's own panic message reaches the log through its stderr.
+    assert!(
+        log.contains("[/] stderr: fault guest: /trap was requested"),
+        "{log}"
+    );
+}
+
+#[test]
+fn many_traps_in_a_row_leave_the_server_serving() {
+    let server = fault_server();
+    for _ in 0..200 {
+        assert_eq!(get(&server.url("/trap")).unwrap().status, 500);
+    }
+    assert_eq!(get(&server.url("/")).unwrap().body, "hello\n");
+}
+
+#[test]
+fn a_trap_after_the_response_head_cuts_only_that_response() {
+    let server = fault_server();
+    // The head was sent as 200, so the only honest signal left is an
+    // incomplete body: the client sees an error, not a clean 200.
+    let outcome = get(&server.url("/trap-after-head"));
+    assert!(
+        outcome.is_err(),
+        "a truncated body must not read as complete: {outcome:?}"
+    );
+    assert_eq!(get(&server.url("/")).unwrap().body, "hello\n");
+}
+
+#[test]
+fn a_handler_that_never_responds_is_a_502() {
+    let server = fault_server();
+    let reply = get(&server.url("/no-response")).unwrap();
+    assert_eq!(reply.status, 502);
+    assert_eq!(
+        reply.body,
+        "502 Bad Gateway: the application returned without a response\n"
+    );
+    assert!(server.wait_for_log(
+        "guest returned without sending a response",
+        Duration::from_secs(10)
+    ));
+}

@@ -1,0 +1,134 @@
+//! A component that misbehaves on request, so tests can check that the host
+//! contains each fault to its own request. Routes:
+//!
+//! - `/`               200 `hello`
+//! - `/trap`           panics (a wasm trap) before responding
+//! - `/trap-after-head` sends a 200 head, then panics mid-body
+//! - `/no-response`    returns without setting the response
+//! - `/sleep/<ms>`     waits, then 200 `slept <ms> ms`
+//! - `/echo`           streams the request body back
+//! - `/print`          writes to stdout and stderr, then 200
+//! - `/sandbox`        reports what the sandbox grants: env, preopens, outbound HTTP
+//! - `/seen`           reports the method, path and headers it received
+
+use wasi::http::outgoing_handler;
+use wasi::http::types::{
+    Fields, IncomingRequest, Method, OutgoingBody, OutgoingRequest, OutgoingResponse,
+    ResponseOutparam, Scheme,
+};
+use wasi::io::streams::StreamError;
+
+struct Fault;
+
+wasi::http::proxy::export!(Fault);
+
+impl wasi::exports::http::incoming_handler::Guest for Fault {
+    fn handle(request: IncomingRequest, out: ResponseOutparam) {
+        let path = request.path_with_query().unwrap_or_default();
+        let route = path.split('?').next().unwrap_or("");
+        match route {
+            "/trap" => panic!("fault guest: /trap was requested"),
+            "/trap-after-head" => {
+                let (body, stream) = start(out, 200);
+                stream.blocking_write_and_flush(b"partial ").unwrap();
+                // The stream is the body's child: it goes first, the body
+                // stays open, so the host sees a trap mid-body.
+                drop(stream);
+                let _open = body;
+                panic!("fault guest: trapping mid-body");
+            }
+            "/no-response" => {}
+            "/echo" => echo(request, out),
+            "/print" => {
+                println!("line to stdout");
+                eprintln!("line to stderr");
+                respond(out, 200, b"printed\n");
+            }
+            "/sandbox" => respond(out, 200, sandbox().as_bytes()),
+            "/seen" => respond(out, 200, seen(&request).as_bytes()),
+            _ => match route.strip_prefix("/sleep/").map(str::parse::<u64>) {
+                Some(Ok(ms)) => {
+                    // Tells a test watching the log that the request is in flight.
+                    println!("sleeping {ms} ms");
+                    wasi::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
+                    respond(out, 200, format!("slept {ms} ms\n").as_bytes());
+                }
+                Some(Err(_)) => respond(out, 400, b"bad sleep\n"),
+                None if route == "/" => respond(out, 200, b"hello\n"),
+                None => respond(out, 404, b"no such fault\n"),
+            },
+        }
+    }
+}
+
+fn start(out: ResponseOutparam, status: u16) -> (OutgoingBody, wasi::io::streams::OutputStream) {
+    let headers = Fields::from_list(&[("content-type".into(), b"text/plain".to_vec())]).unwrap();
+    let response = OutgoingResponse::new(headers);
+    response.set_status_code(status).unwrap();
+    let body = response.body().unwrap();
+    ResponseOutparam::set(out, Ok(response));
+    let stream = body.write().unwrap();
+    (body, stream)
+}
+
+fn respond(out: ResponseOutparam, status: u16, text: &[u8]) {
+    let (body, stream) = start(out, status);
+    for chunk in text.chunks(4096) {
+        stream.blocking_write_and_flush(chunk).unwrap();
+    }
+    drop(stream);
+    OutgoingBody::finish(body, None).unwrap();
+}
+
+fn echo(request: IncomingRequest, out: ResponseOutparam) {
+    let incoming = request.consume().unwrap();
+    let input = incoming.stream().unwrap();
+    let (body, output) = start(out, 200);
+    loop {
+        match input.blocking_read(64 * 1024) {
+            Ok(chunk) => {
+                for piece in chunk.chunks(4096) {
+                    output.blocking_write_and_flush(piece).unwrap();
+                }
+            }
+            Err(StreamError::Closed) => break,
+            Err(StreamError::LastOperationFailed(e)) => panic!("reading body: {}", e.to_debug_string()),
+        }
+    }
+    drop(output);
+    OutgoingBody::finish(body, None).unwrap();
+}
+
+fn sandbox() -> String {
+    let env = wasi::cli::environment::get_environment().len();
+    let preopens = wasi::filesystem::preopens::get_directories().len();
+    let request = OutgoingRequest::new(Fields::new());
+    request.set_method(&Method::Get).unwrap();
+    request.set_scheme(Some(&Scheme::Http)).unwrap();
+    request.set_authority(Some("127.0.0.1:9")).unwrap();
+    request.set_path_with_query(Some("/")).unwrap();
+    let outbound = match outgoing_handler::handle(request, None) {
+        Err(code) => format!("{code:?}"),
+        Ok(future) => {
+            future.subscribe().block();
+            match future.get() {
+                Some(Ok(Ok(response))) => format!("status {}", response.status()),
+                Some(Ok(Err(code))) => format!("{code:?}"),
+                other => format!("{other:?}"),
+            }
+        }
+    };
+    format!("env={env} preopens={preopens} outbound={outbound}\n")
+}
+
+fn seen(request: &IncomingRequest) -> String {
+    let mut text = format!(
+        "method={:?}\npath={}\n",
+        request.method(),
+        request.path_with_query().unwrap_or_default()
+    );
+    for (name, value) in request.headers().entries() {
+        text.push_str(&format!("{name}: {}\n", String::from_utf8_lossy(&value)));
+    }
+    text
+}

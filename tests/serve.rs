@@ -1,0 +1,137 @@
+//! Serving the example components: bodies, headers, streaming, concurrency
+//! and the sandbox.
+
+use crate::WASMHOST;
+use std::time::Duration;
+use wasmhost_tests::{Guest, Server, get, guest, post};
+
+fn serve(which: Guest) -> Server {
+    Server::start(WASMHOST, &[guest(which).to_str().unwrap()])
+}
+
+#[test]
+fn rust_hello_answers_with_its_greeting() {
+    let server = serve(Guest::RustHello);
+    let reply = get(&server.url("/")).unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body, "Hello from a WebAssembly component!\n");
+    assert_eq!(
+        reply.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+}
+
+#[test]
+fn python_hello_answers_with_its_greeting() {
+    let server = serve(Guest::PythonHello);
+    for path in ["/", "/any/path?q=1"] {
+        let reply = get(&server.url(path)).unwrap();
+        assert_eq!(reply.status, 200, "{path}");
+        assert_eq!(reply.body, "Hello from a Python component!\n", "{path}");
+    }
+}
+
+#[test]
+fn the_committed_rust_hello_serves_without_a_wasm_toolchain() {
+    let prebuilt = wasmhost_tests::repo_root().join("guest-examples/rust-hello/hello.wasm");
+    let server = Server::start(WASMHOST, &[prebuilt.to_str().unwrap()]);
+    let reply = get(&server.url("/")).unwrap();
+    assert_eq!(reply.body, "Hello from a WebAssembly component!\n");
+}
+
+#[test]
+fn startup_line_names_the_url_and_the_component() {
+    let server = serve(Guest::RustHello);
+    let log = server.log();
+    let line = log.lines().find(|l| l.contains("serving on")).unwrap();
+    assert!(line.contains(&format!("http://{}/", server.addr)), "{line}");
+    assert!(line.contains("rust_hello.wasm"), "{line}");
+    assert!(
+        server.addr.ip().is_loopback(),
+        "default address must be loopback"
+    );
+}
+
+#[test]
+fn sixty_four_concurrent_requests_all_succeed() {
+    let server = serve(Guest::Fault);
+    // Each request sleeps in the guest, so all 64 are in flight together.
+    let url = server.url("/sleep/200");
+    let threads: Vec<_> = (0..64)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || get(&url).map(|r| (r.status, r.body)))
+        })
+        .collect();
+    for thread in threads {
+        let (status, body) = thread.join().unwrap().unwrap();
+        assert_eq!((status, body.as_str()), (200, "slept 200 ms\n"));
+    }
+}
+
+#[test]
+fn request_body_streams_through_the_guest_and_back() {
+    let server = serve(Guest::Fault);
+    let body: Vec<u8> = (0..1_000_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let reply = post(&server.url("/echo"), &body).unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body.len(), body.len());
+    assert!(reply.body.as_bytes() == body.as_slice());
+}
+
+#[test]
+fn guest_output_is_prefixed_with_the_app() {
+    let server = serve(Guest::Fault);
+    assert_eq!(get(&server.url("/print")).unwrap().body, "printed\n");
+    assert!(
+        server.wait_for_log("[/] line to stdout", Duration::from_secs(10)),
+        "{}",
+        server.log()
+    );
+    assert!(server.wait_for_log("[/] stderr: line to stderr", Duration::from_secs(10)));
+}
+
+#[test]
+fn guests_get_no_environment_files_or_outbound_http() {
+    let server = serve(Guest::Fault);
+    let reply = get(&server.url("/sandbox")).unwrap();
+    assert_eq!(
+        reply.body,
+        "env=0 preopens=0 outbound=ErrorCode::HttpRequestDenied\n"
+    );
+}
+
+#[test]
+fn guest_sees_method_path_query_and_headers() {
+    let server = serve(Guest::Fault);
+    let reply = wasmhost_tests::client()
+        .get(&server.url("/seen?x=1&y=2"))
+        .header("x-custom", "value 1")
+        .call()
+        .unwrap()
+        .into_body()
+        .read_to_string()
+        .unwrap();
+    assert!(
+        reply.starts_with("method=Method::Get\npath=/seen?x=1&y=2\n"),
+        "{reply}"
+    );
+    assert!(reply.contains("x-custom: value 1\n"), "{reply}");
+}
+
+#[test]
+fn keep_alive_connection_serves_many_requests() {
+    let server = serve(Guest::RustHello);
+    // One agent reuses its connection; every request still gets a fresh instance.
+    let agent = wasmhost_tests::client();
+    for _ in 0..50 {
+        let body = agent
+            .get(&server.url("/"))
+            .call()
+            .unwrap()
+            .into_body()
+            .read_to_string()
+            .unwrap();
+        assert_eq!(body, "Hello from a WebAssembly component!\n");
+    }
+}
