@@ -3,6 +3,7 @@
 
 mod errors;
 mod faults;
+mod pool;
 mod serve;
 mod shutdown;
 

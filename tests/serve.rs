@@ -135,3 +135,22 @@ fn keep_alive_connection_serves_many_requests() {
         assert_eq!(body, "Hello from a WebAssembly component!\n");
     }
 }
+
+#[test]
+fn cleartext_http2_with_prior_knowledge_is_served() {
+    let server = serve(Guest::RustHello);
+    let output = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "--http2-prior-knowledge",
+            "-w",
+            "%{http_version} %{http_code}",
+        ])
+        .arg(server.url("/"))
+        .output()
+        .expect("curl is installed (.ci/run installs it)");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "Hello from a WebAssembly component!\n2 200"
+    );
+}

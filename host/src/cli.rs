@@ -62,7 +62,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     match unit {
         "ms" => Ok(Duration::from_millis(value)),
         "" | "s" => Ok(Duration::from_secs(value)),
-        "m" => Ok(Duration::from_secs(value * 60)),
+        "m" => Ok(Duration::from_secs(value.saturating_mul(60))),
         _ => Err(format!("unknown unit `{unit}` in `{text}`; use ms, s or m")),
     }
 }
