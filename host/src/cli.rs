@@ -2,7 +2,7 @@
 //! or the file system happens in `config`.
 
 use clap::{Args, Parser, Subcommand};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -20,33 +20,77 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve a component over HTTP/1.1 and HTTP/2 (cleartext).
+    /// Serve components over HTTP/1.1 and HTTP/2 (cleartext).
     Serve(ServeArgs),
+    /// Load and validate every component and print the route table; serve nothing.
+    Check(Source),
+}
+
+/// What to serve: a component at `/`, mounts, a config file, or a mix (flags
+/// override the file).
+#[derive(Debug, Args)]
+pub struct Source {
+    /// A component to serve at `/`: shorthand for `--mount /=APP.wasm`.
+    #[arg(value_name = "APP.wasm")]
+    pub app: Option<PathBuf>,
+
+    /// Mount a component at a URL prefix, e.g. `--mount /api=api.wasm`.
+    /// Repeatable; the longest matching prefix serves a request.
+    #[arg(long = "mount", value_name = "PREFIX=FILE", value_parser = parse_mount)]
+    pub mounts: Vec<MountArg>,
+
+    /// A `wasmhost.toml` with `[[listen]]` and `[[app]]` entries. Flags given
+    /// as well override it.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// `--mount PREFIX=FILE` as given.
+#[derive(Debug, Clone)]
+pub struct MountArg {
+    pub prefix: String,
+    pub component: PathBuf,
+}
+
+fn parse_mount(text: &str) -> Result<MountArg, String> {
+    match text.split_once('=') {
+        Some((prefix, component)) if !component.is_empty() => Ok(MountArg {
+            prefix: prefix.to_string(),
+            component: component.into(),
+        }),
+        _ => Err(format!(
+            "`{text}` is not PREFIX=FILE; write e.g. --mount /api=api.wasm"
+        )),
+    }
 }
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// The component to serve: a `.wasm` file exporting `wasi:http/incoming-handler`.
-    #[arg(value_name = "APP.wasm")]
-    pub app: PathBuf,
+    #[command(flatten)]
+    pub source: Source,
 
-    /// TCP port to listen on; 0 picks a free port and prints it.
-    #[arg(long, short, default_value_t = 8080)]
-    pub port: u16,
+    /// TCP port to listen on [default: 8080]; 0 picks a free port and prints it.
+    #[arg(long, short)]
+    pub port: Option<u16>,
 
-    /// Address to listen on. The default answers only this machine; use
-    /// 0.0.0.0 (or ::) to accept connections from other hosts.
-    #[arg(long, default_value = "127.0.0.1")]
-    pub host: IpAddr,
+    /// Address to listen on [default: 127.0.0.1]. The default answers only
+    /// this machine; use 0.0.0.0 (or ::) to accept connections from other hosts.
+    #[arg(long)]
+    pub host: Option<IpAddr>,
+
+    /// Listen on IP:PORT; repeatable, every listener serves the same apps.
+    /// Replaces --host/--port and the config file's `[[listen]]` entries.
+    #[arg(long = "listen", value_name = "IP:PORT", conflicts_with_all = ["port", "host"])]
+    pub listen: Vec<SocketAddr>,
 
     /// Worker threads for the async runtime [default: one per CPU].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
 
     /// On SIGINT/SIGTERM, how long requests in flight may run before they are
-    /// cut, e.g. `30s`, `500ms`.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
-    pub shutdown_timeout: Duration,
+    /// cut, e.g. `30s`, `500ms` [default: 30s].
+    #[arg(long, value_parser = parse_duration)]
+    pub shutdown_timeout: Option<Duration>,
 }
 
 /// Parses `250ms`, `30s`, `2m` or a bare number of seconds.

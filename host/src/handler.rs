@@ -5,6 +5,7 @@
 
 use crate::app::App;
 use crate::guest_body::{FailureFlag, GuestBody};
+use crate::router::{Refusal, Router};
 use crate::state::RequestState;
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
@@ -21,7 +22,7 @@ pub type Body = UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error>;
 
 /// Everything a request needs to reach an app.
 pub struct Target {
-    pub app: Arc<App>,
+    pub router: Router<Arc<App>>,
     /// Bounds the instances alive at once to what the pool holds, so that a
     /// burst waits for a slot instead of failing to instantiate.
     pub slots: Arc<Semaphore>,
@@ -37,11 +38,22 @@ enum Fault {
     ErrorCode,
 }
 
-pub async fn handle(target: &Target, request: http::Request<Incoming>) -> Response<Body> {
+pub async fn handle(target: &Target, mut request: http::Request<Incoming>) -> Response<Body> {
+    let app = match mount(&target.router, &mut request) {
+        Ok(app) => app,
+        Err(Refusal::NotFound) => {
+            return plain(StatusCode::NOT_FOUND, "no app is mounted at this path");
+        }
+        Err(Refusal::BadPath) => {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                "the path leaves its app with `..` or is not a path",
+            );
+        }
+    };
     let Ok(slot) = target.slots.clone().acquire_owned().await else {
         return plain(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down");
     };
-    let app = &target.app;
     let mut store = Store::new(
         app.pre.engine(),
         RequestState::new(&app.stdout_prefix, &app.stderr_prefix),
@@ -121,6 +133,35 @@ pub async fn handle(target: &Target, request: http::Request<Incoming>) -> Respon
             "the application returned without a response",
         ),
     }
+}
+
+/// The header carrying the mount point to the app, like WSGI's SCRIPT_NAME.
+const FORWARDED_PREFIX: header::HeaderName = header::HeaderName::from_static("x-forwarded-prefix");
+
+/// Finds the request's app and rewrites the request as the app must see it:
+/// its path relative to the mount, the mount in `X-Forwarded-Prefix`.
+fn mount<'a>(
+    router: &'a Router<Arc<App>>,
+    request: &mut http::Request<Incoming>,
+) -> Result<&'a Arc<App>, Refusal> {
+    let original = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let routed = router.route(original)?;
+    let mut parts = request.uri().clone().into_parts();
+    parts.path_and_query = Some(
+        routed
+            .path_and_query
+            .parse()
+            .map_err(|_| Refusal::BadPath)?,
+    );
+    *request.uri_mut() = http::Uri::from_parts(parts).map_err(|_| Refusal::BadPath)?;
+    // A client-sent prefix would lie to the app about where it is mounted.
+    let headers = request.headers_mut();
+    headers.remove(&FORWARDED_PREFIX);
+    if routed.prefix != "/" {
+        let value = header::HeaderValue::from_str(routed.prefix).map_err(|_| Refusal::BadPath)?;
+        headers.insert(FORWARDED_PREFIX, value);
+    }
+    Ok(routed.target)
 }
 
 /// The root cause of a guest failure on one line (the full chain carries a

@@ -15,11 +15,13 @@
 
 pub mod app;
 pub mod cli;
+pub mod config;
 pub mod engine;
 pub mod guest_body;
 pub mod guest_output;
 pub mod handler;
 pub mod logging;
+pub mod router;
 pub mod serve;
 pub mod server;
 pub mod signals;
@@ -32,5 +34,6 @@ use cli::{Cli, Command};
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Check(source) => serve::check(source),
     }
 }

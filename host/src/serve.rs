@@ -1,71 +1,127 @@
-//! The `serve` command: build the engine, bind, load the app, serve until a
-//! signal, drain, exit.
+//! The `serve` and `check` commands: build the engine, load every mounted
+//! app, then either report the route table (`check`) or bind, serve until a
+//! signal, drain and exit (`serve`).
 
-use crate::app;
-use crate::cli::ServeArgs;
+use crate::app::{self, App};
+use crate::cli::{ServeArgs, Source};
+use crate::config::{self, Config, Mount};
 use crate::engine::{self, EpochTicker, PoolSize};
 use crate::handler::Target;
+use crate::router::Router;
 use crate::server::{self, Drained};
 use crate::signals;
-use anyhow::{Context, Result};
-use std::net::SocketAddr;
+use anyhow::{Context, Result, anyhow};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
+use wasmtime::component::Linker;
 
 pub fn run(args: ServeArgs) -> Result<()> {
+    let config = config::for_serve(&args)?;
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all().thread_name("wasmhost-worker");
-    if let Some(threads) = args.threads {
+    if let Some(threads) = config.threads {
         runtime.worker_threads(usize::from(threads));
     }
     let runtime = runtime.build().context("starting the async runtime")?;
-    runtime.block_on(serve(args))
+    runtime.block_on(serve(config))
 }
 
-async fn serve(args: ServeArgs) -> Result<()> {
+/// `wasmhost check`: everything `serve` validates, nothing it serves.
+pub fn check(source: Source) -> Result<()> {
+    let mounts = config::for_check(&source)?;
+    let (engine, _) = engine::build(PoolSize::default())?;
+    let linker = app::linker(&engine)?;
+    let apps = load_all(&linker, &mounts)?;
+    for app in &apps {
+        println!("{}", describe(app));
+    }
+    println!("ok: {} app(s) valid", apps.len());
+    Ok(())
+}
+
+async fn serve(config: Config) -> Result<()> {
     let signals = signals::install()?;
     let pool = PoolSize::default();
     let (engine, allocation) = engine::build(pool)?;
-    let linker = app::linker(&engine)?;
-
-    // Bind before compiling: a taken port is reported at once, and clients
-    // that connect while a large app compiles wait in the backlog instead of
-    // being refused.
-    let listener = server::bind(SocketAddr::new(args.host, args.port)).await?;
-    let local = listener.local_addr().context("reading the bound address")?;
-
-    let path = args.app.clone();
-    let app = tokio::task::spawn_blocking(move || app::load(&linker, "/", &path))
-        .await
-        .context("the compiler thread panicked")??;
-    let _ticker = EpochTicker::start(engine.clone());
-
     tracing::debug!(
         ?allocation,
         instances = pool.instances,
         "instance allocation"
     );
-    tracing::info!(
-        "serving on http://{local}/ with {} ({} KiB, compiled in {} ms)",
-        app.path.display(),
-        app.size.div_ceil(1024),
-        app.compile_time.as_millis(),
-    );
+    let linker = app::linker(&engine)?;
+
+    // Bind before compiling: a taken port is reported at once, and clients
+    // that connect while a large app compiles wait in the backlog instead of
+    // being refused.
+    let mut listeners = Vec::with_capacity(config.listeners.len());
+    for addr in &config.listeners {
+        listeners.push(server::bind(*addr).await?);
+    }
+
+    let mounts = config.mounts.clone();
+    let apps = tokio::task::spawn_blocking(move || load_all(&linker, &mounts))
+        .await
+        .context("the compiler thread panicked")??;
+    let _ticker = EpochTicker::start(engine.clone());
+
+    // One app at the root: say everything on the `serving on` line. Several:
+    // print the route table once, then the listeners.
+    let with = match apps.as_slice() {
+        [only] if &*only.route == "/" => format!(" with {}", summary(only)),
+        _ => {
+            for app in &apps {
+                tracing::info!("{}", describe(app));
+            }
+            format!(" with {} apps", apps.len())
+        }
+    };
+    for listener in &listeners {
+        let local = listener.local_addr().context("reading the bound address")?;
+        tracing::info!("serving on http://{local}/{with}");
+    }
+
     let target = Arc::new(Target {
-        app: Arc::new(app),
+        router: Router::new(
+            apps.into_iter()
+                .map(|app| (app.route.clone(), Arc::new(app))),
+        ),
         slots: Arc::new(Semaphore::new(pool.instances as usize)),
     });
-
     let first = async {
         let _ = signals.first.await;
     };
     let second = async {
         let _ = signals.second.await;
     };
-    let drained = server::serve(listener, target, first, args.shutdown_timeout, second).await;
+    let drained = server::serve(listeners, target, first, config.shutdown_timeout, second).await;
     match drained {
         Drained::Clean => tracing::info!("stopped"),
         Drained::Cut => tracing::info!("stopped; some requests were cut"),
     }
     Ok(())
+}
+
+/// Compiles every mount. Blocking: run off the runtime's threads.
+fn load_all(linker: &Linker<crate::state::RequestState>, mounts: &[Mount]) -> Result<Vec<App>> {
+    mounts
+        .iter()
+        .map(|mount| {
+            app::load(linker, &mount.route, &mount.component)
+                .map_err(|error| anyhow!(mount.origin.locate(format!("{error:#}"))))
+        })
+        .collect()
+}
+
+/// `/api -> api.wasm (72 KiB, compiled in 61 ms)`
+fn describe(app: &App) -> String {
+    format!("route {} -> {}", app.route, summary(app))
+}
+
+fn summary(app: &App) -> String {
+    format!(
+        "{} ({} KiB, compiled in {} ms)",
+        app.path.display(),
+        app.size.div_ceil(1024),
+        app.compile_time.as_millis()
+    )
 }

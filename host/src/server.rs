@@ -14,6 +14,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 /// A client that opened a connection must send its request head within this
 /// time, so idle or trickling sockets (slowloris) cannot pile up.
@@ -44,15 +46,62 @@ pub enum Drained {
     Cut,
 }
 
-/// Serves `target` on `listener` until `shutdown` resolves, then waits up to
-/// `drain_timeout` (or until `force` resolves) for requests in flight.
+/// Serves `target` on every listener until `shutdown` resolves, then waits
+/// up to `drain_timeout` (or until `force` resolves) for requests in flight.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     target: Arc<Target>,
     shutdown: impl Future<Output = ()>,
     drain_timeout: Duration,
     force: impl Future<Output = ()>,
 ) -> Drained {
+    let (stop, stopped) = watch::channel(false);
+    let mut accept_loops = JoinSet::new();
+    for listener in listeners {
+        accept_loops.spawn(accept_loop(listener, target.clone(), stopped.clone()));
+    }
+    shutdown.await;
+    let _ = stop.send(true);
+
+    // Each accept loop hands back its connections once it has stopped
+    // accepting; then all of them drain together under one deadline.
+    let mut connections = Vec::new();
+    while let Some(joined) = accept_loops.join_next().await {
+        match joined {
+            Ok(graceful) => connections.push(graceful),
+            Err(error) => tracing::error!("an accept loop failed: {error}"),
+        }
+    }
+    let open: usize = connections.iter().map(GracefulShutdown::count).sum();
+    if open > 0 {
+        tracing::info!(
+            "shutting down: waiting up to {drain_timeout:?} for {open} open connection(s)"
+        );
+    }
+    let mut draining = JoinSet::new();
+    for graceful in connections {
+        draining.spawn(graceful.shutdown());
+    }
+    tokio::select! {
+        _ = draining.join_all() => Drained::Clean,
+        () = tokio::time::sleep(drain_timeout) => {
+            tracing::warn!("shutdown timeout passed; cutting the requests still running");
+            Drained::Cut
+        }
+        () = force => {
+            tracing::warn!("second signal; cutting the requests still running");
+            Drained::Cut
+        }
+    }
+}
+
+/// Accepts connections on one listener until `stopped` turns true, then
+/// closes the listener and returns the connections still open.
+async fn accept_loop(
+    listener: TcpListener,
+    target: Arc<Target>,
+    mut stopped: watch::Receiver<bool>,
+) -> GracefulShutdown {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -62,7 +111,6 @@ pub async fn serve(
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
 
-    tokio::pin!(shutdown);
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -72,7 +120,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            () = stop_requested(&mut stopped) => break,
         };
         // Small streamed chunks would otherwise wait up to 40 ms for Nagle.
         let _ = stream.set_nodelay(true);
@@ -91,25 +139,12 @@ pub async fn serve(
             }
         });
     }
-    drop(listener);
+    graceful
+}
 
-    let open = graceful.count();
-    if open > 0 {
-        tracing::info!(
-            "shutting down: waiting up to {drain_timeout:?} for {open} open connection(s)"
-        );
-    }
-    tokio::select! {
-        () = graceful.shutdown() => Drained::Clean,
-        () = tokio::time::sleep(drain_timeout) => {
-            tracing::warn!("shutdown timeout passed; cutting the requests still running");
-            Drained::Cut
-        }
-        () = force => {
-            tracing::warn!("second signal; cutting the requests still running");
-            Drained::Cut
-        }
-    }
+async fn stop_requested(stopped: &mut watch::Receiver<bool>) {
+    // An error means the sender is gone, which also means stop.
+    let _ = stopped.wait_for(|stop| *stop).await;
 }
 
 /// Accept fails for the whole listener only on resource exhaustion (EMFILE,

@@ -1,0 +1,294 @@
+//! One validated `Config` from the command line and an optional
+//! `wasmhost.toml`, built in one place. Flags override the file. Every error
+//! names the flag, or the file and line, and what to do.
+
+use crate::cli::{MountArg, ServeArgs, Source, parse_duration};
+use crate::router::normalise_prefix;
+use anyhow::{Result, anyhow, bail};
+use serde::Deserialize;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use toml::Spanned;
+
+pub const DEFAULT_HOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+pub const DEFAULT_PORT: u16 = 8080;
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Everything `serve` needs, validated.
+#[derive(Debug)]
+pub struct Config {
+    pub listeners: Vec<SocketAddr>,
+    pub mounts: Vec<Mount>,
+    pub threads: Option<u16>,
+    pub shutdown_timeout: Duration,
+}
+
+/// A component mounted at a route.
+#[derive(Debug, Clone)]
+pub struct Mount {
+    /// Canonical prefix (see `router::normalise_prefix`).
+    pub route: Arc<str>,
+    pub component: PathBuf,
+    /// Where it was declared, for error messages.
+    pub origin: Origin,
+}
+
+/// Where a setting came from.
+#[derive(Debug, Clone)]
+pub enum Origin {
+    Flag(&'static str),
+    File { path: PathBuf, line: usize },
+}
+
+impl Origin {
+    /// `message`, prefixed with the file and line when it came from the
+    /// config file (a message about a flag's file already names the file).
+    pub fn locate(&self, message: impl fmt::Display) -> String {
+        match self {
+            Origin::Flag(_) => message.to_string(),
+            Origin::File { .. } => format!("{self}: {message}"),
+        }
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Flag(flag) => write!(f, "{flag}"),
+            Origin::File { path, line } => write!(f, "{}:{line}", path.display()),
+        }
+    }
+}
+
+/// The `serve` configuration.
+pub fn for_serve(args: &ServeArgs) -> Result<Config> {
+    let file = args.source.config.as_deref().map(File::load).transpose()?;
+    let mounts = mounts(&args.source, file.as_ref())?;
+
+    let listeners = if !args.listen.is_empty() {
+        args.listen.clone()
+    } else if args.host.is_some() || args.port.is_some() || file.is_none() {
+        vec![SocketAddr::new(
+            args.host.unwrap_or(DEFAULT_HOST),
+            args.port.unwrap_or(DEFAULT_PORT),
+        )]
+    } else {
+        let file = file.as_ref().expect("checked above");
+        if file.listeners.is_empty() {
+            vec![SocketAddr::new(DEFAULT_HOST, DEFAULT_PORT)]
+        } else {
+            file.listeners.clone()
+        }
+    };
+    let mut seen = Vec::new();
+    for addr in &listeners {
+        if seen.contains(addr) {
+            bail!("listener {addr} is given twice; each listener needs its own address");
+        }
+        seen.push(*addr);
+    }
+
+    Ok(Config {
+        listeners,
+        mounts,
+        threads: args.threads.or(file.as_ref().and_then(|f| f.threads)),
+        shutdown_timeout: args
+            .shutdown_timeout
+            .or(file.as_ref().and_then(|f| f.shutdown_timeout))
+            .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
+    })
+}
+
+/// The mounts `check` validates.
+pub fn for_check(source: &Source) -> Result<Vec<Mount>> {
+    let file = source.config.as_deref().map(File::load).transpose()?;
+    mounts(source, file.as_ref())
+}
+
+/// The file's mounts, then the flags': a flag for a route the file also has
+/// replaces the file's entry.
+fn mounts(source: &Source, file: Option<&File>) -> Result<Vec<Mount>> {
+    let mut mounts: Vec<Mount> = file.map(|f| f.mounts.clone()).unwrap_or_default();
+    let mut from_flags: Vec<Mount> = Vec::new();
+    let app = source.app.iter().map(|component| {
+        (
+            MountArg {
+                prefix: "/".into(),
+                component: component.clone(),
+            },
+            Origin::Flag("APP.wasm"),
+        )
+    });
+    let flagged = source
+        .mounts
+        .iter()
+        .map(|m| (m.clone(), Origin::Flag("--mount")));
+    for (arg, origin) in app.chain(flagged) {
+        let route = normalise_prefix(&arg.prefix).map_err(|e| anyhow!("{origin}: {e}"))?;
+        if let Some(earlier) = from_flags.iter().find(|m| m.route == route) {
+            bail!(
+                "{origin}: route {route} is mounted twice (also by {}); give each route one component",
+                earlier.origin
+            );
+        }
+        check_component_exists(&arg.component, &origin)?;
+        mounts.retain(|m| m.route != route);
+        from_flags.push(Mount {
+            route,
+            component: arg.component,
+            origin,
+        });
+    }
+    mounts.extend(from_flags);
+    if mounts.is_empty() {
+        bail!(
+            "nothing to serve: give a component (wasmhost serve app.wasm), \
+             --mount PREFIX=FILE, or --config wasmhost.toml with [[app]] entries"
+        );
+    }
+    Ok(mounts)
+}
+
+fn check_component_exists(path: &Path, origin: &Origin) -> Result<()> {
+    let shown = path.display();
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => Ok(()),
+        Ok(_) => bail!(origin.locate(format!("{shown} is not a file"))),
+        Err(error) => bail!(origin.locate(format!("cannot read {shown}: {error}"))),
+    }
+}
+
+/// A parsed and validated `wasmhost.toml`.
+struct File {
+    listeners: Vec<SocketAddr>,
+    mounts: Vec<Mount>,
+    threads: Option<u16>,
+    shutdown_timeout: Option<Duration>,
+}
+
+/// The file as written. Unknown keys are errors: a typo must not be ignored.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    listen: Vec<RawListen>,
+    #[serde(default)]
+    app: Vec<RawApp>,
+    threads: Option<Spanned<u16>>,
+    shutdown_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListen {
+    address: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApp {
+    route: Spanned<String>,
+    component: Spanned<String>,
+}
+
+impl File {
+    fn load(path: &Path) -> Result<File> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow!("cannot read config {}: {e}", path.display()))?;
+        let at = |span: Range<usize>| Origin::File {
+            path: path.to_path_buf(),
+            line: line_of(&text, span.start),
+        };
+        let raw: RawFile = toml::from_str(&text).map_err(|error| {
+            let place = match error.span() {
+                Some(span) => at(span).to_string(),
+                None => path.display().to_string(),
+            };
+            anyhow!("{place}: {}", error.message().trim())
+        })?;
+        // Components are found relative to the file, not the working directory.
+        let base = path.parent().unwrap_or(Path::new("."));
+
+        let mut listeners: Vec<SocketAddr> = Vec::new();
+        for entry in &raw.listen {
+            let origin = at(entry.address.span());
+            let addr: SocketAddr = entry.address.get_ref().parse().map_err(|_| {
+                anyhow!(
+                    "{origin}: address `{}` is not IP:PORT; write e.g. \"127.0.0.1:8080\" or \"[::1]:8080\"",
+                    entry.address.get_ref()
+                )
+            })?;
+            if listeners.contains(&addr) {
+                bail!(
+                    "{origin}: listener {addr} is given twice; each listener needs its own address"
+                );
+            }
+            listeners.push(addr);
+        }
+
+        let mut mounts: Vec<Mount> = Vec::new();
+        for entry in &raw.app {
+            let origin = at(entry.route.span());
+            let route =
+                normalise_prefix(entry.route.get_ref()).map_err(|e| anyhow!("{origin}: {e}"))?;
+            if let Some(earlier) = mounts.iter().find(|m| m.route == route) {
+                bail!(
+                    "{origin}: route {route} is mounted twice (also at {}); give each route one component",
+                    earlier.origin
+                );
+            }
+            let component = base.join(entry.component.get_ref());
+            check_component_exists(&component, &at(entry.component.span()))?;
+            mounts.push(Mount {
+                route,
+                component,
+                origin,
+            });
+        }
+
+        let shutdown_timeout = raw
+            .shutdown_timeout
+            .map(|value| {
+                parse_duration(value.get_ref())
+                    .map_err(|e| anyhow!("{}: shutdown_timeout: {e}", at(value.span())))
+            })
+            .transpose()?;
+        let threads = raw
+            .threads
+            .map(|value| match *value.get_ref() {
+                0 => Err(anyhow!("{}: threads must be at least 1", at(value.span()))),
+                n => Ok(n),
+            })
+            .transpose()?;
+
+        Ok(File {
+            listeners,
+            mounts,
+            threads,
+            shutdown_timeout,
+        })
+    }
+}
+
+/// 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_count_from_one() {
+        let text = "a = 1\nb = 2\n\nc = 3";
+        let cases = [(0, 1), (5, 1), (6, 2), (12, 3), (13, 4), (999, 4)];
+        for (offset, line) in cases {
+            assert_eq!(line_of(text, offset), line, "{offset}");
+        }
+    }
+}

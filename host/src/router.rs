@@ -1,0 +1,283 @@
+//! The URL tree: which mounted app a request path belongs to, and the path
+//! that app sees. Pure functions, no I/O.
+//!
+//! Semantics (the README's "Mounting several apps" section):
+//! - the path is normalised first: empty segments (`//`) and `.` segments go;
+//! - the longest mounted prefix wins, on a segment boundary (`/api` matches
+//!   `/api`, `/api/` and `/api/x`, never `/apix`);
+//! - the app sees the rest of the path (`/api/x?q=1` → `/x?q=1`, `/api` → `/`)
+//!   with the query untouched; the prefix is its SCRIPT_NAME;
+//! - `..` segments resolve inside the app's part of the path; a path that
+//!   `..` would move out of the mount it names (or above `/`) is refused;
+//! - percent-encoding is left alone (`%2F` is not a separator), except that
+//!   `%2e` counts as `.` when spotting dot segments, since clients and apps
+//!   decode it to one.
+
+use std::sync::Arc;
+
+/// A request path the router refuses outright.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// No mount covers the path.
+    NotFound,
+    /// A `..` segment climbs above the mount point (or the path is not
+    /// origin-form, e.g. `*`).
+    BadPath,
+}
+
+/// Where a request goes.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Routed<'a, T> {
+    pub target: &'a T,
+    /// The mount point, `/` for the root mount.
+    pub prefix: &'a str,
+    /// The path and query the app sees; always starts with `/`.
+    pub path_and_query: String,
+}
+
+/// Mount points and what is mounted on them, longest prefix first.
+#[derive(Debug)]
+pub struct Router<T> {
+    mounts: Vec<(Arc<str>, T)>,
+}
+
+impl<T> Router<T> {
+    /// `mounts` are (prefix, target) pairs with prefixes already validated by
+    /// [`normalise_prefix`] and unique.
+    pub fn new(mounts: impl IntoIterator<Item = (Arc<str>, T)>) -> Self {
+        let mut mounts: Vec<_> = mounts.into_iter().collect();
+        mounts.sort_by(|(a, _), (b, _)| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        Self { mounts }
+    }
+
+    /// The longest mount covering `segments`: its index and segment count.
+    fn longest_match(&self, segments: &[&str]) -> Option<(usize, usize)> {
+        self.mounts
+            .iter()
+            .enumerate()
+            .find_map(|(index, (prefix, _))| {
+                let mut depth = 0;
+                for mount_segment in split(prefix) {
+                    if segments.get(depth) != Some(&mount_segment) {
+                        return None;
+                    }
+                    depth += 1;
+                }
+                Some((index, depth))
+            })
+    }
+
+    pub fn mounts(&self) -> impl Iterator<Item = (&str, &T)> {
+        self.mounts
+            .iter()
+            .map(|(prefix, target)| (&**prefix, target))
+    }
+
+    /// Routes a request target (`/path?query`).
+    pub fn route(&self, path_and_query: &str) -> Result<Routed<'_, T>, Refusal> {
+        let (path, query) = match path_and_query.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (path_and_query, None),
+        };
+        if !path.starts_with('/') {
+            return Err(Refusal::BadPath);
+        }
+        let segments = clean_segments(path);
+        // The mount the path names as written, and the one it lands in once
+        // `..` is applied: they must agree, so `..` can never move a request
+        // out of the app it addresses (or climb above `/`).
+        let written = self.longest_match(&segments);
+        let resolved = resolve_dot_dot(&segments).ok_or(Refusal::BadPath)?;
+        let landed = self.longest_match(&resolved);
+        let (index, depth) = match (written, landed) {
+            (None, None) => return Err(Refusal::NotFound),
+            (Some(w), Some(l)) if w == l => l,
+            _ => return Err(Refusal::BadPath),
+        };
+        let (prefix, target) = &self.mounts[index];
+        let (prefix, rest) = (&**prefix, &resolved[depth..]);
+
+        let mut out = String::with_capacity(path_and_query.len());
+        for segment in rest {
+            out.push('/');
+            out.push_str(segment);
+        }
+        // A trailing slash is part of the resource name; keep it.
+        if out.is_empty() || (path.ends_with('/') && !rest.is_empty()) {
+            out.push('/');
+        }
+        if let Some(query) = query {
+            out.push('?');
+            out.push_str(query);
+        }
+        Ok(Routed {
+            target,
+            prefix,
+            path_and_query: out,
+        })
+    }
+}
+
+/// Validates a mount prefix and puts it in canonical form: starts with `/`,
+/// no trailing `/` (except the root itself), no empty, `.` or `..` segments,
+/// no query.
+pub fn normalise_prefix(prefix: &str) -> Result<Arc<str>, String> {
+    if !prefix.starts_with('/') {
+        return Err(format!("route `{prefix}` must start with `/`"));
+    }
+    if prefix.contains(['?', '#']) {
+        return Err(format!(
+            "route `{prefix}` must be a path, without `?` or `#`"
+        ));
+    }
+    let segments: Vec<&str> = split(prefix).collect();
+    if segments.iter().any(|s| is_dot(s) || is_dot_dot(s)) {
+        return Err(format!(
+            "route `{prefix}` must not contain `.` or `..` segments"
+        ));
+    }
+    Ok(format!("/{}", segments.join("/")).into())
+}
+
+fn split(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/').filter(|segment| !segment.is_empty())
+}
+
+/// Segments without empty and `.` ones; `..` kept for the app-relative pass.
+fn clean_segments(path: &str) -> Vec<&str> {
+    split(path).filter(|segment| !is_dot(segment)).collect()
+}
+
+/// Applies `..` segments; None if one climbs above the start.
+fn resolve_dot_dot<'a>(segments: &[&'a str]) -> Option<Vec<&'a str>> {
+    let mut out = Vec::with_capacity(segments.len());
+    for &segment in segments {
+        if is_dot_dot(segment) {
+            out.pop()?;
+        } else {
+            out.push(segment);
+        }
+    }
+    Some(out)
+}
+
+fn is_dot(segment: &str) -> bool {
+    segment == "." || segment.eq_ignore_ascii_case("%2e")
+}
+
+fn is_dot_dot(segment: &str) -> bool {
+    matches!(
+        segment.to_ascii_lowercase().as_str(),
+        ".." | "%2e." | ".%2e" | "%2e%2e"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn router(prefixes: &[&'static str]) -> Router<&'static str> {
+        Router::new(prefixes.iter().map(|p| (normalise_prefix(p).unwrap(), *p)))
+    }
+
+    #[test]
+    fn routes_to_the_longest_prefix_on_a_segment_boundary() {
+        let router = router(&["/", "/api", "/api/v2", "/static"]);
+        let cases = [
+            ("/", Ok(("/", "/"))),
+            ("/index.html", Ok(("/", "/index.html"))),
+            ("/api", Ok(("/api", "/"))),
+            ("/api/", Ok(("/api", "/"))),
+            ("/api/x", Ok(("/api", "/x"))),
+            ("/api/x/", Ok(("/api", "/x/"))),
+            ("/api/x?q=1", Ok(("/api", "/x?q=1"))),
+            ("/api?q=1", Ok(("/api", "/?q=1"))),
+            ("/apix", Ok(("/", "/apix"))),
+            ("/api/v2", Ok(("/api/v2", "/"))),
+            ("/api/v2/users/7", Ok(("/api/v2", "/users/7"))),
+            ("/api/v20", Ok(("/api", "/v20"))),
+            ("/static/a.css", Ok(("/static", "/a.css"))),
+        ];
+        for (path, expected) in cases {
+            let got = router
+                .route(path)
+                .map(|r| (*r.target, r.path_and_query.clone()));
+            let expected = expected.map(|(t, p)| (t, p.to_string()));
+            assert_eq!(got, expected, "{path}");
+        }
+    }
+
+    #[test]
+    fn normalises_empty_and_dot_segments_before_matching() {
+        let router = router(&["/", "/api"]);
+        let cases = [
+            ("//api//x", Ok(("/api", "/x"))),
+            ("/./api/./x", Ok(("/api", "/x"))),
+            ("/%2e/api/x", Ok(("/api", "/x"))),
+            ("/api/x/../y", Ok(("/api", "/y"))),
+            ("/api/x/%2E%2E/y", Ok(("/api", "/y"))),
+            ("/api/x/..", Ok(("/api", "/"))),
+            ("/a/b/../../c", Ok(("/", "/c"))),
+            // Percent-encoded slashes are data, not separators.
+            ("/api%2Fx", Ok(("/", "/api%2Fx"))),
+            ("/api/a%2Fb", Ok(("/api", "/a%2Fb"))),
+            // The query is never touched, even when it looks like a path.
+            ("/api/x?next=/../../etc", Ok(("/api", "/x?next=/../../etc"))),
+        ];
+        for (path, expected) in cases {
+            let got = router
+                .route(path)
+                .map(|r| (*r.target, r.path_and_query.clone()));
+            let expected = expected.map(|(t, p)| (t, p.to_string()));
+            assert_eq!(got, expected, "{path}");
+        }
+    }
+
+    #[test]
+    fn refuses_dot_dot_above_the_mount_and_unmounted_paths() {
+        let with_root = router(&["/", "/api"]);
+        let without_root = router(&["/api"]);
+        let cases = [
+            (&with_root, "/..", Refusal::BadPath),
+            (&with_root, "/../etc/passwd", Refusal::BadPath),
+            (&with_root, "/api/../secret", Refusal::BadPath),
+            (&with_root, "/api/x/../../secret", Refusal::BadPath),
+            (&with_root, "/api/%2e%2e/secret", Refusal::BadPath),
+            // `..` may not move a request into another mount either.
+            (&with_root, "/x/../api/y", Refusal::BadPath),
+            (&without_root, "/other/../api/x", Refusal::BadPath),
+            (&with_root, "*", Refusal::BadPath),
+            (&without_root, "/", Refusal::NotFound),
+            (&without_root, "/apix", Refusal::NotFound),
+            (&without_root, "/other/api", Refusal::NotFound),
+        ];
+        for (router, path, expected) in cases {
+            assert_eq!(
+                router.route(path).map(|r| *r.target),
+                Err(expected),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn mount_prefixes_are_validated_and_canonical() {
+        let cases = [
+            ("/", Ok("/")),
+            ("/api", Ok("/api")),
+            ("/api/", Ok("/api")),
+            ("//api//v2/", Ok("/api/v2")),
+            ("api", Err(())),
+            ("", Err(())),
+            ("/api?x", Err(())),
+            ("/a/../b", Err(())),
+            ("/./a", Err(())),
+        ];
+        for (prefix, expected) in cases {
+            let got = normalise_prefix(prefix)
+                .map(|p| p.to_string())
+                .map_err(|_| ());
+            assert_eq!(got, expected.map(str::to_string), "{prefix}");
+        }
+    }
+}
