@@ -116,13 +116,26 @@ fn run_build(command: &mut Command, what: &str) {
 
 /// Everything a process has written to stderr so far, shared with the thread
 /// that reads it.
-#[derive(Default)]
 struct Log {
     text: Mutex<String>,
     grew: Condvar,
+    /// Streams that reached end of file: at 2 the process has closed both,
+    /// so waiting for more output is pointless.
+    closed: std::sync::atomic::AtomicUsize,
+    /// How many streams feed this log.
+    streams: usize,
 }
 
 impl Log {
+    fn new(streams: usize) -> Arc<Self> {
+        Arc::new(Log {
+            text: Mutex::default(),
+            grew: Condvar::new(),
+            closed: Default::default(),
+            streams,
+        })
+    }
+
     fn drain(self: &Arc<Self>, stream: impl Read + Send + 'static) {
         let log = self.clone();
         std::thread::spawn(move || {
@@ -133,7 +146,16 @@ impl Log {
                 text.push('\n');
                 log.grew.notify_all();
             }
+            let _text = log.text.lock().unwrap();
+            log.closed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            log.grew.notify_all();
         });
+    }
+
+    /// Everything, once the stream has closed.
+    fn all(&self) -> String {
+        self.wait_for(STARTUP_DEADLINE, |_| None::<()>);
+        self.text.lock().unwrap().clone()
     }
 
     /// Waits until `find` returns something for the text so far.
@@ -143,6 +165,9 @@ impl Log {
         loop {
             if let Some(found) = find(&text) {
                 return Some(found);
+            }
+            if self.closed.load(std::sync::atomic::Ordering::SeqCst) >= self.streams {
+                return None;
             }
             let left = end.checked_duration_since(Instant::now())?;
             text = self.grew.wait_timeout(text, left).unwrap().0;
@@ -165,6 +190,13 @@ impl Server {
         Self::spawn(command)
     }
 
+    /// Starts `bin serve <args>` as given: the args choose the listeners.
+    pub fn start_exact(bin: &str, args: &[&str]) -> Server {
+        let mut command = Command::new(bin);
+        command.arg("serve").args(args);
+        Self::spawn(command)
+    }
+
     /// Starts a prepared command (which must make the server print its
     /// address) and waits for its `serving on` line.
     pub fn spawn(mut command: Command) -> Server {
@@ -175,7 +207,7 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawning wasmhost");
-        let log = Arc::new(Log::default());
+        let log = Log::new(2);
         log.drain(child.stdout.take().unwrap());
         log.drain(child.stderr.take().unwrap());
         let addr = log.wait_for(STARTUP_DEADLINE, |text| {
@@ -189,9 +221,24 @@ impl Server {
         };
         match addr {
             Some(addr) => server.addr = addr,
-            None => panic!("wasmhost did not print its address in time"),
+            None => panic!("wasmhost exited or did not print its address in time"),
         }
         server
+    }
+
+    /// The addresses of the first `count` `serving on` lines (one per
+    /// listener), waiting for them to be printed.
+    pub fn addresses(&self, count: usize) -> Vec<SocketAddr> {
+        self.log
+            .wait_for(STARTUP_DEADLINE, |text| {
+                let found: Vec<SocketAddr> = text
+                    .split("serving on http://")
+                    .skip(1)
+                    .filter_map(|rest| rest.split('/').next()?.parse().ok())
+                    .collect();
+                (found.len() >= count).then_some(found)
+            })
+            .unwrap_or_else(|| panic!("wasmhost did not print {count} listeners:\n{}", self.log()))
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -255,6 +302,7 @@ fn wait_child(child: &mut Child, deadline: Duration) -> Option<ExitStatus> {
 /// What a process that was expected to exit printed.
 pub struct Finished {
     pub status: ExitStatus,
+    pub stdout: String,
     pub stderr: String,
 }
 
@@ -266,12 +314,14 @@ pub fn run_to_exit(bin: &str, args: &[&str], deadline: Duration) -> Finished {
         // Errors must print as one clean line even where backtraces are on.
         .env("RUST_BACKTRACE", "1")
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawning wasmhost");
-    let log = Arc::new(Log::default());
-    log.drain(child.stderr.take().unwrap());
+    let stdout = Log::new(1);
+    stdout.drain(child.stdout.take().unwrap());
+    let stderr = Log::new(1);
+    stderr.drain(child.stderr.take().unwrap());
     let status = match wait_child(&mut child, deadline) {
         Some(status) => status,
         None => {
@@ -279,13 +329,25 @@ pub fn run_to_exit(bin: &str, args: &[&str], deadline: Duration) -> Finished {
             panic!("wasmhost {args:?} did not exit within {deadline:?}");
         }
     };
-    // The reader thread may still be copying the last lines.
-    let stderr = log
-        .wait_for(Duration::from_secs(5), |text| {
-            (!text.is_empty()).then(|| text.to_string())
-        })
-        .unwrap_or_default();
-    Finished { status, stderr }
+    Finished {
+        status,
+        stdout: stdout.all(),
+        stderr: stderr.all(),
+    }
+}
+
+/// Sends `request` byte for byte (clients normalise paths; this does not)
+/// and returns everything the server wrote before closing.
+pub fn raw_request(addr: SocketAddr, request: &str) -> String {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(addr).expect("connecting");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut reply = Vec::new();
+    let _ = stream.read_to_end(&mut reply);
+    String::from_utf8_lossy(&reply).into_owned()
 }
 
 /// A response read completely.

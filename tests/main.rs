@@ -1,8 +1,10 @@
 //! The end-to-end suite: every test starts the real `wasmhost` binary and
 //! talks HTTP to it over real sockets. One module per area; one test binary.
 
+mod config;
 mod errors;
 mod faults;
+mod graft;
 mod pool;
 mod serve;
 mod shutdown;

@@ -85,7 +85,8 @@ pub fn for_serve(args: &ServeArgs) -> Result<Config> {
         }
     };
     let mut seen = Vec::new();
-    for addr in &listeners {
+    // Port 0 asks the kernel for a free port each time: never a duplicate.
+    for addr in listeners.iter().filter(|addr| addr.port() != 0) {
         if seen.contains(addr) {
             bail!("listener {addr} is given twice; each listener needs its own address");
         }
@@ -222,7 +223,7 @@ impl File {
                     entry.address.get_ref()
                 )
             })?;
-            if listeners.contains(&addr) {
+            if addr.port() != 0 && listeners.contains(&addr) {
                 bail!(
                     "{origin}: listener {addr} is given twice; each listener needs its own address"
                 );

@@ -3,15 +3,19 @@
 //! The request path:
 //!
 //! ```text
-//! TCP accept (server)  ->  hyper HTTP/1.1 + HTTP/2 connection (server)
-//!   -> handler: take an instance slot, new Store (state), instantiate the
-//!      app's ProxyPre (app), call wasi:http/incoming-handler.handle
-//!   -> the response streams back while the guest writes it; the instance is
-//!      dropped and its pool slot recycled when the handler returns
+//! TCP accept, one loop per listener (server)
+//!   -> hyper HTTP/1.1 + HTTP/2 connection (server)
+//!   -> route: longest mounted prefix, path rewritten, X-Forwarded-Prefix (router)
+//!   -> take an instance slot, new Store (state), instantiate the app's
+//!      ProxyPre (app), call wasi:http/incoming-handler.handle (handler)
+//!   -> the response streams back while the guest writes it (guest_body); the
+//!      instance is dropped and its pool slot recycled when the handler returns
 //! ```
 //!
-//! One `Engine` (engine) with the pooling allocator serves every request; an
-//! epoch ticker keeps busy guests from pinning runtime threads.
+//! One `Engine` (engine) with the pooling allocator serves every app; an
+//! epoch ticker keeps busy guests from pinning runtime threads. `config`
+//! turns flags and `wasmhost.toml` into one validated `Config`; `serve` wires
+//! it all together.
 
 pub mod app;
 pub mod cli;

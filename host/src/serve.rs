@@ -64,15 +64,17 @@ async fn serve(config: Config) -> Result<()> {
         .context("the compiler thread panicked")??;
     let _ticker = EpochTicker::start(engine.clone());
 
-    // One app at the root: say everything on the `serving on` line. Several:
-    // print the route table once, then the listeners.
+    // One app at the root on one listener: say everything on the `serving
+    // on` line. Otherwise print the route table once, then the listeners.
     let with = match apps.as_slice() {
-        [only] if &*only.route == "/" => format!(" with {}", summary(only)),
+        [only] if &*only.route == "/" && listeners.len() == 1 => {
+            format!(" with {}", summary(only))
+        }
         _ => {
             for app in &apps {
                 tracing::info!("{}", describe(app));
             }
-            format!(" with {} apps", apps.len())
+            format!(" with {} app(s)", apps.len())
         }
     };
     for listener in &listeners {
