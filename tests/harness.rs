@@ -401,6 +401,24 @@ pub fn get(url: &str) -> Result<Reply, ureq::Error> {
     read(client().get(url).call()?)
 }
 
+/// GETs `url` from `count` threads at once; each reply's (status, body).
+pub fn get_concurrently(url: &str, count: usize) -> Vec<Result<(u16, String), String>> {
+    let threads: Vec<_> = (0..count)
+        .map(|_| {
+            let url = url.to_string();
+            std::thread::spawn(move || {
+                get(&url)
+                    .map(|r| (r.status, r.body))
+                    .map_err(|e| e.to_string())
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .map(|thread| thread.join().expect("request thread panicked"))
+        .collect()
+}
+
 pub fn post(url: &str, body: &[u8]) -> Result<Reply, ureq::Error> {
     read(client().post(url).send(body)?)
 }

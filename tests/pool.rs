@@ -5,7 +5,7 @@
 use crate::WASMHOST;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
-use wasmhost_tests::{Guest, Server, get, guest, libc};
+use wasmhost_tests::{Guest, Server, get, get_concurrently, guest, libc};
 
 /// Far below the terabytes of address space the default pool reserves, far
 /// above what on-demand allocation needs for one instance at a time.
@@ -50,18 +50,8 @@ fn without_address_space_for_the_pool_it_warns_once_and_serves_on_demand() {
 fn the_default_pool_serves_the_python_component_concurrently() {
     let server = Server::start(WASMHOST, &[guest(Guest::PythonHello).to_str().unwrap()]);
     assert!(!server.log().contains("falling back"), "{}", server.log());
-    let url = server.url("/");
-    let threads: Vec<_> = (0..16)
-        .map(|_| {
-            let url = url.clone();
-            std::thread::spawn(move || get(&url).map(|r| (r.status, r.body)))
-        })
-        .collect();
-    for thread in threads {
-        let (status, body) = thread.join().unwrap().unwrap();
-        assert_eq!(
-            (status, body.as_str()),
-            (200, "Hello from a Python component!\n")
-        );
+    let expected = Ok((200, "Hello from a Python component!\n".to_string()));
+    for reply in get_concurrently(&server.url("/"), 16) {
+        assert_eq!(reply, expected);
     }
 }

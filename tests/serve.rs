@@ -3,7 +3,7 @@
 
 use crate::WASMHOST;
 use std::time::Duration;
-use wasmhost_tests::{Guest, Server, get, guest, post};
+use wasmhost_tests::{Guest, Server, get, get_concurrently, guest, post};
 
 fn serve(which: Guest) -> Server {
     Server::start(WASMHOST, &[guest(which).to_str().unwrap()])
@@ -56,16 +56,9 @@ fn startup_line_names_the_url_and_the_component() {
 fn sixty_four_concurrent_requests_all_succeed() {
     let server = serve(Guest::Fault);
     // Each request sleeps in the guest, so all 64 are in flight together.
-    let url = server.url("/sleep/200");
-    let threads: Vec<_> = (0..64)
-        .map(|_| {
-            let url = url.clone();
-            std::thread::spawn(move || get(&url).map(|r| (r.status, r.body)))
-        })
-        .collect();
-    for thread in threads {
-        let (status, body) = thread.join().unwrap().unwrap();
-        assert_eq!((status, body.as_str()), (200, "slept 200 ms\n"));
+    let expected = Ok((200, "slept 200 ms\n".to_string()));
+    for reply in get_concurrently(&server.url("/sleep/200"), 64) {
+        assert_eq!(reply, expected);
     }
 }
 
