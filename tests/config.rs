@@ -93,6 +93,10 @@ fn config_mistakes_name_the_file_the_line_and_the_key() {
             ":2: route `api` must start with `/`",
         ),
         ("[[app]]\nroute = \"/\"\n", "missing field `component`"),
+        (
+            "[[app]]\nroute = \"/\"\ncomponent = \"hello.wasm\"\nreuse = 0\n",
+            ":4: reuse must be at least 1",
+        ),
         ("[[app]\n", ":1: "),
     ];
     for (text, expected) in cases {

@@ -6,6 +6,7 @@ mod errors;
 mod faults;
 mod graft;
 mod pool;
+mod reuse;
 mod serve;
 mod shutdown;
 

@@ -2,6 +2,7 @@
 //! exports `wasi:http/incoming-handler`, compile it and pre-instantiate it
 //! against the host's linker. Every failure names the file and says what to do.
 
+use crate::instances::{Instances, Mode};
 use crate::state::RequestState;
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -22,9 +23,8 @@ pub struct App {
     /// The file it was loaded from.
     pub path: PathBuf,
     pub pre: ProxyPre<RequestState>,
-    /// Prefixes for the guest's stdout and stderr lines.
-    pub stdout_prefix: Arc<str>,
-    pub stderr_prefix: Arc<str>,
+    /// Where each request's instance comes from (fresh or reused).
+    pub instances: Instances,
     /// Size of the file, for the startup report.
     pub size: u64,
     /// How long compiling and linking took, for the startup report.
@@ -61,7 +61,13 @@ fn sniff(bytes: &[u8]) -> WasmKind {
 /// Reads, validates and compiles the component at `path` for `route`.
 /// Blocking: compiling takes from tens of milliseconds to seconds, so call it
 /// off the async runtime's threads.
-pub fn load(linker: &Linker<RequestState>, route: &str, path: &Path) -> Result<App> {
+pub fn load(
+    linker: &Linker<RequestState>,
+    route: &str,
+    path: &Path,
+    mode: Mode,
+    max_idle: usize,
+) -> Result<App> {
     let started = Instant::now();
     let shown = path.display();
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {shown}"))?;
@@ -116,8 +122,7 @@ pub fn load(linker: &Linker<RequestState>, route: &str, path: &Path) -> Result<A
         route: route.into(),
         path: path.to_path_buf(),
         pre,
-        stdout_prefix: format!("[{route}] ").into(),
-        stderr_prefix: format!("[{route}] stderr: ").into(),
+        instances: Instances::new(mode, max_idle, route),
         size: bytes.len() as u64,
         compile_time: started.elapsed(),
     })

@@ -3,6 +3,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -43,6 +44,12 @@ pub struct Source {
     /// as well override it.
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
+
+    /// Let one instance serve up to N requests in turn (for every app)
+    /// instead of a fresh instance per request: much faster for large guests,
+    /// but state left by one request is seen by the next.
+    #[arg(long, value_name = "N")]
+    pub reuse: Option<NonZeroU32>,
 }
 
 /// `--mount PREFIX=FILE` as given.

@@ -3,11 +3,13 @@
 //! names the flag, or the file and line, and what to do.
 
 use crate::cli::{MountArg, ServeArgs, Source, parse_duration};
+use crate::instances::Mode;
 use crate::router::normalise_prefix;
 use anyhow::{Result, anyhow, bail};
 use serde::Deserialize;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::num::NonZeroU32;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,6 +35,8 @@ pub struct Mount {
     /// Canonical prefix (see `router::normalise_prefix`).
     pub route: Arc<str>,
     pub component: PathBuf,
+    /// Fresh instance per request, or reuse.
+    pub mode: Mode,
     /// Where it was declared, for error messages.
     pub origin: Origin,
 }
@@ -141,10 +145,17 @@ fn mounts(source: &Source, file: Option<&File>) -> Result<Vec<Mount>> {
         from_flags.push(Mount {
             route,
             component: arg.component,
+            mode: Mode::Fresh,
             origin,
         });
     }
     mounts.extend(from_flags);
+    // `--reuse` applies to every app, the file's included.
+    if let Some(uses) = source.reuse {
+        for mount in &mut mounts {
+            mount.mode = Mode::Reuse(uses);
+        }
+    }
     if mounts.is_empty() {
         bail!(
             "nothing to serve: give a component (wasmhost serve app.wasm), \
@@ -194,6 +205,8 @@ struct RawListen {
 struct RawApp {
     route: Spanned<String>,
     component: Spanned<String>,
+    /// Requests one instance may serve; absent means a fresh instance each.
+    reuse: Option<Spanned<u32>>,
 }
 
 impl File {
@@ -244,9 +257,20 @@ impl File {
             }
             let component = base.join(entry.component.get_ref());
             check_component_exists(&component, &at(entry.component.span()))?;
+            let mode = match &entry.reuse {
+                None => Mode::Fresh,
+                Some(uses) => match NonZeroU32::new(*uses.get_ref()) {
+                    Some(uses) => Mode::Reuse(uses),
+                    None => bail!(
+                        "{}: reuse must be at least 1 (1 means a fresh instance per request)",
+                        at(uses.span())
+                    ),
+                },
+            };
             mounts.push(Mount {
                 route,
                 component,
+                mode,
                 origin,
             });
         }

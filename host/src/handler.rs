@@ -6,14 +6,12 @@
 use crate::app::App;
 use crate::guest_body::{FailureFlag, GuestBody};
 use crate::router::{Refusal, Router};
-use crate::state::RequestState;
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 use hyper::body::Incoming;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
-use wasmtime::Store;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
@@ -51,21 +49,17 @@ pub async fn handle(target: &Target, mut request: http::Request<Incoming>) -> Re
             );
         }
     };
-    let Ok(slot) = target.slots.clone().acquire_owned().await else {
+    let Some(mut instance) = app
+        .instances
+        .checkout(app.pre.engine(), &target.slots)
+        .await
+    else {
         return plain(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down");
     };
-    let mut store = Store::new(
-        app.pre.engine(),
-        RequestState::new(&app.stdout_prefix, &app.stderr_prefix),
-    );
-    // Yield to the runtime at every epoch tick so that a guest computing
-    // without host calls cannot hold a worker thread.
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_async_yield_and_update(1);
 
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let resources = {
-        let mut http = store.data_mut().http();
+        let mut http = instance.store.data_mut().http();
         http.new_incoming_request(Scheme::Http, request)
             .and_then(|req| Ok((req, http.new_response_outparam(sender)?)))
     };
@@ -82,27 +76,29 @@ pub async fn handle(target: &Target, mut request: http::Request<Incoming>) -> Re
     // The guest keeps running in its own task after it has sent the response
     // head, while it streams the body; the task owns the store, the instance
     // and the slot until the handler returns.
-    let pre = app.pre.clone();
-    let route = app.route.clone();
+    let app_for_guest = app.clone();
     let failure = FailureFlag::default();
     let guest_failure = failure.clone();
     let guest = tokio::spawn(async move {
-        let _slot = slot;
+        let app = app_for_guest;
         let result = async {
-            let proxy = pre.instantiate_async(&mut store).await?;
+            let (store, proxy) = instance.ready(&app.pre).await?;
             proxy
                 .wasi_http_incoming_handler()
-                .call_handle(&mut store, guest_request, outparam)
+                .call_handle(store, guest_request, outparam)
                 .await
         }
         .await;
-        if let Err(error) = &result {
-            guest_failure.raise();
-            tracing::warn!(app = %route, "guest trapped: {}", trap_message(error));
+        match &result {
+            Ok(()) => app.instances.checkin(instance),
+            Err(error) => {
+                guest_failure.raise();
+                tracing::warn!(app = %app.route, "guest trapped: {}", trap_message(error));
+                // The store, and with it any unfinished response body, is
+                // dropped only now, after the failure flag is up.
+                drop(instance);
+            }
         }
-        // The store, and with it any unfinished response body, is dropped
-        // only now, after the failure flag is up.
-        drop(store);
         result.is_ok()
     });
 

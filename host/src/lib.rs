@@ -24,6 +24,7 @@ pub mod engine;
 pub mod guest_body;
 pub mod guest_output;
 pub mod handler;
+pub mod instances;
 pub mod logging;
 pub mod router;
 pub mod serve;

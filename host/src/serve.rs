@@ -108,10 +108,22 @@ fn load_all(linker: &Linker<crate::state::RequestState>, mounts: &[Mount]) -> Re
     mounts
         .iter()
         .map(|mount| {
-            app::load(linker, &mount.route, &mount.component)
-                .map_err(|error| anyhow!(mount.origin.locate(format!("{error:#}"))))
+            app::load(
+                linker,
+                &mount.route,
+                &mount.component,
+                mount.mode,
+                max_idle(),
+            )
+            .map_err(|error| anyhow!(mount.origin.locate(format!("{error:#}"))))
         })
         .collect()
+}
+
+/// Idle instances one app keeps in reuse mode: enough for every worker
+/// thread to find one, few enough that idle memory stays small.
+fn max_idle() -> usize {
+    std::thread::available_parallelism().map_or(4, |n| n.get() * 2)
 }
 
 /// `/api -> api.wasm (72 KiB, compiled in 61 ms)`

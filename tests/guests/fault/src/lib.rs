@@ -10,13 +10,18 @@
 //! - `/print`          writes to stdout and stderr, then 200
 //! - `/sandbox`        reports what the sandbox grants: env, preopens, outbound HTTP
 //! - `/seen`           reports the method, path and headers it received
+//! - `/count`          how many requests this instance has served, this one included
 
 use wasi::http::outgoing_handler;
 use wasi::http::types::{
     Fields, IncomingRequest, Method, OutgoingBody, OutgoingRequest, OutgoingResponse,
     ResponseOutparam, Scheme,
 };
+use std::sync::atomic::{AtomicU32, Ordering};
 use wasi::io::streams::StreamError;
+
+/// Lives as long as the instance: tells a fresh instance from a reused one.
+static SERVED: AtomicU32 = AtomicU32::new(0);
 
 struct Fault;
 
@@ -46,6 +51,10 @@ impl wasi::exports::http::incoming_handler::Guest for Fault {
             }
             "/sandbox" => respond(out, 200, sandbox().as_bytes()),
             "/seen" => respond(out, 200, seen(&request).as_bytes()),
+            "/count" => {
+                let n = SERVED.fetch_add(1, Ordering::Relaxed) + 1;
+                respond(out, 200, format!("{n}\n").as_bytes());
+            }
             _ => match route.strip_prefix("/sleep/").map(str::parse::<u64>) {
                 Some(Ok(ms)) => {
                     // Tells a test watching the log that the request is in flight.

@@ -1,0 +1,127 @@
+//! Where a request's instance comes from. In `fresh` mode (the default) every
+//! request gets a new instance, the isolation of CGI. In `reuse` mode an
+//! instance serves up to N requests one after another, like a WSGI worker
+//! process, and waits in a small idle set between them; an instance that
+//! trapped is never reused.
+
+use crate::state::RequestState;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use wasmtime::Store;
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
+
+/// How an app's instances are used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// A new instance for every request.
+    #[default]
+    Fresh,
+    /// One instance serves up to this many requests in turn.
+    Reuse(NonZeroU32),
+}
+
+/// A store and, once instantiated, the component instance in it.
+pub struct Instance {
+    pub store: Store<RequestState>,
+    proxy: Option<Proxy>,
+    /// Requests started on this instance.
+    uses: u32,
+    /// Its place in the process-wide instance budget, held while it lives,
+    /// idle or busy.
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Instance {
+    /// The store and the instance, instantiating it first if it is new.
+    pub async fn ready(
+        &mut self,
+        pre: &ProxyPre<RequestState>,
+    ) -> wasmtime::Result<(&mut Store<RequestState>, &Proxy)> {
+        if self.proxy.is_none() {
+            self.proxy = Some(pre.instantiate_async(&mut self.store).await?);
+        }
+        self.uses += 1;
+        // Each request starts with its own budget of epoch ticks.
+        self.store.set_epoch_deadline(1);
+        let proxy = self.proxy.as_ref().expect("instantiated just above");
+        Ok((&mut self.store, proxy))
+    }
+}
+
+/// The instances of one app.
+pub struct Instances {
+    mode: Mode,
+    /// Instances waiting for their next request, most recently used last
+    /// (its memory is the likeliest to still be in cache).
+    idle: Mutex<Vec<Instance>>,
+    /// How many idle instances to keep; more are dropped.
+    max_idle: usize,
+    stdout_prefix: Arc<str>,
+    stderr_prefix: Arc<str>,
+}
+
+impl Instances {
+    pub fn new(mode: Mode, max_idle: usize, route: &str) -> Self {
+        Self {
+            mode,
+            idle: Mutex::new(Vec::new()),
+            max_idle,
+            stdout_prefix: format!("[{route}] ").into(),
+            stderr_prefix: format!("[{route}] stderr: ").into(),
+        }
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// An idle instance if there is one, else a new store that takes a slot
+    /// of the budget (waiting for one if all are in use). None once the
+    /// budget is closed for shutdown.
+    pub async fn checkout(
+        &self,
+        engine: &wasmtime::Engine,
+        slots: &Arc<Semaphore>,
+    ) -> Option<Instance> {
+        if let Some(instance) = self.lock_idle().pop() {
+            return Some(instance);
+        }
+        let slot = slots.clone().acquire_owned().await.ok()?;
+        let mut store = Store::new(
+            engine,
+            RequestState::new(&self.stdout_prefix, &self.stderr_prefix),
+        );
+        // Yield to the runtime at every epoch tick so that a guest computing
+        // without host calls cannot hold a worker thread.
+        store.epoch_deadline_async_yield_and_update(1);
+        Some(Instance {
+            store,
+            proxy: None,
+            uses: 0,
+            _slot: slot,
+        })
+    }
+
+    /// Takes back an instance whose request finished without a fault; keeps
+    /// it for another request if the mode and the idle bound allow.
+    pub fn checkin(&self, instance: Instance) {
+        let Mode::Reuse(max_uses) = self.mode else {
+            return;
+        };
+        if instance.uses >= max_uses.get() {
+            return;
+        }
+        let mut idle = self.lock_idle();
+        if idle.len() < self.max_idle {
+            idle.push(instance);
+        }
+    }
+
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Instance>> {
+        // A panic while holding this lock leaves a valid Vec behind.
+        self.idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}

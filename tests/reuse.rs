@@ -1,0 +1,111 @@
+//! Serving modes: a fresh instance per request by default; with `reuse` one
+//! instance serves several requests in turn, and one that trapped is dropped.
+
+use crate::WASMHOST;
+use std::time::Duration;
+use wasmhost_tests::tempfile::TempDir;
+use wasmhost_tests::{Guest, Server, client, get, get_concurrently, guest};
+
+fn counts(server: &Server, requests: usize) -> Vec<u32> {
+    let agent = client();
+    (0..requests)
+        .map(|_| {
+            let body = agent
+                .get(&server.url("/count"))
+                .call()
+                .unwrap()
+                .into_body()
+                .read_to_string()
+                .unwrap();
+            body.trim().parse().unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn by_default_every_request_gets_a_fresh_instance() {
+    let server = Server::start(WASMHOST, &[guest(Guest::Fault).to_str().unwrap()]);
+    assert_eq!(counts(&server, 20), vec![1; 20]);
+}
+
+#[test]
+fn with_reuse_an_instance_serves_up_to_n_requests() {
+    let server = Server::start(
+        WASMHOST,
+        &[guest(Guest::Fault).to_str().unwrap(), "--reuse", "3"],
+    );
+    let seen = counts(&server, 30);
+    assert!(seen.iter().all(|&n| (1..=3).contains(&n)), "{seen:?}");
+    assert!(seen.contains(&3), "instances were not reused: {seen:?}");
+}
+
+#[test]
+fn reuse_is_set_per_app_in_the_config_file() {
+    let dir = TempDir::new().unwrap();
+    let config = dir.path().join("wasmhost.toml");
+    let fault = guest(Guest::Fault).display();
+    std::fs::write(
+        &config,
+        format!(
+            "[[app]]\nroute = \"/reused\"\ncomponent = \"{fault}\"\nreuse = 1000\n\
+             [[app]]\nroute = \"/fresh\"\ncomponent = \"{fault}\"\n"
+        ),
+    )
+    .unwrap();
+    let server = Server::start(WASMHOST, &["--config", config.to_str().unwrap()]);
+    let agent = client();
+    let count = |path: &str| -> u32 {
+        let body = agent
+            .get(&server.url(path))
+            .call()
+            .unwrap()
+            .into_body()
+            .read_to_string();
+        body.unwrap().trim().parse().unwrap()
+    };
+    let reused: Vec<u32> = (0..10).map(|_| count("/reused/count")).collect();
+    let fresh: Vec<u32> = (0..10).map(|_| count("/fresh/count")).collect();
+    assert!(reused.iter().any(|&n| n > 1), "{reused:?}");
+    assert_eq!(fresh, vec![1; 10]);
+}
+
+#[test]
+fn an_instance_that_trapped_is_never_reused() {
+    let server = Server::start(
+        WASMHOST,
+        &[guest(Guest::Fault).to_str().unwrap(), "--reuse", "1000"],
+    );
+    let before = counts(&server, 5);
+    assert!(before.iter().any(|&n| n > 1), "{before:?}");
+    assert_eq!(get(&server.url("/trap")).unwrap().status, 500);
+    // Calling into a trapped instance fails; every request after the trap
+    // must land on a healthy instance.
+    for _ in 0..20 {
+        assert_eq!(get(&server.url("/count")).unwrap().status, 200);
+    }
+    assert!(server.wait_for_log("guest trapped", Duration::from_secs(10)));
+    assert_eq!(
+        server.log().matches("guest trapped").count(),
+        1,
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn the_python_component_serves_concurrent_requests_with_reuse() {
+    let server = Server::start(
+        WASMHOST,
+        &[
+            guest(Guest::PythonHello).to_str().unwrap(),
+            "--reuse",
+            "100",
+        ],
+    );
+    for _ in 0..3 {
+        let expected = Ok((200, "Hello from a Python component!\n".to_string()));
+        for reply in get_concurrently(&server.url("/"), 16) {
+            assert_eq!(reply, expected);
+        }
+    }
+}
