@@ -5,6 +5,7 @@
 
 use crate::app::App;
 use crate::guest_body::{FailureFlag, GuestBody};
+use crate::instances::Instance;
 use crate::router::{Refusal, Router};
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
@@ -12,8 +13,10 @@ use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 use hyper::body::Incoming;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
+use wasmtime::component::Resource;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 
 /// Response bodies: streamed from the guest, or a short message from the host.
 pub type Body = UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error>;
@@ -73,36 +76,36 @@ pub async fn handle(target: &Target, mut request: http::Request<Incoming>) -> Re
         }
     };
 
-    // The guest keeps running in its own task after it has sent the response
-    // head, while it streams the body; the task owns the store, the instance
-    // and the slot until the handler returns.
-    let app_for_guest = app.clone();
+    // The guest runs inside this request's future until it has produced the
+    // response head: for a typical handler that is the whole call, with no
+    // task spawned and no thread woken. If it is still running then (it is
+    // streaming a body), it moves to a task of its own and carries on while
+    // hyper sends what it writes; the task owns the store, the instance and
+    // its slot until the handler returns.
     let failure = FailureFlag::default();
-    let guest_failure = failure.clone();
-    let guest = tokio::spawn(async move {
-        let app = app_for_guest;
-        let result = async {
-            let (store, proxy) = instance.ready(&app.pre).await?;
-            proxy
-                .wasi_http_incoming_handler()
-                .call_handle(store, guest_request, outparam)
-                .await
+    let mut guest = Box::pin(run_guest(
+        app.clone(),
+        instance,
+        guest_request,
+        outparam,
+        failure.clone(),
+    ));
+    let mut receiver = receiver;
+    let (response, guest_ok) = tokio::select! {
+        biased;
+        response = &mut receiver => {
+            let guest_ok = if response.is_ok() {
+                tokio::spawn(guest);
+                true
+            } else {
+                // The outparam was dropped unset: the guest is ending.
+                guest.await
+            };
+            (response, guest_ok)
         }
-        .await;
-        match &result {
-            Ok(()) => app.instances.checkin(instance),
-            Err(error) => {
-                guest_failure.raise();
-                tracing::warn!(app = %app.route, "guest trapped: {}", trap_message(error));
-                // The store, and with it any unfinished response body, is
-                // dropped only now, after the failure flag is up.
-                drop(instance);
-            }
-        }
-        result.is_ok()
-    });
-
-    let fault = match receiver.await {
+        guest_ok = &mut guest => (receiver.await, guest_ok),
+    };
+    let fault = match response {
         Ok(Ok(response)) => {
             return response.map(|body| GuestBody::new(body, failure).boxed_unsync());
         }
@@ -110,14 +113,11 @@ pub async fn handle(target: &Target, mut request: http::Request<Incoming>) -> Re
             tracing::warn!(app = %app.route, "guest answered with error code {code:?}");
             Fault::ErrorCode
         }
-        // The outparam was dropped unset: the guest returned or trapped first.
-        Err(_) => match guest.await {
-            Ok(true) => {
-                tracing::warn!(app = %app.route, "guest returned without sending a response");
-                Fault::NoResponse
-            }
-            Ok(false) | Err(_) => Fault::Trapped,
-        },
+        Err(_) if guest_ok => {
+            tracing::warn!(app = %app.route, "guest returned without sending a response");
+            Fault::NoResponse
+        }
+        Err(_) => Fault::Trapped,
     };
     match fault {
         Fault::Trapped | Fault::ErrorCode => plain(
@@ -128,6 +128,39 @@ pub async fn handle(target: &Target, mut request: http::Request<Incoming>) -> Re
             StatusCode::BAD_GATEWAY,
             "the application returned without a response",
         ),
+    }
+}
+
+/// Instantiates if needed and calls the guest's handler; true if it returned
+/// without a fault. A healthy instance goes back to its app for reuse; a
+/// failed one is dropped only after the failure flag is up, so an unfinished
+/// response body is reported as cut, not complete.
+async fn run_guest(
+    app: Arc<App>,
+    mut instance: Instance,
+    request: Resource<HostIncomingRequest>,
+    outparam: Resource<HostResponseOutparam>,
+    failure: FailureFlag,
+) -> bool {
+    let result = async {
+        let (store, proxy) = instance.ready(&app.pre).await?;
+        proxy
+            .wasi_http_incoming_handler()
+            .call_handle(store, request, outparam)
+            .await
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            app.instances.checkin(instance);
+            true
+        }
+        Err(error) => {
+            failure.raise();
+            tracing::warn!(app = %app.route, "guest trapped: {}", trap_message(&error));
+            drop(instance);
+            false
+        }
     }
 }
 
