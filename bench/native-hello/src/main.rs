@@ -1,19 +1,49 @@
-//! The benchmark ceiling: the same hello response as the example component,
-//! served natively by hyper on tokio, with the same connection builder and
-//! socket options as wasmhost. Usage: native-hello PORT
+//! The benchmark ceiling: the workloads of bench/guests/workloads served
+//! natively by hyper on tokio, with the same connection builder and socket
+//! options as wasmhost. Usage: native-hello PORT
+//!
+//! - `/`      the hello body
+//! - `/64k`   65,536 bytes of `x`
+//! - `/echo`  the request body, streamed back
+//! - `/cpu`   the same integer work as the component, then its result
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::service::service_fn;
 use hyper::{Request, Response, body::Incoming, header};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 
-const BODY: &[u8] = b"Hello from a WebAssembly component!\n";
+const HELLO: &[u8] = b"Hello from a WebAssembly component!\n";
+const CPU_ROUNDS: u64 = 2_000_000;
 
-async fn hello(_request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let mut response = Response::new(Full::new(Bytes::from_static(BODY)));
+type Body = BoxBody<Bytes, hyper::Error>;
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never: Infallible| match never {})
+        .boxed()
+}
+
+fn spin(rounds: u64) -> u64 {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for _ in 0..rounds {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+    }
+    x
+}
+
+async fn serve(request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let body = match request.uri().path() {
+        "/64k" => full(vec![b'x'; 65536]),
+        "/echo" => request.into_body().boxed(),
+        "/cpu" => full(format!("{}\n", spin(std::hint::black_box(CPU_ROUNDS)))),
+        _ => full(Bytes::from_static(HELLO)),
+    };
+    let mut response = Response::new(body);
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("text/plain; charset=utf-8"),
@@ -34,7 +64,7 @@ async fn main() -> std::io::Result<()> {
         stream.set_nodelay(true)?;
         tokio::spawn(async move {
             let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service_fn(hello))
+                .serve_connection(TokioIo::new(stream), service_fn(serve))
                 .await;
         });
     }
