@@ -70,4 +70,22 @@ impl WasiHttpHooks for DenyOutbound {
     > {
         Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
     }
+
+    /// Writes a guest may queue on a response body before it waits for the
+    /// client. wasi:http guests write at most 4 KiB per call, so with the
+    /// default of one chunk a 64 KiB body took sixteen round trips between
+    /// the guest and hyper, and as many `writev` calls (bench/NOTES.md).
+    fn p2_outgoing_body_buffer_chunks(&mut self) -> usize {
+        OUTGOING_BODY_BUFFER_CHUNKS
+    }
+
+    /// Largest single write a guest may make to a body. With the chunk count
+    /// above this bounds what one request can buffer while its client is
+    /// slow: 16 × 64 KiB = 1 MiB (the default, 1 MiB per write, would allow 16).
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        OUTGOING_BODY_CHUNK_SIZE
+    }
 }
+
+const OUTGOING_BODY_BUFFER_CHUNKS: usize = 16;
+const OUTGOING_BODY_CHUNK_SIZE: usize = 64 * 1024;
