@@ -73,20 +73,16 @@ pub fn for_serve(args: &ServeArgs) -> Result<Config> {
     let file = args.source.config.as_deref().map(File::load).transpose()?;
     let mounts = mounts(&args.source, file.as_ref())?;
 
+    let from_file = file.as_ref().map_or(&[][..], |f| f.listeners.as_slice());
     let listeners = if !args.listen.is_empty() {
         args.listen.clone()
-    } else if args.host.is_some() || args.port.is_some() || file.is_none() {
+    } else if args.host.is_none() && args.port.is_none() && !from_file.is_empty() {
+        from_file.to_vec()
+    } else {
         vec![SocketAddr::new(
             args.host.unwrap_or(DEFAULT_HOST),
             args.port.unwrap_or(DEFAULT_PORT),
         )]
-    } else {
-        let file = file.as_ref().expect("checked above");
-        if file.listeners.is_empty() {
-            vec![SocketAddr::new(DEFAULT_HOST, DEFAULT_PORT)]
-        } else {
-            file.listeners.clone()
-        }
     };
     let mut seen = Vec::new();
     // Port 0 asks the kernel for a free port each time: never a duplicate.

@@ -60,7 +60,7 @@ pub async fn handle(target: &Target, mut request: http::Request<Incoming>) -> Re
         return plain(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down");
     };
 
-    let (sender, receiver) = tokio::sync::oneshot::channel();
+    let (sender, mut receiver) = tokio::sync::oneshot::channel();
     let resources = {
         let mut http = instance.store.data_mut().http();
         http.new_incoming_request(Scheme::Http, request)
@@ -90,7 +90,6 @@ pub async fn handle(target: &Target, mut request: http::Request<Incoming>) -> Re
         outparam,
         failure.clone(),
     ));
-    let mut receiver = receiver;
     let (response, guest_ok) = tokio::select! {
         biased;
         response = &mut receiver => {
