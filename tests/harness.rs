@@ -245,10 +245,6 @@ impl Server {
         format!("http://{}{path}", self.addr)
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// The server's output (stdout and stderr interleaved) so far.
     pub fn log(&self) -> String {
         self.log.text.lock().unwrap().clone()

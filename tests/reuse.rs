@@ -4,22 +4,18 @@
 use crate::WASMHOST;
 use std::time::Duration;
 use wasmhost_tests::tempfile::TempDir;
-use wasmhost_tests::{Guest, Server, client, get, get_concurrently, guest};
+use wasmhost_tests::{Guest, Server, client, get, get_concurrently, guest, ureq};
+
+/// What `/count` answered at `url`, on a connection the agent keeps alive.
+fn count(agent: &ureq::Agent, url: &str) -> u32 {
+    let body = agent.get(url).call().unwrap().into_body().read_to_string();
+    body.unwrap().trim().parse().unwrap()
+}
 
 fn counts(server: &Server, requests: usize) -> Vec<u32> {
     let agent = client();
-    (0..requests)
-        .map(|_| {
-            let body = agent
-                .get(&server.url("/count"))
-                .call()
-                .unwrap()
-                .into_body()
-                .read_to_string()
-                .unwrap();
-            body.trim().parse().unwrap()
-        })
-        .collect()
+    let url = server.url("/count");
+    (0..requests).map(|_| count(&agent, &url)).collect()
 }
 
 #[test]
@@ -54,17 +50,12 @@ fn reuse_is_set_per_app_in_the_config_file() {
     .unwrap();
     let server = Server::start(WASMHOST, &["--config", config.to_str().unwrap()]);
     let agent = client();
-    let count = |path: &str| -> u32 {
-        let body = agent
-            .get(&server.url(path))
-            .call()
-            .unwrap()
-            .into_body()
-            .read_to_string();
-        body.unwrap().trim().parse().unwrap()
-    };
-    let reused: Vec<u32> = (0..10).map(|_| count("/reused/count")).collect();
-    let fresh: Vec<u32> = (0..10).map(|_| count("/fresh/count")).collect();
+    let reused: Vec<u32> = (0..10)
+        .map(|_| count(&agent, &server.url("/reused/count")))
+        .collect();
+    let fresh: Vec<u32> = (0..10)
+        .map(|_| count(&agent, &server.url("/fresh/count")))
+        .collect();
     assert!(reused.iter().any(|&n| n > 1), "{reused:?}");
     assert_eq!(fresh, vec![1; 10]);
 }

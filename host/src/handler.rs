@@ -1,7 +1,7 @@
-//! One request: take an instance slot, create a store, instantiate the app's
-//! pre-instantiated component, call `wasi:http/incoming-handler.handle`, and
-//! turn whatever the guest did into an HTTP response. A guest fault costs only
-//! its own request.
+//! One request: route it to its app, take an instance (fresh or idle, see
+//! `instances`), call `wasi:http/incoming-handler.handle`, and turn whatever
+//! the guest did into an HTTP response. A guest fault costs only its own
+//! request.
 
 use crate::app::App;
 use crate::guest_body::{FailureFlag, GuestBody};

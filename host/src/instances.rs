@@ -72,10 +72,6 @@ impl Instances {
         }
     }
 
-    pub fn mode(&self) -> Mode {
-        self.mode
-    }
-
     /// An idle instance if there is one, else a new store that takes a slot
     /// of the budget (waiting for one if all are in use). None once the
     /// budget is closed for shutdown.

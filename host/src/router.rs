@@ -67,12 +67,6 @@ impl<T> Router<T> {
             })
     }
 
-    pub fn mounts(&self) -> impl Iterator<Item = (&str, &T)> {
-        self.mounts
-            .iter()
-            .map(|(prefix, target)| (&**prefix, target))
-    }
-
     /// Routes a request target (`/path?query`).
     pub fn route(&self, path_and_query: &str) -> Result<Routed<'_, T>, Refusal> {
         let (path, query) = match path_and_query.split_once('?') {

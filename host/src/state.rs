@@ -16,7 +16,7 @@ pub struct RequestState {
 }
 
 impl RequestState {
-    /// `prefix` tags the guest's stdout/stderr lines with the app.
+    /// The prefixes tag the guest's stdout and stderr lines with the app.
     pub fn new(stdout_prefix: &Arc<str>, stderr_prefix: &Arc<str>) -> Self {
         let wasi = WasiCtx::builder()
             .stdout(GuestOutput::new(Sink::Stdout, stdout_prefix.clone()))
