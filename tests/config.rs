@@ -97,6 +97,10 @@ fn config_mistakes_name_the_file_the_line_and_the_key() {
             "[[app]]\nroute = \"/\"\ncomponent = \"hello.wasm\"\nreuse = 0\n",
             ":4: reuse must be at least 1",
         ),
+        (
+            "[[app]]\nroute = \"/\"\ncomponent = \"hello.wasm\"\nspares = 65\n",
+            ":4: spares must be at most 64",
+        ),
         ("[[app]\n", ":1: "),
     ];
     for (text, expected) in cases {

@@ -1,5 +1,6 @@
 //! Serving modes: a fresh instance per request by default; with `reuse` one
 //! instance serves several requests in turn, and one that trapped is dropped.
+//! In both, spare instances are instantiated before requests need them.
 
 use crate::WASMHOST;
 use std::time::Duration;
@@ -99,4 +100,65 @@ fn the_python_component_serves_concurrent_requests_with_reuse() {
             assert_eq!(reply, expected);
         }
     }
+}
+
+/// The startup line of a server with one app at the root.
+fn serving_line(server: &Server) -> String {
+    let log = server.log();
+    log.lines()
+        .find(|line| line.contains("serving on"))
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn spares_are_instantiated_before_the_first_request() {
+    let fault = guest(Guest::Fault);
+    let fault = fault.to_str().unwrap();
+    let default = Server::start(WASMHOST, &[fault]);
+    let line = serving_line(&default);
+    assert!(
+        line.contains("fresh instance per request, 2 spares ready"),
+        "{line}"
+    );
+    // A spare is a fresh instance: it has served nothing before.
+    assert_eq!(counts(&default, 10), vec![1; 10]);
+
+    let none = Server::start(WASMHOST, &[fault, "--spares", "0"]);
+    let line = serving_line(&none);
+    assert!(!line.contains("spare"), "{line}");
+    assert_eq!(counts(&none, 3), vec![1; 3]);
+
+    let reused = Server::start(WASMHOST, &[fault, "--spares", "5", "--reuse", "10"]);
+    let line = serving_line(&reused);
+    assert!(
+        line.contains("reused for up to 10 requests, 5 spares ready"),
+        "{line}"
+    );
+}
+
+#[test]
+fn spares_are_set_per_app_in_the_config_file() {
+    let dir = TempDir::new().unwrap();
+    let config = dir.path().join("wasmhost.toml");
+    let fault = guest(Guest::Fault).display();
+    std::fs::write(
+        &config,
+        format!(
+            "[[app]]\nroute = \"/three\"\ncomponent = \"{fault}\"\nspares = 3\n\
+             [[app]]\nroute = \"/none\"\ncomponent = \"{fault}\"\nspares = 0\n"
+        ),
+    )
+    .unwrap();
+    let server = Server::start(WASMHOST, &["--config", config.to_str().unwrap()]);
+    let log = server.log();
+    let route = |name: &str| {
+        log.lines()
+            .find(|line| line.contains(&format!("route {name} ->")))
+            .unwrap_or_else(|| panic!("no route line for {name}:\n{log}"))
+            .to_string()
+    };
+    assert!(route("/three").contains("3 spares ready"), "{log}");
+    assert!(!route("/none").contains("spare"), "{log}");
+    assert_eq!(count(&client(), &server.url("/three/count")), 1);
 }

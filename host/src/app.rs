@@ -2,6 +2,7 @@
 //! exports `wasi:http/incoming-handler`, compile it and pre-instantiate it
 //! against the host's linker. Every failure names the file and says what to do.
 
+use crate::engine::{Engines, Reset};
 use crate::instances::{Instances, Mode};
 use crate::state::RequestState;
 use anyhow::{Context, Result, bail};
@@ -62,11 +63,12 @@ fn sniff(bytes: &[u8]) -> WasmKind {
 /// Blocking: compiling takes from tens of milliseconds to seconds, so call it
 /// off the async runtime's threads.
 pub fn load(
-    linker: &Linker<RequestState>,
+    engines: &Engines,
     route: &str,
     path: &Path,
     mode: Mode,
     max_idle: usize,
+    spares: usize,
 ) -> Result<App> {
     let started = Instant::now();
     let shown = path.display();
@@ -84,7 +86,9 @@ pub fn load(
         ),
     }
 
-    let engine = linker.engine();
+    let reset = Reset::for_component(&bytes);
+    let engine = &engines.get(reset)?;
+    let linker = linker(engine)?;
     let component = Component::new(engine, &bytes)
         .map_err(anyhow::Error::from)
         .with_context(|| format!("{shown} is not a valid component"))?;
@@ -122,7 +126,7 @@ pub fn load(
         route: route.into(),
         path: path.to_path_buf(),
         pre,
-        instances: Instances::new(mode, max_idle, route),
+        instances: Instances::new(mode, max_idle, spares, route),
         size: bytes.len() as u64,
         compile_time: started.elapsed(),
     })

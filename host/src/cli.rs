@@ -50,7 +50,16 @@ pub struct Source {
     /// but state left by one request is seen by the next.
     #[arg(long, value_name = "N")]
     pub reuse: Option<NonZeroU32>,
+
+    /// Keep N instances of each app instantiated ahead of requests, so a
+    /// request does not wait for instantiation [default: 2; 0 turns it off]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=MAX_SPARES as i64))]
+    pub spares: Option<u32>,
 }
+
+/// Spares per app at most: they hold pool slots that other apps' requests
+/// may be waiting for.
+pub const MAX_SPARES: u32 = 64;
 
 /// `--mount PREFIX=FILE` as given.
 #[derive(Debug, Clone)]

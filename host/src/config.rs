@@ -2,7 +2,7 @@
 //! `wasmhost.toml`, built in one place. Flags override the file. Every error
 //! names the flag, or the file and line, and what to do.
 
-use crate::cli::{MountArg, ServeArgs, Source, parse_duration};
+use crate::cli::{MAX_SPARES, MountArg, ServeArgs, Source, parse_duration};
 use crate::instances::Mode;
 use crate::router::normalise_prefix;
 use anyhow::{Result, anyhow, bail};
@@ -29,6 +29,11 @@ pub struct Config {
     pub shutdown_timeout: Duration,
 }
 
+/// Spare instances per app unless configured: one per request that can
+/// arrive while the other is being instantiated on a small machine, little
+/// memory on a large one.
+pub const DEFAULT_SPARES: u32 = 2;
+
 /// A component mounted at a route.
 #[derive(Debug, Clone)]
 pub struct Mount {
@@ -37,6 +42,8 @@ pub struct Mount {
     pub component: PathBuf,
     /// Fresh instance per request, or reuse.
     pub mode: Mode,
+    /// Instances kept instantiated ahead of requests.
+    pub spares: u32,
     /// Where it was declared, for error messages.
     pub origin: Origin,
 }
@@ -142,6 +149,7 @@ fn mounts(source: &Source, file: Option<&File>) -> Result<Vec<Mount>> {
             route,
             component: arg.component,
             mode: Mode::Fresh,
+            spares: DEFAULT_SPARES,
             origin,
         });
     }
@@ -150,6 +158,11 @@ fn mounts(source: &Source, file: Option<&File>) -> Result<Vec<Mount>> {
     if let Some(uses) = source.reuse {
         for mount in &mut mounts {
             mount.mode = Mode::Reuse(uses);
+        }
+    }
+    if let Some(spares) = source.spares {
+        for mount in &mut mounts {
+            mount.spares = spares;
         }
     }
     if mounts.is_empty() {
@@ -203,6 +216,8 @@ struct RawApp {
     component: Spanned<String>,
     /// Requests one instance may serve; absent means a fresh instance each.
     reuse: Option<Spanned<u32>>,
+    /// Instances kept instantiated ahead of requests.
+    spares: Option<Spanned<u32>>,
 }
 
 impl File {
@@ -263,10 +278,19 @@ impl File {
                     ),
                 },
             };
+            let spares = match &entry.spares {
+                None => DEFAULT_SPARES,
+                Some(spares) if *spares.get_ref() <= MAX_SPARES => *spares.get_ref(),
+                Some(spares) => bail!(
+                    "{}: spares must be at most {MAX_SPARES} (each holds a slot of the instance pool)",
+                    at(spares.span())
+                ),
+            };
             mounts.push(Mount {
                 route,
                 component,
                 mode,
+                spares,
                 origin,
             });
         }

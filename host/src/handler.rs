@@ -85,6 +85,7 @@ pub async fn handle(target: &Target, mut request: http::Request<Incoming>) -> Re
     let failure = FailureFlag::default();
     let mut guest = Box::pin(run_guest(
         app.clone(),
+        target.slots.clone(),
         instance,
         guest_request,
         outparam,
@@ -136,6 +137,7 @@ pub async fn handle(target: &Target, mut request: http::Request<Incoming>) -> Re
 /// response body is reported as cut, not complete.
 async fn run_guest(
     app: Arc<App>,
+    slots: Arc<Semaphore>,
     mut instance: Instance,
     request: Resource<HostIncomingRequest>,
     outparam: Resource<HostResponseOutparam>,
@@ -149,7 +151,7 @@ async fn run_guest(
             .await
     }
     .await;
-    match result {
+    let ok = match result {
         Ok(()) => {
             app.instances.checkin(instance);
             true
@@ -160,7 +162,9 @@ async fn run_guest(
             drop(instance);
             false
         }
-    }
+    };
+    app.instances.refill(&app.pre, &slots).await;
+    ok
 }
 
 /// The header carrying the mount point to the app, like WSGI's SCRIPT_NAME.

@@ -2,7 +2,9 @@
 //! request gets a new instance, the isolation of CGI. In `reuse` mode an
 //! instance serves up to N requests one after another, like a WSGI worker
 //! process, and waits in a small idle set between them; an instance that
-//! trapped is never reused.
+//! trapped is never reused. In both modes an app keeps a few spare instances
+//! instantiated ahead of time, so that a request does not wait for
+//! instantiation (milliseconds for an interpreter-sized component).
 
 use crate::state::RequestState;
 use std::num::NonZeroU32;
@@ -21,6 +23,15 @@ pub enum Mode {
     Reuse(NonZeroU32),
 }
 
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Mode::Fresh => f.write_str("fresh instance per request"),
+            Mode::Reuse(uses) => write!(f, "instances reused for up to {uses} requests"),
+        }
+    }
+}
+
 /// A store and, once instantiated, the component instance in it.
 pub struct Instance {
     pub store: Store<RequestState>,
@@ -33,14 +44,19 @@ pub struct Instance {
 }
 
 impl Instance {
+    async fn instantiate(&mut self, pre: &ProxyPre<RequestState>) -> wasmtime::Result<()> {
+        if self.proxy.is_none() {
+            self.proxy = Some(pre.instantiate_async(&mut self.store).await?);
+        }
+        Ok(())
+    }
+
     /// The store and the instance, instantiating it first if it is new.
     pub async fn ready(
         &mut self,
         pre: &ProxyPre<RequestState>,
     ) -> wasmtime::Result<(&mut Store<RequestState>, &Proxy)> {
-        if self.proxy.is_none() {
-            self.proxy = Some(pre.instantiate_async(&mut self.store).await?);
-        }
+        self.instantiate(pre).await?;
         self.uses += 1;
         // Each request starts with its own budget of epoch ticks.
         self.store.set_epoch_deadline(1);
@@ -57,16 +73,19 @@ pub struct Instances {
     idle: Mutex<Vec<Instance>>,
     /// How many idle instances to keep; more are dropped.
     max_idle: usize,
+    /// How many idle instances to have ready, instantiated ahead of requests.
+    spares: usize,
     stdout_prefix: Arc<str>,
     stderr_prefix: Arc<str>,
 }
 
 impl Instances {
-    pub fn new(mode: Mode, max_idle: usize, route: &str) -> Self {
+    pub fn new(mode: Mode, max_idle: usize, spares: usize, route: &str) -> Self {
         Self {
             mode,
             idle: Mutex::new(Vec::new()),
-            max_idle,
+            max_idle: max_idle.max(spares),
+            spares,
             stdout_prefix: format!("[{route}] ").into(),
             stderr_prefix: format!("[{route}] stderr: ").into(),
         }
@@ -84,6 +103,34 @@ impl Instances {
             return Some(instance);
         }
         let slot = slots.clone().acquire_owned().await.ok()?;
+        Some(self.new_instance(engine, slot))
+    }
+
+    /// Instantiates spares until the idle set holds the app's number of
+    /// them. Runs where a request has just finished with its instance, off
+    /// its critical path, and at startup. Takes only free slots: a spare
+    /// never makes a request wait for the pool.
+    pub async fn refill(&self, pre: &ProxyPre<RequestState>, slots: &Arc<Semaphore>) {
+        while self.lock_idle().len() < self.spares {
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                return;
+            };
+            let mut instance = self.new_instance(pre.engine(), slot);
+            if let Err(error) = instance.instantiate(pre).await {
+                // The request that next needs an instance reports it.
+                tracing::debug!("instantiating a spare failed: {error:#}");
+                return;
+            }
+            let mut idle = self.lock_idle();
+            if idle.len() >= self.max_idle {
+                return;
+            }
+            // Under the instances that served before, so those are reused first.
+            idle.insert(0, instance);
+        }
+    }
+
+    fn new_instance(&self, engine: &wasmtime::Engine, slot: OwnedSemaphorePermit) -> Instance {
         let mut store = Store::new(
             engine,
             RequestState::new(&self.stdout_prefix, &self.stderr_prefix),
@@ -91,12 +138,12 @@ impl Instances {
         // Yield to the runtime at every epoch tick so that a guest computing
         // without host calls cannot hold a worker thread.
         store.epoch_deadline_async_yield_and_update(1);
-        Some(Instance {
+        Instance {
             store,
             proxy: None,
             uses: 0,
             _slot: slot,
-        })
+        }
     }
 
     /// Takes back an instance whose request finished without a fault; keeps
@@ -112,6 +159,15 @@ impl Instances {
         if idle.len() < self.max_idle {
             idle.push(instance);
         }
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Instances waiting for a request.
+    pub fn idle(&self) -> usize {
+        self.lock_idle().len()
     }
 
     fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Instance>> {

@@ -5,7 +5,7 @@
 use crate::app::{self, App};
 use crate::cli::{ServeArgs, Source};
 use crate::config::{self, Config, Mount};
-use crate::engine::{self, EpochTicker, PoolSize};
+use crate::engine::{Engines, EpochTicker, PoolSize};
 use crate::handler::Target;
 use crate::router::Router;
 use crate::server::{self, Drained};
@@ -13,7 +13,6 @@ use crate::signals;
 use anyhow::{Context, Result, anyhow};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
-use wasmtime::component::Linker;
 
 pub fn run(args: ServeArgs) -> Result<()> {
     let config = config::for_serve(&args)?;
@@ -29,9 +28,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
 /// `wasmhost check`: everything `serve` validates, nothing it serves.
 pub fn check(source: Source) -> Result<()> {
     let mounts = config::for_check(&source)?;
-    let (engine, _) = engine::build(PoolSize::default())?;
-    let linker = app::linker(&engine)?;
-    let apps = load_all(&linker, &mounts)?;
+    let engines = Engines::new(PoolSize::default());
+    let apps = load_all(&engines, &mounts)?;
     for app in &apps {
         println!("{}", describe(app));
     }
@@ -42,13 +40,7 @@ pub fn check(source: Source) -> Result<()> {
 async fn serve(config: Config) -> Result<()> {
     let signals = signals::install()?;
     let pool = PoolSize::default();
-    let (engine, allocation) = engine::build(pool)?;
-    tracing::debug!(
-        ?allocation,
-        instances = pool.instances,
-        "instance allocation"
-    );
-    let linker = app::linker(&engine)?;
+    let engines = Arc::new(Engines::new(pool));
 
     // Bind before compiling: a taken port is reported at once, and clients
     // that connect while a large app compiles wait in the backlog instead of
@@ -59,10 +51,17 @@ async fn serve(config: Config) -> Result<()> {
     }
 
     let mounts = config.mounts.clone();
-    let apps = tokio::task::spawn_blocking(move || load_all(&linker, &mounts))
-        .await
-        .context("the compiler thread panicked")??;
-    let _ticker = EpochTicker::start(engine.clone());
+    let apps = tokio::task::spawn_blocking({
+        let engines = engines.clone();
+        move || load_all(&engines, &mounts)
+    })
+    .await
+    .context("the compiler thread panicked")??;
+    let _ticker = EpochTicker::start(engines);
+    let slots = Arc::new(Semaphore::new(pool.instances as usize));
+    for app in &apps {
+        app.instances.refill(&app.pre, &slots).await;
+    }
 
     // One app at the root on one listener: say everything on the `serving
     // on` line. Otherwise print the route table once, then the listeners.
@@ -87,7 +86,7 @@ async fn serve(config: Config) -> Result<()> {
             apps.into_iter()
                 .map(|app| (app.route.clone(), Arc::new(app))),
         ),
-        slots: Arc::new(Semaphore::new(pool.instances as usize)),
+        slots,
     });
     let first = async {
         let _ = signals.first.await;
@@ -104,16 +103,17 @@ async fn serve(config: Config) -> Result<()> {
 }
 
 /// Compiles every mount. Blocking: run off the runtime's threads.
-fn load_all(linker: &Linker<crate::state::RequestState>, mounts: &[Mount]) -> Result<Vec<App>> {
+fn load_all(engines: &Engines, mounts: &[Mount]) -> Result<Vec<App>> {
     mounts
         .iter()
         .map(|mount| {
             app::load(
-                linker,
+                engines,
                 &mount.route,
                 &mount.component,
                 mount.mode,
                 max_idle(),
+                mount.spares as usize,
             )
             .map_err(|error| anyhow!(mount.origin.locate(format!("{error:#}"))))
         })
@@ -126,16 +126,23 @@ fn max_idle() -> usize {
     std::thread::available_parallelism().map_or(4, |n| n.get() * 2)
 }
 
-/// `/api -> api.wasm (72 KiB, compiled in 61 ms)`
+/// `route /api -> api.wasm (72 KiB, compiled in 61 ms, fresh instance per
+/// request, 2 spares ready)`
 fn describe(app: &App) -> String {
     format!("route {} -> {}", app.route, summary(app))
 }
 
 fn summary(app: &App) -> String {
+    let spares = match app.instances.idle() {
+        0 => String::new(),
+        1 => ", 1 spare ready".to_string(),
+        n => format!(", {n} spares ready"),
+    };
     format!(
-        "{} ({} KiB, compiled in {} ms)",
+        "{} ({} KiB, compiled in {} ms, {}{spares})",
         app.path.display(),
         app.size.div_ceil(1024),
-        app.compile_time.as_millis()
+        app.compile_time.as_millis(),
+        app.instances.mode(),
     )
 }
