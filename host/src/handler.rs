@@ -83,9 +83,10 @@ pub async fn handle(target: &Target, mut request: http::Request<Incoming>) -> Re
     // hyper sends what it writes; the task owns the store, the instance and
     // its slot until the handler returns.
     let failure = FailureFlag::default();
+    top_up_spares(app, &target.slots);
+
     let mut guest = Box::pin(run_guest(
         app.clone(),
-        target.slots.clone(),
         instance,
         guest_request,
         outparam,
@@ -137,7 +138,6 @@ pub async fn handle(target: &Target, mut request: http::Request<Incoming>) -> Re
 /// response body is reported as cut, not complete.
 async fn run_guest(
     app: Arc<App>,
-    slots: Arc<Semaphore>,
     mut instance: Instance,
     request: Resource<HostIncomingRequest>,
     outparam: Resource<HostResponseOutparam>,
@@ -151,7 +151,7 @@ async fn run_guest(
             .await
     }
     .await;
-    let ok = match result {
+    match result {
         Ok(()) => {
             app.instances.checkin(instance);
             true
@@ -162,9 +162,18 @@ async fn run_guest(
             drop(instance);
             false
         }
-    };
-    app.instances.refill(&app.pre, &slots).await;
-    ok
+    }
+}
+
+/// If the request took a spare, makes a new one on a task of its own, in
+/// parallel with the request instead of in its way. One such task per app at
+/// a time.
+fn top_up_spares(app: &Arc<App>, slots: &Arc<Semaphore>) {
+    if app.instances.start_refill() {
+        let app = app.clone();
+        let slots = slots.clone();
+        tokio::spawn(async move { app.instances.refill(&app.pre, &slots).await });
+    }
 }
 
 /// The header carrying the mount point to the app, like WSGI's SCRIPT_NAME.

@@ -8,6 +8,7 @@
 
 use crate::state::RequestState;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::Store;
@@ -75,6 +76,8 @@ pub struct Instances {
     max_idle: usize,
     /// How many idle instances to have ready, instantiated ahead of requests.
     spares: usize,
+    /// A refill is running (see [`Instances::start_refill`]).
+    refilling: AtomicBool,
     stdout_prefix: Arc<str>,
     stderr_prefix: Arc<str>,
 }
@@ -86,6 +89,7 @@ impl Instances {
             idle: Mutex::new(Vec::new()),
             max_idle: max_idle.max(spares),
             spares,
+            refilling: AtomicBool::new(false),
             stdout_prefix: format!("[{route}] ").into(),
             stderr_prefix: format!("[{route}] stderr: ").into(),
         }
@@ -106,12 +110,22 @@ impl Instances {
         Some(self.new_instance(engine, slot))
     }
 
+    /// True if the idle set is short of spares and no refill is running;
+    /// the caller must then run [`Instances::refill`].
+    pub fn start_refill(&self) -> bool {
+        self.idle() < self.spares && !self.refilling.swap(true, Ordering::AcqRel)
+    }
+
     /// Instantiates spares until the idle set holds the app's number of
-    /// them. Runs where a request has just finished with its instance, off
-    /// its critical path, and at startup. Takes only free slots: a spare
-    /// never makes a request wait for the pool.
+    /// them; at startup, and on a task of its own after a request took one.
+    /// Takes only free slots: a spare never makes a request wait for the pool.
     pub async fn refill(&self, pre: &ProxyPre<RequestState>, slots: &Arc<Semaphore>) {
-        while self.lock_idle().len() < self.spares {
+        self.fill(pre, slots).await;
+        self.refilling.store(false, Ordering::Release);
+    }
+
+    async fn fill(&self, pre: &ProxyPre<RequestState>, slots: &Arc<Semaphore>) {
+        while self.idle() < self.spares {
             let Ok(slot) = slots.clone().try_acquire_owned() else {
                 return;
             };
