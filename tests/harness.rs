@@ -257,6 +257,16 @@ impl Server {
             .is_some()
     }
 
+    /// Waits until `needle` occurs at least `count` times in the log; false
+    /// at the deadline.
+    pub fn wait_for_count(&self, needle: &str, count: usize, deadline: Duration) -> bool {
+        self.log
+            .wait_for(deadline, |text| {
+                (text.matches(needle).count() >= count).then_some(())
+            })
+            .is_some()
+    }
+
     /// Sends a signal (e.g. `libc::SIGTERM`) to the server.
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on a child we spawned and have not reaped.

@@ -1,11 +1,13 @@
 //! The end-to-end suite: every test starts the real `wasmhost` binary and
 //! talks HTTP to it over real sockets. One module per area; one test binary.
 
+mod cache;
 mod config;
 mod errors;
 mod faults;
 mod graft;
 mod pool;
+mod reload;
 mod reuse;
 mod serve;
 mod shutdown;

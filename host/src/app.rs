@@ -2,15 +2,17 @@
 //! exports `wasi:http/incoming-handler`, compile it and pre-instantiate it
 //! against the host's linker. Every failure names the file and says what to do.
 
+use crate::cache;
+use crate::config::Mount;
 use crate::engine::{Engines, Reset};
-use crate::instances::{Instances, Mode};
+use crate::instances::Instances;
 use crate::state::RequestState;
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::Engine;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::Linker;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 /// The interface every app must export, without its version: any 0.2.x
@@ -28,8 +30,14 @@ pub struct App {
     pub instances: Instances,
     /// Size of the file, for the startup report.
     pub size: u64,
-    /// How long compiling and linking took, for the startup report.
+    /// SHA-256 of the file: tells a real change from a rewrite of the same
+    /// bytes, and names the version in logs.
+    pub digest: Digest,
+    /// How long compiling (or loading from the cache) and linking took, for
+    /// the startup report.
     pub compile_time: Duration,
+    /// Compiled now, or loaded from the compile cache.
+    pub origin: cache::Origin,
 }
 
 /// The linker every app is instantiated against: all of WASI 0.2 (so that
@@ -41,6 +49,31 @@ pub fn linker(engine: &Engine) -> Result<Linker<RequestState>> {
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     Ok(linker)
+}
+
+/// A component file's SHA-256.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Digest([u8; 32]);
+
+impl Digest {
+    pub fn of(bytes: &[u8]) -> Self {
+        use sha2::Digest as _;
+        Self(sha2::Sha256::digest(bytes).into())
+    }
+
+    /// All 64 hex digits.
+    pub fn hex(&self) -> String {
+        self.0.iter().map(|byte| format!("{byte:02x}")).collect()
+    }
+}
+
+/// The first 12 hex digits, like a short git hash.
+impl std::fmt::Display for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0[..6]
+            .iter()
+            .try_for_each(|byte| write!(f, "{byte:02x}"))
+    }
 }
 
 /// What the first eight bytes of a file say it is.
@@ -59,21 +92,26 @@ fn sniff(bytes: &[u8]) -> WasmKind {
     }
 }
 
-/// Reads, validates and compiles the component at `path` for `route`.
+/// Reads, validates and compiles the component mounted by `mount`.
 /// Blocking: compiling takes from tens of milliseconds to seconds, so call it
 /// off the async runtime's threads.
-pub fn load(
-    engines: &Engines,
-    route: &str,
-    path: &Path,
-    mode: Mode,
-    max_idle: usize,
-    spares: usize,
-) -> Result<App> {
+pub fn load(engines: &Engines, mount: &Mount) -> Result<App> {
     let started = Instant::now();
+    let bytes = read(&mount.component)?;
+    compile(engines, mount, &bytes, started)
+}
+
+/// The bytes of a component file.
+pub fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// Validates and compiles `bytes`, read from `mount`'s file since `started`.
+/// Blocking, like [`load`].
+pub fn compile(engines: &Engines, mount: &Mount, bytes: &[u8], started: Instant) -> Result<App> {
+    let path = &mount.component;
     let shown = path.display();
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {shown}"))?;
-    match sniff(&bytes) {
+    match sniff(bytes) {
         WasmKind::Component => {}
         WasmKind::CoreModule => bail!(
             "{shown} is a core WebAssembly module, not a component; build it for the \
@@ -86,10 +124,12 @@ pub fn load(
         ),
     }
 
-    let reset = Reset::for_component(&bytes);
+    let reset = Reset::for_component(bytes);
     let engine = &engines.get(reset)?;
     let linker = linker(engine)?;
-    let component = Component::new(engine, &bytes)
+    let digest = Digest::of(bytes);
+    let (component, origin) = engines
+        .compile(engine, bytes, &digest)
         .map_err(anyhow::Error::from)
         .with_context(|| format!("{shown} is not a valid component"))?;
 
@@ -122,13 +162,16 @@ pub fn load(
             format!("{shown} exports wasi:http/incoming-handler with the wrong type")
         })?;
 
+    let route = &mount.route;
     Ok(App {
-        route: route.into(),
+        route: route.clone(),
         path: path.to_path_buf(),
         pre,
-        instances: Instances::new(mode, max_idle, spares, route),
+        instances: Instances::new(mount.mode, mount.spares as usize, route),
         size: bytes.len() as u64,
+        digest,
         compile_time: started.elapsed(),
+        origin,
     })
 }
 

@@ -55,6 +55,15 @@ pub struct Source {
     /// request does not wait for instantiation [default: 2; 0 turns it off]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=MAX_SPARES as i64))]
     pub spares: Option<u32>,
+
+    /// Keep compiled components here, so a restart or a reload to a version
+    /// seen before skips compiling [default: ~/.cache/wasmhost/compiled]
+    #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Compile every component at every start and reload; keep nothing on disk.
+    #[arg(long)]
+    pub no_cache: bool,
 }
 
 /// Spares per app at most: they hold pool slots that other apps' requests
@@ -84,6 +93,12 @@ fn parse_mount(text: &str) -> Result<MountArg, String> {
 pub struct ServeArgs {
     #[command(flatten)]
     pub source: Source,
+
+    /// Do not watch the component files: serve what was loaded at startup
+    /// until the process ends. By default a changed file is recompiled and
+    /// swapped in while requests keep flowing.
+    #[arg(long)]
+    pub no_reload: bool,
 
     /// TCP port to listen on [default: 8080]; 0 picks a free port and prints it.
     #[arg(long, short)]

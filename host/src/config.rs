@@ -21,12 +21,14 @@ pub const DEFAULT_PORT: u16 = 8080;
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Everything `serve` needs, validated.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Config {
     pub listeners: Vec<SocketAddr>,
     pub mounts: Vec<Mount>,
     pub threads: Option<u16>,
     pub shutdown_timeout: Duration,
+    /// Watch component files and swap in new versions.
+    pub reload: bool,
 }
 
 /// Spare instances per app unless configured: one per request that can
@@ -104,6 +106,7 @@ pub fn for_serve(args: &ServeArgs) -> Result<Config> {
         listeners,
         mounts,
         threads: args.threads.or(file.as_ref().and_then(|f| f.threads)),
+        reload: !args.no_reload,
         shutdown_timeout: args
             .shutdown_timeout
             .or(file.as_ref().and_then(|f| f.shutdown_timeout))

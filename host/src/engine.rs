@@ -3,11 +3,14 @@
 //! instance per request is cheap. There is one engine per way of resetting a
 //! pool slot's memory (see [`Reset`]), built the first time an app needs it.
 
+use crate::app::Digest;
+use crate::cache::{Cache, Origin};
 use anyhow::{Context, Result};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
+use wasmtime::component::Component;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// How often the epoch advances. A request that computes without calling the
@@ -103,6 +106,7 @@ impl Reset {
 /// instantiated by the other.
 pub struct Engines {
     pool: PoolSize,
+    cache: Option<Cache>,
     scan: Mutex<Option<Engine>>,
     copy: Mutex<Option<Engine>>,
     /// The fallback warning is printed once, not once per engine.
@@ -110,9 +114,10 @@ pub struct Engines {
 }
 
 impl Engines {
-    pub fn new(pool: PoolSize) -> Self {
+    pub fn new(pool: PoolSize, cache: Option<Cache>) -> Self {
         Self {
             pool,
+            cache,
             scan: Mutex::new(None),
             copy: Mutex::new(None),
             warned: AtomicBool::new(false),
@@ -134,6 +139,20 @@ impl Engines {
         );
         *slot = Some(engine.clone());
         Ok(engine)
+    }
+
+    /// Compiles `bytes` for `engine`, through the compile cache if there is
+    /// one.
+    pub fn compile(
+        &self,
+        engine: &Engine,
+        bytes: &[u8],
+        digest: &Digest,
+    ) -> wasmtime::Result<(Component, Origin)> {
+        match &self.cache {
+            Some(cache) => cache.component(engine, bytes, digest),
+            None => Ok((Component::new(engine, bytes)?, Origin::Compiled)),
+        }
     }
 
     /// Every engine built so far.

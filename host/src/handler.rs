@@ -7,6 +7,7 @@ use crate::app::App;
 use crate::guest_body::{FailureFlag, GuestBody};
 use crate::instances::Instance;
 use crate::router::{Refusal, Router};
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
@@ -21,9 +22,13 @@ use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 /// Response bodies: streamed from the guest, or a short message from the host.
 pub type Body = UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error>;
 
+/// The route table requests are served from. A reload swaps in a new one;
+/// a request holds the app it was routed to until it is done with it.
+pub type Routes = ArcSwap<Router<Arc<App>>>;
+
 /// Everything a request needs to reach an app.
 pub struct Target {
-    pub router: Router<Arc<App>>,
+    pub routes: Routes,
     /// Bounds the instances alive at once to what the pool holds, so that a
     /// burst waits for a slot instead of failing to instantiate.
     pub slots: Arc<Semaphore>,
@@ -40,8 +45,8 @@ enum Fault {
 }
 
 pub async fn handle(target: &Target, mut request: http::Request<Incoming>) -> Response<Body> {
-    let app = match mount(&target.router, &mut request) {
-        Ok(app) => app,
+    let app = match mount(&target.routes.load(), &mut request) {
+        Ok(app) => app.clone(),
         Err(Refusal::NotFound) => {
             return plain(StatusCode::NOT_FOUND, "no app is mounted at this path");
         }
@@ -83,10 +88,9 @@ pub async fn handle(target: &Target, mut request: http::Request<Incoming>) -> Re
     // hyper sends what it writes; the task owns the store, the instance and
     // its slot until the handler returns.
     let failure = FailureFlag::default();
-    top_up_spares(app, &target.slots);
-
     let mut guest = Box::pin(run_guest(
         app.clone(),
+        target.slots.clone(),
         instance,
         guest_request,
         outparam,
@@ -138,6 +142,7 @@ pub async fn handle(target: &Target, mut request: http::Request<Incoming>) -> Re
 /// response body is reported as cut, not complete.
 async fn run_guest(
     app: Arc<App>,
+    slots: Arc<Semaphore>,
     mut instance: Instance,
     request: Resource<HostIncomingRequest>,
     outparam: Resource<HostResponseOutparam>,
@@ -151,7 +156,7 @@ async fn run_guest(
             .await
     }
     .await;
-    match result {
+    let ok = match result {
         Ok(()) => {
             app.instances.checkin(instance);
             true
@@ -162,18 +167,13 @@ async fn run_guest(
             drop(instance);
             false
         }
-    }
-}
-
-/// If the request took a spare, makes a new one on a task of its own, in
-/// parallel with the request instead of in its way. One such task per app at
-/// a time.
-fn top_up_spares(app: &Arc<App>, slots: &Arc<Semaphore>) {
-    if app.instances.start_refill() {
-        let app = app.clone();
-        let slots = slots.clone();
+    };
+    // New spares are made on a task of their own, so that a guest that
+    // finished inside its request's future does not hold the response back.
+    if app.instances.finish() {
         tokio::spawn(async move { app.instances.refill(&app.pre, &slots).await });
     }
+    ok
 }
 
 /// The header carrying the mount point to the app, like WSGI's SCRIPT_NAME.

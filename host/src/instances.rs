@@ -8,7 +8,7 @@
 
 use crate::state::RequestState;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::Store;
@@ -76,20 +76,26 @@ pub struct Instances {
     max_idle: usize,
     /// How many idle instances to have ready, instantiated ahead of requests.
     spares: usize,
-    /// A refill is running (see [`Instances::start_refill`]).
+    /// A refill is running (see [`Instances::finish`]).
     refilling: AtomicBool,
+    /// Requests holding an instance of this app.
+    busy: AtomicUsize,
     stdout_prefix: Arc<str>,
     stderr_prefix: Arc<str>,
 }
 
 impl Instances {
-    pub fn new(mode: Mode, max_idle: usize, spares: usize, route: &str) -> Self {
+    pub fn new(mode: Mode, spares: usize, route: &str) -> Self {
+        // Enough idle instances for every worker thread to find one, few
+        // enough that idle memory stays small.
+        let max_idle = std::thread::available_parallelism().map_or(4, |n| n.get() * 2);
         Self {
             mode,
             idle: Mutex::new(Vec::new()),
             max_idle: max_idle.max(spares),
             spares,
             refilling: AtomicBool::new(false),
+            busy: AtomicUsize::new(0),
             stdout_prefix: format!("[{route}] ").into(),
             stderr_prefix: format!("[{route}] stderr: ").into(),
         }
@@ -103,17 +109,29 @@ impl Instances {
         engine: &wasmtime::Engine,
         slots: &Arc<Semaphore>,
     ) -> Option<Instance> {
-        if let Some(instance) = self.lock_idle().pop() {
-            return Some(instance);
-        }
-        let slot = slots.clone().acquire_owned().await.ok()?;
-        Some(self.new_instance(engine, slot))
+        let idle = self.lock_idle().pop();
+        let instance = match idle {
+            Some(instance) => instance,
+            None => {
+                let slot = slots.clone().acquire_owned().await.ok()?;
+                self.new_instance(engine, slot)
+            }
+        };
+        self.busy.fetch_add(1, Ordering::Relaxed);
+        Some(instance)
     }
 
-    /// True if the idle set is short of spares and no refill is running;
-    /// the caller must then run [`Instances::refill`].
-    pub fn start_refill(&self) -> bool {
-        self.idle() < self.spares && !self.refilling.swap(true, Ordering::AcqRel)
+    /// Notes that a request is done with its instance (after
+    /// [`Instances::checkin`] or a fault). True if the caller must now run
+    /// [`Instances::refill`]: the app has no other request running, is short
+    /// of spares and no refill is under way. Refilling only once an app is
+    /// quiet makes the spares for the next request after a pause, and keeps
+    /// an app that is never quiet from paying a hand-off to another task per
+    /// request for instances it would make as fast itself.
+    pub fn finish(&self) -> bool {
+        self.busy.fetch_sub(1, Ordering::AcqRel) == 1
+            && self.idle() < self.spares
+            && !self.refilling.swap(true, Ordering::AcqRel)
     }
 
     /// Instantiates spares until the idle set holds the app's number of
@@ -177,6 +195,10 @@ impl Instances {
 
     pub fn mode(&self) -> Mode {
         self.mode
+    }
+
+    pub fn spares(&self) -> usize {
+        self.spares
     }
 
     /// Instances waiting for a request.

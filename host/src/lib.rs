@@ -6,18 +6,21 @@
 //! TCP accept, one loop per listener (server)
 //!   -> hyper HTTP/1.1 + HTTP/2 connection (server)
 //!   -> route: longest mounted prefix, path rewritten, X-Forwarded-Prefix (router)
-//!   -> take an instance slot, new Store (state), instantiate the app's
-//!      ProxyPre (app), call wasi:http/incoming-handler.handle (handler)
+//!   -> take a spare or idle instance, or a pool slot, a new Store (state) and
+//!      instantiate the app's ProxyPre (instances, app); call
+//!      wasi:http/incoming-handler.handle (handler)
 //!   -> the response streams back while the guest writes it (guest_body); the
 //!      instance is dropped and its pool slot recycled when the handler returns
 //! ```
 //!
-//! One `Engine` (engine) with the pooling allocator serves every app; an
-//! epoch ticker keeps busy guests from pinning runtime threads. `config`
-//! turns flags and `wasmhost.toml` into one validated `Config`; `serve` wires
-//! it all together.
+//! Engines with the pooling allocator (engine; one per way of resetting
+//! memory) serve every app; an epoch ticker keeps busy guests from pinning
+//! runtime threads. `reload` watches the component files and swaps new
+//! versions into the route table. `config` turns flags and `wasmhost.toml`
+//! into one validated `Config`; `serve` wires it all together.
 
 pub mod app;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod engine;
@@ -26,6 +29,7 @@ pub mod guest_output;
 pub mod handler;
 pub mod instances;
 pub mod logging;
+pub mod reload;
 pub mod router;
 pub mod serve;
 pub mod server;

@@ -50,6 +50,25 @@ impl<T> Router<T> {
         Self { mounts }
     }
 
+    /// Every mount and what is mounted there.
+    pub fn mounts(&self) -> impl Iterator<Item = (&Arc<str>, &T)> {
+        self.mounts.iter().map(|(prefix, target)| (prefix, target))
+    }
+
+    /// This router with `target` mounted at `prefix`, replacing what was
+    /// there.
+    pub fn with(&self, prefix: &Arc<str>, target: T) -> Self
+    where
+        T: Clone,
+    {
+        let others = self
+            .mounts
+            .iter()
+            .filter(|(other, _)| other != prefix)
+            .cloned();
+        Self::new(others.chain([(prefix.clone(), target)]))
+    }
+
     /// The longest mount covering `segments`: its index and segment count.
     fn longest_match(&self, segments: &[&str]) -> Option<(usize, usize)> {
         self.mounts
@@ -277,5 +296,18 @@ mod tests {
                 .map_err(|_| ());
             assert_eq!(got, expected.map(str::to_string), "{prefix}");
         }
+    }
+
+    #[test]
+    fn with_replaces_one_mount_and_keeps_the_others() {
+        let before = router(&["/", "/api"]);
+        let api = normalise_prefix("/api").unwrap();
+        let after = before.with(&api, "new api");
+        assert_eq!(after.route("/api/x").unwrap().target, &"new api");
+        assert_eq!(after.route("/other").unwrap().target, &"/");
+        assert_eq!(after.mounts().count(), 2);
+        let added = after.with(&normalise_prefix("/new").unwrap(), "new");
+        assert_eq!(added.route("/new").unwrap().target, &"new");
+        assert_eq!(before.route("/api").unwrap().target, &"/api");
     }
 }

@@ -3,32 +3,39 @@
 //! signal, drain and exit (`serve`).
 
 use crate::app::{self, App};
+use crate::cache::{self, Cache};
 use crate::cli::{ServeArgs, Source};
 use crate::config::{self, Config, Mount};
 use crate::engine::{Engines, EpochTicker, PoolSize};
 use crate::handler::Target;
+use crate::reload;
 use crate::router::Router;
 use crate::server::{self, Drained};
 use crate::signals;
 use anyhow::{Context, Result, anyhow};
+use arc_swap::ArcSwap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 pub fn run(args: ServeArgs) -> Result<()> {
     let config = config::for_serve(&args)?;
+    let cache = compile_cache(&args.source)?;
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all().thread_name("wasmhost-worker");
     if let Some(threads) = config.threads {
         runtime.worker_threads(usize::from(threads));
     }
     let runtime = runtime.build().context("starting the async runtime")?;
-    runtime.block_on(serve(config))
+    let config_file = args.source.config.clone();
+    let reread: reload::Reread = Box::new(move || config::for_serve(&args));
+    runtime.block_on(serve(config, cache, config_file, reread))
 }
 
 /// `wasmhost check`: everything `serve` validates, nothing it serves.
 pub fn check(source: Source) -> Result<()> {
     let mounts = config::for_check(&source)?;
-    let engines = Engines::new(PoolSize::default());
+    let engines = Engines::new(PoolSize::default(), compile_cache(&source)?);
     let apps = load_all(&engines, &mounts)?;
     for app in &apps {
         println!("{}", describe(app));
@@ -37,10 +44,15 @@ pub fn check(source: Source) -> Result<()> {
     Ok(())
 }
 
-async fn serve(config: Config) -> Result<()> {
+async fn serve(
+    config: Config,
+    cache: Option<Cache>,
+    config_file: Option<PathBuf>,
+    reread: reload::Reread,
+) -> Result<()> {
     let signals = signals::install()?;
     let pool = PoolSize::default();
-    let engines = Arc::new(Engines::new(pool));
+    let engines = Arc::new(Engines::new(pool, cache));
 
     // Bind before compiling: a taken port is reported at once, and clients
     // that connect while a large app compiles wait in the backlog instead of
@@ -57,12 +69,33 @@ async fn serve(config: Config) -> Result<()> {
     })
     .await
     .context("the compiler thread panicked")??;
-    let _ticker = EpochTicker::start(engines);
+    let _ticker = EpochTicker::start(engines.clone());
     let slots = Arc::new(Semaphore::new(pool.instances as usize));
     for app in &apps {
         app.instances.refill(&app.pre, &slots).await;
     }
 
+    let apps: Vec<Arc<App>> = apps.into_iter().map(Arc::new).collect();
+    let target = Arc::new(Target {
+        routes: ArcSwap::from_pointee(Router::new(
+            apps.iter().map(|app| (app.route.clone(), app.clone())),
+        )),
+        slots,
+    });
+    // Watching starts before the `serving on` line, so a change made once
+    // that line is out is never missed.
+    let sources = reload::Sources {
+        config: config.clone(),
+        config_file,
+        reread,
+    };
+    let _reloader = match reload::start(target.clone(), engines, sources, config.reload) {
+        Ok(reloader) => Some(reloader),
+        Err(error) => {
+            tracing::warn!("hot reload is off: {error:#}");
+            None
+        }
+    };
     // One app at the root on one listener: say everything on the `serving
     // on` line. Otherwise print the route table once, then the listeners.
     let with = match apps.as_slice() {
@@ -81,13 +114,6 @@ async fn serve(config: Config) -> Result<()> {
         tracing::info!("serving on http://{local}/{with}");
     }
 
-    let target = Arc::new(Target {
-        router: Router::new(
-            apps.into_iter()
-                .map(|app| (app.route.clone(), Arc::new(app))),
-        ),
-        slots,
-    });
     let first = async {
         let _ = signals.first.await;
     };
@@ -102,28 +128,38 @@ async fn serve(config: Config) -> Result<()> {
     Ok(())
 }
 
+/// The compile cache the flags ask for. A directory given with --cache-dir
+/// must work; the default one is skipped with a warning if it does not.
+pub fn compile_cache(source: &Source) -> Result<Option<Cache>> {
+    if source.no_cache {
+        return Ok(None);
+    }
+    if let Some(dir) = &source.cache_dir {
+        return Cache::open(dir).map(Some);
+    }
+    let Some(dir) = Cache::default_dir() else {
+        return Ok(None);
+    };
+    match Cache::open(&dir) {
+        Ok(cache) => Ok(Some(cache)),
+        Err(error) => {
+            tracing::warn!(
+                "{error:#}; compiling without a cache (--cache-dir picks another place)"
+            );
+            Ok(None)
+        }
+    }
+}
+
 /// Compiles every mount. Blocking: run off the runtime's threads.
 fn load_all(engines: &Engines, mounts: &[Mount]) -> Result<Vec<App>> {
     mounts
         .iter()
         .map(|mount| {
-            app::load(
-                engines,
-                &mount.route,
-                &mount.component,
-                mount.mode,
-                max_idle(),
-                mount.spares as usize,
-            )
-            .map_err(|error| anyhow!(mount.origin.locate(format!("{error:#}"))))
+            app::load(engines, mount)
+                .map_err(|error| anyhow!(mount.origin.locate(format!("{error:#}"))))
         })
         .collect()
-}
-
-/// Idle instances one app keeps in reuse mode: enough for every worker
-/// thread to find one, few enough that idle memory stays small.
-fn max_idle() -> usize {
-    std::thread::available_parallelism().map_or(4, |n| n.get() * 2)
 }
 
 /// `route /api -> api.wasm (72 KiB, compiled in 61 ms, fresh instance per
@@ -138,8 +174,12 @@ fn summary(app: &App) -> String {
         1 => ", 1 spare ready".to_string(),
         n => format!(", {n} spares ready"),
     };
+    let compiled = match app.origin {
+        cache::Origin::Compiled => "compiled",
+        cache::Origin::Cached => "loaded from cache",
+    };
     format!(
-        "{} ({} KiB, compiled in {} ms, {}{spares})",
+        "{} ({} KiB, {compiled} in {} ms, {}{spares})",
         app.path.display(),
         app.size.div_ceil(1024),
         app.compile_time.as_millis(),

@@ -1,0 +1,160 @@
+//! The compile cache: compiled components on disk, so that a restart, or a
+//! reload back to a version seen before, skips the compiler (seconds for an
+//! interpreter-sized guest). An entry is named by the component's SHA-256 and
+//! the engine's compatibility hash, and carries the SHA-256 of its own
+//! contents: an entry that is truncated, corrupt, or made by another build of
+//! wasmtime is ignored and replaced, never loaded.
+//!
+//! The checksum guards against accidents, not against someone who can write
+//! to the directory: loading an entry runs the machine code in it. The
+//! directory is created private to the user (mode 0700).
+
+use crate::app::Digest;
+use anyhow::{Context, Result};
+use sha2::Digest as _;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+/// First bytes of every entry; a new layout gets a new version here.
+const MAGIC: &[u8] = b"wasmhost compiled component v1\n";
+
+pub struct Cache {
+    dir: PathBuf,
+}
+
+/// Where a component came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Compiled,
+    Cached,
+}
+
+impl Cache {
+    /// `$XDG_CACHE_HOME/wasmhost/compiled`, else `~/.cache/wasmhost/compiled`.
+    pub fn default_dir() -> Option<PathBuf> {
+        let base = match std::env::var_os("XDG_CACHE_HOME") {
+            Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+            _ => PathBuf::from(std::env::var_os("HOME")?).join(".cache"),
+        };
+        Some(base.join("wasmhost").join("compiled"))
+    }
+
+    /// Opens (creating it if needed) the cache in `dir`.
+    pub fn open(dir: &Path) -> Result<Cache> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create the compile cache {}", dir.display()))?;
+        Ok(Cache {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The component from the cache, or compiled and then stored.
+    pub fn component(
+        &self,
+        engine: &Engine,
+        bytes: &[u8],
+        digest: &Digest,
+    ) -> wasmtime::Result<(Component, Origin)> {
+        let entry = self.entry(engine, digest);
+        if let Some(component) = self.load(engine, &entry) {
+            return Ok((component, Origin::Cached));
+        }
+        let component = Component::new(engine, bytes)?;
+        if let Err(error) = self.store(&entry, &component) {
+            tracing::warn!("not caching the compiled component: {error:#}");
+        }
+        Ok((component, Origin::Compiled))
+    }
+
+    /// The entry's file name: what was compiled and by what.
+    fn entry(&self, engine: &Engine, digest: &Digest) -> PathBuf {
+        // Stable for one build of wasmhost, which is all the key needs: a
+        // different build may only miss, and wasmtime checks again on load.
+        let mut hasher = std::hash::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        self.dir
+            .join(format!("{}-{:016x}.cwasm", digest.hex(), hasher.finish()))
+    }
+
+    fn load(&self, engine: &Engine, entry: &Path) -> Option<Component> {
+        let contents = match std::fs::read(entry) {
+            Ok(contents) => contents,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(error) => {
+                tracing::warn!("ignoring cache entry {}: {error}", entry.display());
+                return None;
+            }
+        };
+        let Some(artifact) = verified(&contents) else {
+            tracing::warn!(
+                "ignoring corrupt cache entry {}; it will be replaced",
+                entry.display()
+            );
+            return None;
+        };
+        // SAFETY: the artifact is what `Component::serialize` wrote for an
+        // engine with this compatibility hash, unchanged since (checksum
+        // above); wasmtime checks its header against the engine again.
+        match unsafe { Component::deserialize(engine, artifact) } {
+            Ok(component) => Some(component),
+            Err(error) => {
+                tracing::warn!(
+                    "ignoring cache entry {} ({error:#}); it will be replaced",
+                    entry.display()
+                );
+                None
+            }
+        }
+    }
+
+    /// Writes the entry beside its final name, then renames it into place,
+    /// so a reader (another wasmhost too) never sees half an entry.
+    fn store(&self, entry: &Path, component: &Component) -> Result<()> {
+        let artifact = component.serialize()?;
+        let mut contents = Vec::with_capacity(MAGIC.len() + 32 + artifact.len());
+        contents.extend_from_slice(MAGIC);
+        contents.extend_from_slice(&sha2::Sha256::digest(&artifact));
+        contents.extend_from_slice(&artifact);
+        let staging = entry.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&staging, &contents)
+            .and_then(|()| std::fs::rename(&staging, entry))
+            .with_context(|| format!("cannot write {}", entry.display()))
+            .inspect_err(|_| {
+                let _ = std::fs::remove_file(&staging);
+            })
+    }
+}
+
+/// The artifact inside an entry, if the entry is whole and unchanged.
+fn verified(contents: &[u8]) -> Option<&[u8]> {
+    let rest = contents.strip_prefix(MAGIC)?;
+    let (checksum, artifact) = rest.split_at_checked(32)?;
+    (sha2::Sha256::digest(artifact).as_slice() == checksum).then_some(artifact)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_whole_unchanged_entries_verify() {
+        let artifact = b"machine code".as_slice();
+        let mut entry = MAGIC.to_vec();
+        entry.extend_from_slice(&sha2::Sha256::digest(artifact));
+        entry.extend_from_slice(artifact);
+        assert_eq!(verified(&entry), Some(artifact));
+
+        let mut flipped = entry.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        assert_eq!(verified(&flipped), None);
+        assert_eq!(verified(&entry[..entry.len() - 1]), None);
+        assert_eq!(verified(&entry[..10]), None);
+        assert_eq!(verified(b""), None);
+    }
+}

@@ -1,0 +1,393 @@
+//! Hot reload. Every mounted component file, and the config file, is watched
+//! through its directory, so that the rename-replace saves of editors,
+//! `cargo build` and deploy scripts are seen as well as in-place writes. A
+//! change is debounced, compiled off the request path and swapped into the
+//! route table; requests already running finish on the version they started
+//! with. A file that does not load (cut short, not a component, wrong world,
+//! deleted) never replaces the version being served, and a config that does
+//! not validate is not applied at all. SIGHUP reloads everything.
+
+use crate::app::{self, App, Digest};
+use crate::config::{Config, Mount};
+use crate::engine::Engines;
+use crate::handler::Target;
+use crate::router::Router;
+use anyhow::{Context, Result, anyhow};
+use notify::event::{AccessKind, AccessMode};
+use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// A change is acted on once its file has been quiet this long: a save made
+/// of several writes (truncate, write, write, close) is read once, whole.
+const QUIET: Duration = Duration::from_millis(40);
+
+/// A file written to without pause is still looked at this often.
+const MAX_WAIT: Duration = Duration::from_secs(1);
+
+/// Reads the configuration again: the config file with the flags over it.
+pub type Reread = Box<dyn Fn() -> Result<Config> + Send + Sync>;
+
+/// What the reloader starts from.
+pub struct Sources {
+    /// The configuration being served.
+    pub config: Config,
+    /// The config file, if there is one: watched like the components.
+    pub config_file: Option<PathBuf>,
+    pub reread: Reread,
+}
+
+/// Reloading stops when this is dropped.
+pub struct Reloader {
+    task: JoinHandle<()>,
+}
+
+impl Drop for Reloader {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts reloading what `target` serves: on file changes if `watch` (the
+/// default; `--no-reload` turns it off), and on SIGHUP always.
+pub fn start(
+    target: Arc<Target>,
+    engines: Arc<Engines>,
+    sources: Sources,
+    watch: bool,
+) -> Result<Reloader> {
+    let hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let (sender, events) = mpsc::unbounded_channel();
+    let watcher = if watch {
+        let sender = sender.clone();
+        let watcher =
+            notify::recommended_watcher(move |event: notify::Result<Event>| match event {
+                Ok(event) if is_change(&event.kind) => {
+                    for path in event.paths {
+                        let _ = sender.send(path);
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!("watching files for reload: {error:#}"),
+            })
+            .context("starting the file watcher for hot reload")?;
+        Some(watcher)
+    } else {
+        None
+    };
+    let config_key = match &sources.config_file {
+        Some(file) => Some(watch_key(file)?.1),
+        None => None,
+    };
+    let mut reloading = Reloading {
+        target,
+        engines,
+        listeners: sources.config.listeners,
+        mounts: Vec::new(),
+        watched: HashMap::new(),
+        watcher,
+        directories: BTreeSet::new(),
+        config_key,
+        reread: sources.reread,
+        _open: sender,
+    };
+    reloading.watch(sources.config.mounts)?;
+    let task = tokio::spawn(reloading.run(events, hangup));
+    Ok(Reloader { task })
+}
+
+/// Events that may mean new contents. Opening and reading a file (the
+/// reloader itself reads them) are not.
+fn is_change(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
+/// A file's absolute directory, and the absolute path events name it by.
+fn watch_key(file: &Path) -> Result<(PathBuf, PathBuf)> {
+    let name = file
+        .file_name()
+        .with_context(|| format!("{} does not name a file", file.display()))?;
+    let directory = match file.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let directory = std::fs::canonicalize(directory)
+        .with_context(|| format!("cannot watch {} for reload", directory.display()))?;
+    let key = directory.join(name);
+    Ok((directory, key))
+}
+
+struct Reloading {
+    target: Arc<Target>,
+    engines: Arc<Engines>,
+    /// The listeners started with; a config that changes them is applied
+    /// except for them.
+    listeners: Vec<SocketAddr>,
+    /// The mounts being served.
+    mounts: Vec<Mount>,
+    /// The routes each watched component file is mounted at.
+    watched: HashMap<PathBuf, Vec<Arc<str>>>,
+    watcher: Option<RecommendedWatcher>,
+    directories: BTreeSet<PathBuf>,
+    config_key: Option<PathBuf>,
+    reread: Reread,
+    /// Keeps the event channel open when nothing is watched.
+    _open: mpsc::UnboundedSender<PathBuf>,
+}
+
+/// What a batch of changes asks for.
+enum Work {
+    Mounts(BTreeSet<PathBuf>),
+    Config,
+}
+
+impl Reloading {
+    async fn run(
+        mut self,
+        mut events: mpsc::UnboundedReceiver<PathBuf>,
+        mut hangup: tokio::signal::unix::Signal,
+    ) {
+        // A file changed between its loading at startup and the start of
+        // watching is caught here; unchanged files cost a read and a hash.
+        let started = Instant::now();
+        let routes: Vec<Arc<str>> = self.mounts.iter().map(|m| m.route.clone()).collect();
+        for route in routes {
+            self.reload_mount(&route, started).await;
+        }
+        loop {
+            let first = tokio::select! {
+                event = events.recv() => match event {
+                    Some(path) => path,
+                    None => return,
+                },
+                _ = hangup.recv() => {
+                    tracing::info!("SIGHUP: reloading the configuration and every app");
+                    self.apply_config(Instant::now(), true).await;
+                    continue;
+                }
+            };
+            let noticed = Instant::now();
+            let mut changed = BTreeSet::from([first]);
+            // Debounce: gather events until the files have been quiet a while.
+            while noticed.elapsed() < MAX_WAIT {
+                match tokio::time::timeout(QUIET, events.recv()).await {
+                    Ok(Some(path)) => {
+                        changed.insert(path);
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            match self.work(changed) {
+                Work::Config => self.apply_config(noticed, false).await,
+                Work::Mounts(files) => {
+                    for file in files {
+                        for route in self.watched.get(&file).cloned().into_iter().flatten() {
+                            self.reload_mount(&route, noticed).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn work(&self, changed: BTreeSet<PathBuf>) -> Work {
+        // A config change re-reads every mount's file as well.
+        if self
+            .config_key
+            .as_ref()
+            .is_some_and(|key| changed.contains(key))
+        {
+            return Work::Config;
+        }
+        Work::Mounts(changed)
+    }
+
+    /// Watches the files of `mounts` (and the config file), which from now on
+    /// are the mounts being served.
+    fn watch(&mut self, mounts: Vec<Mount>) -> Result<()> {
+        let mut watched: HashMap<PathBuf, Vec<Arc<str>>> = HashMap::new();
+        let mut directories = BTreeSet::new();
+        for mount in &mounts {
+            let (directory, key) = watch_key(&mount.component)?;
+            watched.entry(key).or_default().push(mount.route.clone());
+            directories.insert(directory);
+        }
+        if let Some(key) = &self.config_key
+            && let Some(directory) = key.parent()
+        {
+            directories.insert(directory.to_path_buf());
+        }
+        if let Some(watcher) = &mut self.watcher {
+            for directory in directories.difference(&self.directories) {
+                watcher
+                    .watch(directory, RecursiveMode::NonRecursive)
+                    .with_context(|| format!("cannot watch {} for reload", directory.display()))?;
+            }
+            for directory in self.directories.difference(&directories) {
+                let _ = watcher.unwatch(directory);
+            }
+        }
+        self.directories = directories;
+        self.watched = watched;
+        self.mounts = mounts;
+        Ok(())
+    }
+
+    /// Loads the current contents of the file mounted at `route` and, if they
+    /// are a new version that loads, serves them there.
+    async fn reload_mount(&self, route: &Arc<str>, noticed: Instant) {
+        let Some(mount) = self.mounts.iter().find(|mount| &mount.route == route) else {
+            return;
+        };
+        let serving = self.serving(route).map(|app| app.digest);
+        let bytes = match app::read(&mount.component) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                // Deleted, or mid-rename: the last good version keeps
+                // serving, and the next write is picked up.
+                tracing::info!(
+                    "not reloading {route}: {error:#}; still serving the previous version"
+                );
+                return;
+            }
+        };
+        if serving == Some(Digest::of(&bytes)) {
+            return;
+        }
+        match self.compile(mount, bytes, noticed).await {
+            Ok(app) => {
+                self.ready(&app).await;
+                self.target
+                    .routes
+                    .rcu(|routes| routes.with(&app.route, app.clone()));
+                tracing::info!(
+                    "reloaded {route} ({}) in {} ms",
+                    app.digest,
+                    noticed.elapsed().as_millis()
+                );
+            }
+            Err(error) => tracing::warn!(
+                "not reloading {route}: {error:#}; still serving the previous version"
+            ),
+        }
+    }
+
+    /// Reads the configuration again and serves it: mounts added, removed,
+    /// or changed (file, contents, mode, spares) are applied together, and
+    /// untouched mounts keep their app and its instances. If anything in it
+    /// fails, nothing is applied. `force` recompiles every app.
+    async fn apply_config(&mut self, noticed: Instant, force: bool) {
+        let config = match (self.reread)() {
+            Ok(config) => config,
+            Err(error) => {
+                tracing::warn!(
+                    "not applying the configuration: {error:#}; still serving the previous one"
+                );
+                return;
+            }
+        };
+        let (mut added, mut reloaded, mut kept) = (0, 0, 0);
+        let mut table = Vec::with_capacity(config.mounts.len());
+        let mut fresh = Vec::new();
+        for mount in &config.mounts {
+            let serving = self.serving(&mount.route);
+            let bytes = match app::read(&mount.component) {
+                Ok(bytes) => bytes,
+                Err(error) => {
+                    let error = mount.origin.locate(format!("{error:#}"));
+                    tracing::warn!(
+                        "not applying the configuration: {error}; still serving the previous one"
+                    );
+                    return;
+                }
+            };
+            if let Some(app) = &serving
+                && !force
+                && unchanged(app, mount, &bytes)
+            {
+                kept += 1;
+                table.push((mount.route.clone(), app.clone()));
+                continue;
+            }
+            match self.compile(mount, bytes, noticed).await {
+                Ok(app) => {
+                    if serving.is_some() {
+                        reloaded += 1;
+                    } else {
+                        added += 1;
+                    }
+                    fresh.push(app.clone());
+                    table.push((mount.route.clone(), app));
+                }
+                Err(error) => {
+                    let error = mount.origin.locate(format!("{error:#}"));
+                    tracing::warn!(
+                        "not applying the configuration: {error}; still serving the previous one"
+                    );
+                    return;
+                }
+            }
+        }
+        if let Err(error) = self.watch(config.mounts) {
+            tracing::warn!(
+                "not applying the configuration: {error:#}; still serving the previous one"
+            );
+            return;
+        }
+        for app in &fresh {
+            self.ready(app).await;
+        }
+        let before = self.target.routes.load().mounts().count();
+        let removed = before - (kept + reloaded);
+        self.target.routes.store(Arc::new(Router::new(table)));
+        tracing::info!(
+            "configuration applied in {} ms: {added} app(s) added, {reloaded} reloaded, \
+             {removed} removed, {kept} unchanged",
+            noticed.elapsed().as_millis()
+        );
+        if config.listeners != self.listeners {
+            tracing::warn!("listener changes in the configuration take effect at the next restart");
+        }
+    }
+
+    fn serving(&self, route: &Arc<str>) -> Option<Arc<App>> {
+        let routes = self.target.routes.load();
+        routes
+            .mounts()
+            .find(|(prefix, _)| *prefix == route)
+            .map(|(_, app)| app.clone())
+    }
+
+    /// Compiles a new version on a blocking thread.
+    async fn compile(&self, mount: &Mount, bytes: Vec<u8>, noticed: Instant) -> Result<Arc<App>> {
+        let engines = self.engines.clone();
+        let mount = mount.clone();
+        tokio::task::spawn_blocking(move || app::compile(&engines, &mount, &bytes, noticed))
+            .await
+            .map_err(|panicked| anyhow!("the compiler thread failed: {panicked}"))?
+            .map(Arc::new)
+    }
+
+    /// Makes a new app's spares before it takes requests.
+    async fn ready(&self, app: &Arc<App>) {
+        app.instances.refill(&app.pre, &self.target.slots).await;
+    }
+}
+
+/// Whether `app` already serves what `mount` with these file contents asks for.
+fn unchanged(app: &App, mount: &Mount, bytes: &[u8]) -> bool {
+    app.path == mount.component
+        && app.instances.mode() == mount.mode
+        && app.instances.spares() == mount.spares as usize
+        && app.digest == Digest::of(bytes)
+}
