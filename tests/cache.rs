@@ -116,3 +116,30 @@ fn the_default_cache_is_under_the_user_cache_dir_and_no_cache_writes_nothing() {
         again.log()
     );
 }
+
+#[test]
+fn an_entry_renamed_to_another_components_name_is_not_loaded() {
+    let dir = TempDir::new().unwrap();
+    let cache = dir.path().join("cache");
+    drop(start_cached(&cache));
+    let [hello_entry] = entries(&cache).try_into().unwrap();
+    let fault = guest(Guest::Fault).to_str().unwrap();
+    drop(Server::start(
+        WASMHOST,
+        &[fault, "--cache-dir", cache.to_str().unwrap()],
+    ));
+    let fault_entry = entries(&cache)
+        .into_iter()
+        .find(|entry| entry != &hello_entry)
+        .unwrap();
+    std::fs::copy(&fault_entry, &hello_entry).unwrap();
+
+    let server = start_cached(&cache);
+    assert!(
+        serving_line(&server).contains("compiled in"),
+        "{}",
+        server.log()
+    );
+    assert!(server.log().contains("ignoring corrupt cache entry"));
+    assert_eq!(get(&server.url("/")).unwrap().body, HELLO);
+}

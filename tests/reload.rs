@@ -160,6 +160,11 @@ fn a_file_that_does_not_load_never_replaces_the_running_version() {
     assert!(server.wait_for_log("is not a valid component", DEADLINE));
     assert_eq!(get(&server.url("/")).unwrap().body, V1);
 
+    // A whole, valid component of the wrong world, renamed into place.
+    rename_over(&app, &std::fs::read(guest(Guest::Command)).unwrap());
+    assert!(server.wait_for_log("does not export wasi:http/incoming-handler", DEADLINE));
+    assert_eq!(get(&server.url("/")).unwrap().body, V1);
+
     std::fs::remove_file(&app).unwrap();
     assert!(server.wait_for_log("cannot read", DEADLINE));
     assert_eq!(get(&server.url("/")).unwrap().body, V1);
@@ -312,4 +317,35 @@ fn sighup_reloads_every_app_even_without_watching() {
         server.log()
     );
     assert_eq!(get(&server.url("/")).unwrap().body, V2);
+}
+
+#[test]
+fn a_large_component_serves_a_quick_build_then_cranelifts() {
+    let dir = TempDir::new().unwrap();
+    let cache = dir.path().join("cache");
+    let python = guest(Guest::PythonHello).to_str().unwrap();
+    let args = [python, "--cache-dir", cache.to_str().unwrap()];
+    let hello = "Hello from a Python component!\n";
+
+    let server = Server::start(WASMHOST, &args);
+    let log = server.log();
+    assert!(log.contains("compiled with Winch in"), "{log}");
+    assert!(log.contains("Cranelift build to follow"), "{log}");
+    assert_eq!(get(&server.url("/")).unwrap().body, hello);
+    assert!(
+        server.wait_for_log("optimised / (", Duration::from_secs(300)),
+        "{}",
+        server.log()
+    );
+    assert_eq!(get(&server.url("/")).unwrap().body, hello);
+    drop(server);
+
+    // Cranelift's build was cached: the next start serves it at once.
+    let again = Server::start(WASMHOST, &args);
+    assert!(
+        again.log().contains("loaded from cache in"),
+        "{}",
+        again.log()
+    );
+    assert!(!again.log().contains("Winch"), "{}", again.log());
 }

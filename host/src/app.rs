@@ -4,7 +4,7 @@
 
 use crate::cache;
 use crate::config::Mount;
-use crate::engine::{Engines, Reset};
+use crate::engine::{Compiler, Engines, QUICK_FIRST_FROM, Reset};
 use crate::instances::Instances;
 use crate::state::RequestState;
 use anyhow::{Context, Result, bail};
@@ -38,6 +38,8 @@ pub struct App {
     pub compile_time: Duration,
     /// Compiled now, or loaded from the compile cache.
     pub origin: cache::Origin,
+    /// Which compiler built the code it runs.
+    pub compiler: Compiler,
 }
 
 /// The linker every app is instantiated against: all of WASI 0.2 (so that
@@ -59,6 +61,10 @@ impl Digest {
     pub fn of(bytes: &[u8]) -> Self {
         use sha2::Digest as _;
         Self(sha2::Sha256::digest(bytes).into())
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
     }
 
     /// All 64 hex digits.
@@ -98,7 +104,14 @@ fn sniff(bytes: &[u8]) -> WasmKind {
 pub fn load(engines: &Engines, mount: &Mount) -> Result<App> {
     let started = Instant::now();
     let bytes = read(&mount.component)?;
-    compile(engines, mount, &bytes, started)
+    compile(
+        engines,
+        mount,
+        &bytes,
+        Digest::of(&bytes),
+        Tier::QuickFirst,
+        started,
+    )
 }
 
 /// The bytes of a component file.
@@ -106,9 +119,26 @@ pub fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
+/// Which compiler [`compile`] may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// Winch for a large component with no Cranelift build cached, so it
+    /// serves within seconds; the caller then runs `reload::optimise`.
+    QuickFirst,
+    /// Cranelift.
+    Final,
+}
+
 /// Validates and compiles `bytes`, read from `mount`'s file since `started`.
 /// Blocking, like [`load`].
-pub fn compile(engines: &Engines, mount: &Mount, bytes: &[u8], started: Instant) -> Result<App> {
+pub fn compile(
+    engines: &Engines,
+    mount: &Mount,
+    bytes: &[u8],
+    digest: Digest,
+    tier: Tier,
+    started: Instant,
+) -> Result<App> {
     let path = &mount.component;
     let shown = path.display();
     match sniff(bytes) {
@@ -125,14 +155,24 @@ pub fn compile(engines: &Engines, mount: &Mount, bytes: &[u8], started: Instant)
     }
 
     let reset = Reset::for_component(bytes);
-    let engine = &engines.get(reset)?;
+    let mut engine = engines.get(reset, Compiler::Cranelift)?;
+    let mut compiler = Compiler::Cranelift;
+    if tier == Tier::QuickFirst
+        && bytes.len() >= QUICK_FIRST_FROM
+        && !engines.cached(&engine, &digest)
+    {
+        compiler = Compiler::Winch;
+        engine = engines.get(reset, compiler)?;
+    }
+    let engine = &engine;
     let linker = linker(engine)?;
-    let digest = Digest::of(bytes);
+    let t_prepared = started.elapsed();
     let (component, origin) = engines
-        .compile(engine, bytes, &digest)
+        .compile(engine, compiler, bytes, &digest)
         .map_err(anyhow::Error::from)
         .with_context(|| format!("{shown} is not a valid component"))?;
 
+    let t_compiled = started.elapsed();
     let exports: Vec<String> = component
         .component_type()
         .exports(engine)
@@ -162,6 +202,10 @@ pub fn compile(engines: &Engines, mount: &Mount, bytes: &[u8], started: Instant)
             format!("{shown} exports wasi:http/incoming-handler with the wrong type")
         })?;
 
+    tracing::debug!(
+        "{shown}: engine and linker ready at {t_prepared:?}, {origin:?} at {t_compiled:?}, linked at {:?}",
+        started.elapsed()
+    );
     let route = &mount.route;
     Ok(App {
         route: route.clone(),
@@ -172,6 +216,7 @@ pub fn compile(engines: &Engines, mount: &Mount, bytes: &[u8], started: Instant)
         digest,
         compile_time: started.elapsed(),
         origin,
+        compiler,
     })
 }
 

@@ -1,9 +1,11 @@
 //! The compile cache: compiled components on disk, so that a restart, or a
 //! reload back to a version seen before, skips the compiler (seconds for an
 //! interpreter-sized guest). An entry is named by the component's SHA-256 and
-//! the engine's compatibility hash, and carries the SHA-256 of its own
-//! contents: an entry that is truncated, corrupt, or made by another build of
-//! wasmtime is ignored and replaced, never loaded.
+//! the engine's compatibility hash, and carries its own length and CRC-32: an
+//! entry that is truncated, corrupt, or made by another build of wasmtime is
+//! ignored and replaced, never loaded. (CRC-32 rather than SHA-256 because a
+//! Python guest's entry is 35 MB, which SHA-256 took ~25 ms to check on a
+//! reload budgeted at 200 ms; accidents are what it guards against.)
 //!
 //! The checksum guards against accidents, not against someone who can write
 //! to the directory: loading an entry runs the machine code in it. The
@@ -11,14 +13,15 @@
 
 use crate::app::Digest;
 use anyhow::{Context, Result};
-use sha2::Digest as _;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-/// First bytes of every entry; a new layout gets a new version here.
-const MAGIC: &[u8] = b"wasmhost compiled component v1\n";
+/// First bytes of every entry; a new layout gets a new version here and in
+/// [`SUFFIX`], so entries of another layout are never even opened.
+const MAGIC: &[u8] = b"wasmhost compiled component v3\n";
+const SUFFIX: &str = "v3.cwasm";
 
 pub struct Cache {
     dir: PathBuf,
@@ -62,14 +65,20 @@ impl Cache {
         digest: &Digest,
     ) -> wasmtime::Result<(Component, Origin)> {
         let entry = self.entry(engine, digest);
-        if let Some(component) = self.load(engine, &entry) {
+        if let Some(component) = self.load(engine, &entry, digest) {
             return Ok((component, Origin::Cached));
         }
         let component = Component::new(engine, bytes)?;
-        if let Err(error) = self.store(&entry, &component) {
+        if let Err(error) = self.store(&entry, &component, digest) {
             tracing::warn!("not caching the compiled component: {error:#}");
         }
         Ok((component, Origin::Compiled))
+    }
+
+    /// Whether an entry for `digest` and `engine` exists (it is checked
+    /// only when loaded).
+    pub fn contains(&self, engine: &Engine, digest: &Digest) -> bool {
+        self.entry(engine, digest).is_file()
     }
 
     /// The entry's file name: what was compiled and by what.
@@ -78,11 +87,14 @@ impl Cache {
         // different build may only miss, and wasmtime checks again on load.
         let mut hasher = std::hash::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        self.dir
-            .join(format!("{}-{:016x}.cwasm", digest.hex(), hasher.finish()))
+        self.dir.join(format!(
+            "{}-{:016x}.{SUFFIX}",
+            digest.hex(),
+            hasher.finish()
+        ))
     }
 
-    fn load(&self, engine: &Engine, entry: &Path) -> Option<Component> {
+    fn load(&self, engine: &Engine, entry: &Path, digest: &Digest) -> Option<Component> {
         let contents = match std::fs::read(entry) {
             Ok(contents) => contents,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return None,
@@ -91,7 +103,7 @@ impl Cache {
                 return None;
             }
         };
-        let Some(artifact) = verified(&contents) else {
+        let Some(artifact) = verified(&contents, digest) else {
             tracing::warn!(
                 "ignoring corrupt cache entry {}; it will be replaced",
                 entry.display()
@@ -99,8 +111,9 @@ impl Cache {
             return None;
         };
         // SAFETY: the artifact is what `Component::serialize` wrote for an
-        // engine with this compatibility hash, unchanged since (checksum
-        // above); wasmtime checks its header against the engine again.
+        // engine with this compatibility hash, unchanged since as far as its
+        // length and CRC tell; wasmtime checks its header against the engine
+        // again.
         match unsafe { Component::deserialize(engine, artifact) } {
             Ok(component) => Some(component),
             Err(error) => {
@@ -115,12 +128,9 @@ impl Cache {
 
     /// Writes the entry beside its final name, then renames it into place,
     /// so a reader (another wasmhost too) never sees half an entry.
-    fn store(&self, entry: &Path, component: &Component) -> Result<()> {
+    fn store(&self, entry: &Path, component: &Component, digest: &Digest) -> Result<()> {
         let artifact = component.serialize()?;
-        let mut contents = Vec::with_capacity(MAGIC.len() + 32 + artifact.len());
-        contents.extend_from_slice(MAGIC);
-        contents.extend_from_slice(&sha2::Sha256::digest(&artifact));
-        contents.extend_from_slice(&artifact);
+        let contents = entry_bytes(digest, &artifact);
         let staging = entry.with_extension(format!("tmp{}", std::process::id()));
         std::fs::write(&staging, &contents)
             .and_then(|()| std::fs::rename(&staging, entry))
@@ -131,11 +141,28 @@ impl Cache {
     }
 }
 
+/// An entry: the magic line, the component's SHA-256 (an entry copied or
+/// renamed to another component's name is not that component), the
+/// artifact's length and CRC-32 (little endian), the artifact.
+fn entry_bytes(digest: &Digest, artifact: &[u8]) -> Vec<u8> {
+    let mut contents = Vec::with_capacity(MAGIC.len() + 44 + artifact.len());
+    contents.extend_from_slice(MAGIC);
+    contents.extend_from_slice(digest.as_bytes());
+    contents.extend_from_slice(&(artifact.len() as u64).to_le_bytes());
+    contents.extend_from_slice(&crc32fast::hash(artifact).to_le_bytes());
+    contents.extend_from_slice(artifact);
+    contents
+}
+
 /// The artifact inside an entry, if the entry is whole and unchanged.
-fn verified(contents: &[u8]) -> Option<&[u8]> {
+fn verified<'a>(contents: &'a [u8], digest: &Digest) -> Option<&'a [u8]> {
     let rest = contents.strip_prefix(MAGIC)?;
-    let (checksum, artifact) = rest.split_at_checked(32)?;
-    (sha2::Sha256::digest(artifact).as_slice() == checksum).then_some(artifact)
+    let rest = rest.strip_prefix(digest.as_bytes())?;
+    let (length, rest) = rest.split_at_checked(8)?;
+    let (checksum, artifact) = rest.split_at_checked(4)?;
+    let whole = u64::from_le_bytes(length.try_into().ok()?) == artifact.len() as u64;
+    let unchanged = u32::from_le_bytes(checksum.try_into().ok()?) == crc32fast::hash(artifact);
+    (whole && unchanged).then_some(artifact)
 }
 
 #[cfg(test)]
@@ -145,16 +172,19 @@ mod tests {
     #[test]
     fn only_whole_unchanged_entries_verify() {
         let artifact = b"machine code".as_slice();
-        let mut entry = MAGIC.to_vec();
-        entry.extend_from_slice(&sha2::Sha256::digest(artifact));
-        entry.extend_from_slice(artifact);
-        assert_eq!(verified(&entry), Some(artifact));
+        let digest = Digest::of(b"component");
+        let entry = entry_bytes(&digest, artifact);
+        assert_eq!(verified(&entry, &digest), Some(artifact));
+        assert_eq!(verified(&entry, &Digest::of(b"another")), None);
 
         let mut flipped = entry.clone();
         *flipped.last_mut().unwrap() ^= 1;
-        assert_eq!(verified(&flipped), None);
-        assert_eq!(verified(&entry[..entry.len() - 1]), None);
-        assert_eq!(verified(&entry[..10]), None);
-        assert_eq!(verified(b""), None);
+        assert_eq!(verified(&flipped, &digest), None);
+        assert_eq!(verified(&entry[..entry.len() - 1], &digest), None);
+        assert_eq!(verified(&entry[..10], &digest), None);
+        let mut longer = entry.clone();
+        longer.push(0);
+        assert_eq!(verified(&longer, &digest), None);
+        assert_eq!(verified(b"", &digest), None);
     }
 }

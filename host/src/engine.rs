@@ -6,12 +6,15 @@
 use crate::app::Digest;
 use crate::cache::{Cache, Origin};
 use anyhow::{Context, Result};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use wasmtime::component::Component;
-use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Strategy,
+};
 
 /// How often the epoch advances. A request that computes without calling the
 /// host yields back to the runtime at this interval, so one busy guest cannot
@@ -52,7 +55,7 @@ pub enum Allocation {
 /// How a pool slot's linear memory goes back to the component's initial
 /// image when a request's instance ends. wasmtime sets this per engine, and
 /// no one choice suits every guest, so each choice gets its own engine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reset {
     /// Ask the kernel (PAGEMAP_SCAN) which pages the instance wrote and copy
     /// back only those. Cheapest for compiled guests, which write a handful
@@ -101,14 +104,30 @@ impl Reset {
     }
 }
 
-/// The process's engines, one per [`Reset`], each built on first use. They
-/// share nothing but the pool sizes: a component compiled by one cannot be
-/// instantiated by the other.
+/// Which compiler an engine uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Compiler {
+    /// Optimising: the code every app serves with in the end.
+    Cranelift,
+    /// Baseline: compiles an 18 MB componentize-py guest in ~1.8 s where
+    /// Cranelift takes ~6-8 s on this 2-core machine, into slower code. A
+    /// large component serves with it first, then with Cranelift's build
+    /// (see `reload::optimise`).
+    Winch,
+}
+
+/// Components at least this large are compiled with Winch first when no
+/// Cranelift build of them is cached. Smaller ones compile with Cranelift
+/// in well under a second (the Rust hello: ~60 ms).
+pub const QUICK_FIRST_FROM: usize = 4 << 20;
+
+/// The process's engines, one per [`Reset`] and [`Compiler`], each built on
+/// first use. They share nothing but the pool sizes: a component compiled
+/// by one cannot be instantiated by another.
 pub struct Engines {
     pool: PoolSize,
     cache: Option<Cache>,
-    scan: Mutex<Option<Engine>>,
-    copy: Mutex<Option<Engine>>,
+    built: Mutex<HashMap<(Reset, Compiler), Engine>>,
     /// The fallback warning is printed once, not once per engine.
     warned: AtomicBool,
 }
@@ -118,62 +137,62 @@ impl Engines {
         Self {
             pool,
             cache,
-            scan: Mutex::new(None),
-            copy: Mutex::new(None),
+            built: Mutex::new(HashMap::new()),
             warned: AtomicBool::new(false),
         }
     }
 
-    /// The engine for `reset`, building it if no app has needed it yet.
-    pub fn get(&self, reset: Reset) -> Result<Engine> {
-        let mut slot = lock(self.slot(reset));
-        if let Some(engine) = &*slot {
+    /// The engine for `reset` and `compiler`, building it if no app has
+    /// needed it yet.
+    pub fn get(&self, reset: Reset, compiler: Compiler) -> Result<Engine> {
+        let mut built = lock(&self.built);
+        if let Some(engine) = built.get(&(reset, compiler)) {
             return Ok(engine.clone());
         }
-        let (engine, allocation) = self.build(reset)?;
+        let (engine, allocation) = self.build(reset, compiler)?;
         tracing::debug!(
             ?reset,
+            ?compiler,
             ?allocation,
             instances = self.pool.instances,
             "engine built"
         );
-        *slot = Some(engine.clone());
+        built.insert((reset, compiler), engine.clone());
         Ok(engine)
     }
 
     /// Compiles `bytes` for `engine`, through the compile cache if there is
-    /// one.
+    /// one. Winch builds are not cached: they serve only until Cranelift's
+    /// build, which is, is ready.
     pub fn compile(
         &self,
         engine: &Engine,
+        compiler: Compiler,
         bytes: &[u8],
         digest: &Digest,
     ) -> wasmtime::Result<(Component, Origin)> {
-        match &self.cache {
-            Some(cache) => cache.component(engine, bytes, digest),
-            None => Ok((Component::new(engine, bytes)?, Origin::Compiled)),
+        match (&self.cache, compiler) {
+            (Some(cache), Compiler::Cranelift) => cache.component(engine, bytes, digest),
+            _ => Ok((Component::new(engine, bytes)?, Origin::Compiled)),
         }
+    }
+
+    /// Whether the cache holds a build of `digest` for `engine`.
+    pub fn cached(&self, engine: &Engine, digest: &Digest) -> bool {
+        self.cache
+            .as_ref()
+            .is_some_and(|cache| cache.contains(engine, digest))
     }
 
     /// Every engine built so far.
     fn built(&self) -> Vec<Engine> {
-        [&self.scan, &self.copy]
-            .into_iter()
-            .filter_map(|slot| lock(slot).clone())
-            .collect()
-    }
-
-    fn slot(&self, reset: Reset) -> &Mutex<Option<Engine>> {
-        match reset {
-            Reset::Scan => &self.scan,
-            Reset::Copy => &self.copy,
-        }
+        lock(&self.built).values().cloned().collect()
     }
 
     /// Prefers the pooling allocator and falls back to on-demand allocation
     /// with one warning.
-    fn build(&self, reset: Reset) -> Result<(Engine, Allocation)> {
-        match Engine::new(&config(Some((self.pool, reset)))) {
+    fn build(&self, reset: Reset, compiler: Compiler) -> Result<(Engine, Allocation)> {
+        match Engine::new(&config(compiler, Some((self.pool, reset)))) {
             Ok(engine) => Ok((engine, Allocation::Pooling)),
             Err(error) => {
                 if !self.warned.swap(true, Ordering::Relaxed) {
@@ -183,7 +202,7 @@ impl Engines {
                          Raise `ulimit -v` to get pooling back"
                     );
                 }
-                let engine = Engine::new(&config(None))
+                let engine = Engine::new(&config(compiler, None))
                     .map_err(anyhow::Error::from)
                     .context("creating the WebAssembly engine")?;
                 Ok((engine, Allocation::OnDemand))
@@ -199,8 +218,12 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn config(pool: Option<(PoolSize, Reset)>) -> Config {
+fn config(compiler: Compiler, pool: Option<(PoolSize, Reset)>) -> Config {
     let mut config = Config::new();
+    config.strategy(match compiler {
+        Compiler::Cranelift => Strategy::Cranelift,
+        Compiler::Winch => Strategy::Winch,
+    });
     config.wasm_component_model(true);
     config.epoch_interruption(true);
     // Every call goes through `call_async` on a fresh store; the concurrent

@@ -6,7 +6,7 @@ use crate::app::{self, App};
 use crate::cache::{self, Cache};
 use crate::cli::{ServeArgs, Source};
 use crate::config::{self, Config, Mount};
-use crate::engine::{Engines, EpochTicker, PoolSize};
+use crate::engine::{Compiler, Engines, EpochTicker, PoolSize};
 use crate::handler::Target;
 use crate::reload;
 use crate::router::Router;
@@ -89,6 +89,11 @@ async fn serve(
         config_file,
         reread,
     };
+    for app in &apps {
+        if let Some(mount) = config.mounts.iter().find(|mount| mount.route == app.route) {
+            reload::optimise(target.clone(), engines.clone(), app, mount.clone());
+        }
+    }
     let _reloader = match reload::start(target.clone(), engines, sources, config.reload) {
         Ok(reloader) => Some(reloader),
         Err(error) => {
@@ -174,12 +179,17 @@ fn summary(app: &App) -> String {
         1 => ", 1 spare ready".to_string(),
         n => format!(", {n} spares ready"),
     };
-    let compiled = match app.origin {
-        cache::Origin::Compiled => "compiled",
-        cache::Origin::Cached => "loaded from cache",
+    let compiled = match (app.origin, app.compiler) {
+        (cache::Origin::Cached, _) => "loaded from cache",
+        (cache::Origin::Compiled, Compiler::Cranelift) => "compiled",
+        (cache::Origin::Compiled, Compiler::Winch) => "compiled with Winch",
+    };
+    let later = match app.compiler {
+        Compiler::Winch => ", Cranelift build to follow",
+        Compiler::Cranelift => "",
     };
     format!(
-        "{} ({} KiB, {compiled} in {} ms, {}{spares})",
+        "{} ({} KiB, {compiled} in {} ms{later}, {}{spares})",
         app.path.display(),
         app.size.div_ceil(1024),
         app.compile_time.as_millis(),
