@@ -270,8 +270,12 @@ impl Reloading {
                 self.target
                     .routes
                     .rcu(|routes| routes.with(&app.route, app.clone()));
+                let later = match app.compiler {
+                    Compiler::Winch => " with Winch, Cranelift build to follow",
+                    Compiler::Cranelift => "",
+                };
                 tracing::info!(
-                    "reloaded {route} ({}) in {} ms",
+                    "reloaded {route} ({}) in {} ms{later}",
                     app.digest,
                     noticed.elapsed().as_millis()
                 );
