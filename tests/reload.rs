@@ -41,6 +41,18 @@ fn rename_over(app: &Path, contents: &[u8]) {
     std::fs::rename(&staging, app).unwrap();
 }
 
+/// Starts a GET of `path` (a `/sleep/1500` of the fault guest) and returns
+/// once the guest is running it.
+fn slow_request(
+    server: &Server,
+    path: &str,
+) -> std::thread::JoinHandle<Result<(u16, String), wasmhost_tests::ureq::Error>> {
+    let url = server.url(path);
+    let slow = std::thread::spawn(move || get(&url).map(|r| (r.status, r.body)));
+    assert!(server.wait_for_log("sleeping 1500 ms", DEADLINE));
+    slow
+}
+
 /// GETs `/` until it answers `body`; false at the deadline.
 fn serves(server: &Server, body: &str) -> bool {
     let agent = client();
@@ -127,11 +139,7 @@ fn a_request_in_flight_finishes_on_the_version_it_started_on() {
     let app = dir.path().join("app.wasm");
     std::fs::copy(version_file(V2), &app).unwrap();
     let server = Server::start(WASMHOST, &[app.to_str().unwrap()]);
-    let slow = {
-        let url = server.url("/sleep/1500");
-        std::thread::spawn(move || get(&url).map(|r| (r.status, r.body)))
-    };
-    assert!(server.wait_for_log("sleeping 1500 ms", DEADLINE));
+    let slow = slow_request(&server, "/sleep/1500");
     rename_over(&app, &std::fs::read(version_file(V1)).unwrap());
     assert!(
         server.wait_for_log("reloaded / (", DEADLINE),
@@ -253,11 +261,7 @@ fn a_config_edit_adds_and_removes_mounts_and_a_bad_one_changes_nothing() {
     let server = Server::start(WASMHOST, &["--config", config.to_str().unwrap()]);
 
     // A request to the untouched mount is in flight while the edit applies.
-    let slow = {
-        let url = server.url("/a/sleep/1500");
-        std::thread::spawn(move || get(&url).map(|r| (r.status, r.body)))
-    };
-    assert!(server.wait_for_log("sleeping 1500 ms", DEADLINE));
+    let slow = slow_request(&server, "/a/sleep/1500");
     rename_over(&config, format!("{a}{b}").as_bytes());
     assert!(
         server.wait_for_log("configuration applied", DEADLINE),

@@ -36,20 +36,26 @@ fn with_reuse_an_instance_serves_up_to_n_requests() {
     assert!(seen.contains(&3), "instances were not reused: {seen:?}");
 }
 
-#[test]
-fn reuse_is_set_per_app_in_the_config_file() {
+/// Serves the fault guest at two routes, each with its own extra line of
+/// config (`key = value`).
+fn two_routes(first: (&str, &str), second: (&str, &str)) -> (TempDir, Server) {
     let dir = TempDir::new().unwrap();
     let config = dir.path().join("wasmhost.toml");
     let fault = guest(Guest::Fault).display();
-    std::fs::write(
-        &config,
-        format!(
-            "[[app]]\nroute = \"/reused\"\ncomponent = \"{fault}\"\nreuse = 1000\n\
-             [[app]]\nroute = \"/fresh\"\ncomponent = \"{fault}\"\n"
-        ),
-    )
-    .unwrap();
+    let text: String = [first, second]
+        .iter()
+        .map(|(route, line)| {
+            format!("[[app]]\nroute = \"{route}\"\ncomponent = \"{fault}\"\n{line}\n")
+        })
+        .collect();
+    std::fs::write(&config, text).unwrap();
     let server = Server::start(WASMHOST, &["--config", config.to_str().unwrap()]);
+    (dir, server)
+}
+
+#[test]
+fn reuse_is_set_per_app_in_the_config_file() {
+    let (_dir, server) = two_routes(("/reused", "reuse = 1000"), ("/fresh", ""));
     let agent = client();
     let reused: Vec<u32> = (0..10)
         .map(|_| count(&agent, &server.url("/reused/count")))
@@ -139,18 +145,7 @@ fn spares_are_instantiated_before_the_first_request() {
 
 #[test]
 fn spares_are_set_per_app_in_the_config_file() {
-    let dir = TempDir::new().unwrap();
-    let config = dir.path().join("wasmhost.toml");
-    let fault = guest(Guest::Fault).display();
-    std::fs::write(
-        &config,
-        format!(
-            "[[app]]\nroute = \"/three\"\ncomponent = \"{fault}\"\nspares = 3\n\
-             [[app]]\nroute = \"/none\"\ncomponent = \"{fault}\"\nspares = 0\n"
-        ),
-    )
-    .unwrap();
-    let server = Server::start(WASMHOST, &["--config", config.to_str().unwrap()]);
+    let (_dir, server) = two_routes(("/three", "spares = 3"), ("/none", "spares = 0"));
     let log = server.log();
     let route = |name: &str| {
         log.lines()

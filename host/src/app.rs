@@ -101,17 +101,10 @@ fn sniff(bytes: &[u8]) -> WasmKind {
 /// Reads, validates and compiles the component mounted by `mount`.
 /// Blocking: compiling takes from tens of milliseconds to seconds, so call it
 /// off the async runtime's threads.
-pub fn load(engines: &Engines, mount: &Mount) -> Result<App> {
+pub fn load(engines: &Engines, mount: &Mount, tier: Tier) -> Result<App> {
     let started = Instant::now();
     let bytes = read(&mount.component)?;
-    compile(
-        engines,
-        mount,
-        &bytes,
-        Digest::of(&bytes),
-        Tier::QuickFirst,
-        started,
-    )
+    compile(engines, mount, &bytes, Digest::of(&bytes), tier, started)
 }
 
 /// The bytes of a component file.

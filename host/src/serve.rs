@@ -2,7 +2,7 @@
 //! app, then either report the route table (`check`) or bind, serve until a
 //! signal, drain and exit (`serve`).
 
-use crate::app::{self, App};
+use crate::app::{self, App, Tier};
 use crate::cache::{self, Cache};
 use crate::cli::{ServeArgs, Source};
 use crate::config::{self, Config, Mount};
@@ -36,7 +36,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
 pub fn check(source: Source) -> Result<()> {
     let mounts = config::for_check(&source)?;
     let engines = Engines::new(PoolSize::default(), compile_cache(&source)?);
-    let apps = load_all(&engines, &mounts)?;
+    // Final builds: nothing is served, and the cache is warm for `serve`.
+    let apps = load_all(&engines, &mounts, Tier::Final)?;
     for app in &apps {
         println!("{}", describe(app));
     }
@@ -65,7 +66,7 @@ async fn serve(
     let mounts = config.mounts.clone();
     let apps = tokio::task::spawn_blocking({
         let engines = engines.clone();
-        move || load_all(&engines, &mounts)
+        move || load_all(&engines, &mounts, Tier::QuickFirst)
     })
     .await
     .context("the compiler thread panicked")??;
@@ -157,11 +158,11 @@ pub fn compile_cache(source: &Source) -> Result<Option<Cache>> {
 }
 
 /// Compiles every mount. Blocking: run off the runtime's threads.
-fn load_all(engines: &Engines, mounts: &[Mount]) -> Result<Vec<App>> {
+fn load_all(engines: &Engines, mounts: &[Mount], tier: Tier) -> Result<Vec<App>> {
     mounts
         .iter()
         .map(|mount| {
-            app::load(engines, mount)
+            app::load(engines, mount, tier)
                 .map_err(|error| anyhow!(mount.origin.locate(format!("{error:#}"))))
         })
         .collect()
