@@ -40,6 +40,8 @@ pub struct App {
     pub origin: cache::Origin,
     /// Which compiler built the code it runs.
     pub compiler: Compiler,
+    /// How its instances' memory is reset.
+    pub reset: Reset,
 }
 
 /// The linker every app is instantiated against: all of WASI 0.2 (so that
@@ -210,6 +212,7 @@ pub fn compile(
         compile_time: started.elapsed(),
         origin,
         compiler,
+        reset,
     })
 }
 

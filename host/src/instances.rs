@@ -179,18 +179,21 @@ impl Instances {
     }
 
     /// Takes back an instance whose request finished without a fault; keeps
-    /// it for another request if the mode and the idle bound allow.
-    pub fn checkin(&self, instance: Instance) {
+    /// it for another request if the mode and the idle bound allow, else
+    /// returns it to be dropped.
+    pub fn checkin(&self, instance: Instance) -> Option<Instance> {
         let Mode::Reuse(max_uses) = self.mode else {
-            return;
+            return Some(instance);
         };
         if instance.uses >= max_uses.get() {
-            return;
+            return Some(instance);
         }
         let mut idle = self.lock_idle();
         if idle.len() < self.max_idle {
             idle.push(instance);
+            return None;
         }
+        Some(instance)
     }
 
     pub fn mode(&self) -> Mode {
