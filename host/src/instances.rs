@@ -135,7 +135,8 @@ impl Instances {
     }
 
     /// Instantiates spares until the idle set holds the app's number of
-    /// them; at startup, and on a task of its own after a request took one.
+    /// them; at startup, after a reload, and on a task of its own when the
+    /// app goes quiet (see [`Instances::finish`]).
     /// Takes only free slots: a spare never makes a request wait for the pool.
     pub async fn refill(&self, pre: &ProxyPre<RequestState>, slots: &Arc<Semaphore>) {
         self.fill(pre, slots).await;

@@ -145,12 +145,6 @@ struct Reloading {
     _open: mpsc::UnboundedSender<PathBuf>,
 }
 
-/// What a batch of changes asks for.
-enum Work {
-    Mounts(BTreeSet<PathBuf>),
-    Config,
-}
-
 impl Reloading {
     async fn run(
         mut self,
@@ -187,29 +181,19 @@ impl Reloading {
                     Ok(None) | Err(_) => break,
                 }
             }
-            match self.work(changed) {
-                Work::Config => self.apply_config(noticed, false).await,
-                Work::Mounts(files) => {
-                    for file in files {
-                        for route in self.watched.get(&file).cloned().into_iter().flatten() {
-                            self.reload_mount(&route, noticed).await;
-                        }
-                    }
+            // A config change re-reads every mount's file as well.
+            if let Some(key) = &self.config_key
+                && changed.contains(key)
+            {
+                self.apply_config(noticed, false).await;
+                continue;
+            }
+            for file in changed {
+                for route in self.watched.get(&file).cloned().into_iter().flatten() {
+                    self.reload_mount(&route, noticed).await;
                 }
             }
         }
-    }
-
-    fn work(&self, changed: BTreeSet<PathBuf>) -> Work {
-        // A config change re-reads every mount's file as well.
-        if self
-            .config_key
-            .as_ref()
-            .is_some_and(|key| changed.contains(key))
-        {
-            return Work::Config;
-        }
-        Work::Mounts(changed)
     }
 
     /// Watches the files of `mounts` (and the config file), which from now on
@@ -279,13 +263,7 @@ impl Reloading {
                     app.digest,
                     noticed.elapsed().as_millis()
                 );
-                self.make_spares(app.clone());
-                optimise(
-                    self.target.clone(),
-                    self.engines.clone(),
-                    &app,
-                    mount.clone(),
-                );
+                self.settle(&app, mount);
             }
             Err(error) => tracing::warn!(
                 "not reloading {route}: {error:#}; still serving the previous version"
@@ -300,12 +278,7 @@ impl Reloading {
     async fn apply_config(&mut self, noticed: Instant, force: bool) {
         let config = match (self.reread)() {
             Ok(config) => config,
-            Err(error) => {
-                tracing::warn!(
-                    "not applying the configuration: {error:#}; still serving the previous one"
-                );
-                return;
-            }
+            Err(error) => return refuse_config(format!("{error:#}")),
         };
         let (mut added, mut reloaded, mut kept) = (0, 0, 0);
         let mut table = Vec::with_capacity(config.mounts.len());
@@ -314,13 +287,7 @@ impl Reloading {
             let serving = self.serving(&mount.route);
             let bytes = match app::read(&mount.component) {
                 Ok(bytes) => bytes,
-                Err(error) => {
-                    let error = mount.origin.locate(format!("{error:#}"));
-                    tracing::warn!(
-                        "not applying the configuration: {error}; still serving the previous one"
-                    );
-                    return;
-                }
+                Err(error) => return refuse_config(mount.origin.locate(format!("{error:#}"))),
             };
             let digest = Digest::of(&bytes);
             if let Some(app) = &serving
@@ -338,23 +305,14 @@ impl Reloading {
                     } else {
                         added += 1;
                     }
-                    fresh.push(app.clone());
+                    fresh.push((app.clone(), mount.clone()));
                     table.push((mount.route.clone(), app));
                 }
-                Err(error) => {
-                    let error = mount.origin.locate(format!("{error:#}"));
-                    tracing::warn!(
-                        "not applying the configuration: {error}; still serving the previous one"
-                    );
-                    return;
-                }
+                Err(error) => return refuse_config(mount.origin.locate(format!("{error:#}"))),
             }
         }
         if let Err(error) = self.watch(config.mounts) {
-            tracing::warn!(
-                "not applying the configuration: {error:#}; still serving the previous one"
-            );
-            return;
+            return refuse_config(format!("{error:#}"));
         }
         let before = self.target.routes.load().mounts().count();
         let removed = before - (kept + reloaded);
@@ -364,16 +322,8 @@ impl Reloading {
              {removed} removed, {kept} unchanged",
             noticed.elapsed().as_millis()
         );
-        for app in fresh {
-            self.make_spares(app.clone());
-            if let Some(mount) = self.mounts.iter().find(|mount| mount.route == app.route) {
-                optimise(
-                    self.target.clone(),
-                    self.engines.clone(),
-                    &app,
-                    mount.clone(),
-                );
-            }
+        for (app, mount) in &fresh {
+            self.settle(app, mount);
         }
         if config.listeners != self.listeners {
             tracing::warn!("listener changes in the configuration take effect at the next restart");
@@ -406,12 +356,25 @@ impl Reloading {
         .map(Arc::new)
     }
 
-    /// Makes a new app's spares in the background. It serves at once: its
-    /// first requests instantiate for themselves, which for an 18 MB Python
-    /// guest takes ~15 ms where its two spares took ~30 ms before the swap.
-    fn make_spares(&self, app: Arc<App>) {
-        make_spares(&self.target, app);
+    /// After a new version was swapped in: makes its spares, and its
+    /// Cranelift build if it runs a Winch one, both in the background. It
+    /// serves at once: its first requests instantiate for themselves, which
+    /// for an 18 MB Python guest takes ~15 ms where its two spares took
+    /// ~30 ms before the swap.
+    fn settle(&self, app: &Arc<App>, mount: &Mount) {
+        make_spares(&self.target, app.clone());
+        optimise(
+            self.target.clone(),
+            self.engines.clone(),
+            app,
+            mount.clone(),
+        );
     }
+}
+
+/// The one line for a configuration that is not applied.
+fn refuse_config(reason: String) {
+    tracing::warn!("not applying the configuration: {reason}; still serving the previous one");
 }
 
 fn make_spares(target: &Target, app: Arc<App>) {
