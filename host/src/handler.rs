@@ -4,7 +4,7 @@
 //! request.
 
 use crate::app::App;
-use crate::engine::Reset;
+use crate::chores::{Aftermath, Chores};
 use crate::guest_body::{FailureFlag, GuestBody};
 use crate::instances::Instance;
 use crate::router::{Refusal, Router};
@@ -45,7 +45,14 @@ enum Fault {
     ErrorCode,
 }
 
-pub async fn handle(target: &Target, mut request: http::Request<Incoming>) -> Response<Body> {
+/// Serves one request. What is left to do once the guest is done (the spent
+/// instance, new spares) goes to `chores`, for the connection to do after
+/// the response is out.
+pub async fn handle(
+    target: &Target,
+    chores: &Chores,
+    mut request: http::Request<Incoming>,
+) -> Response<Body> {
     let app = match mount(&target.routes.load(), &mut request) {
         Ok(app) => app.clone(),
         Err(Refusal::NotFound) => {
@@ -101,15 +108,23 @@ pub async fn handle(target: &Target, mut request: http::Request<Incoming>) -> Re
         biased;
         response = &mut receiver => {
             let guest_ok = if response.is_ok() {
-                tokio::spawn(guest);
+                tokio::spawn(async move {
+                    let (_, aftermath) = guest.await;
+                    aftermath.run().await;
+                });
                 true
             } else {
                 // The outparam was dropped unset: the guest is ending.
-                guest.await
+                let (guest_ok, aftermath) = guest.await;
+                chores.push(aftermath);
+                guest_ok
             };
             (response, guest_ok)
         }
-        guest_ok = &mut guest => (receiver.await, guest_ok),
+        (guest_ok, aftermath) = &mut guest => {
+            chores.push(aftermath);
+            (receiver.await, guest_ok)
+        }
     };
     let fault = match response {
         Ok(Ok(response)) => {
@@ -138,9 +153,10 @@ pub async fn handle(target: &Target, mut request: http::Request<Incoming>) -> Re
 }
 
 /// Instantiates if needed and calls the guest's handler; true if it returned
-/// without a fault. A healthy instance goes back to its app for reuse; a
-/// failed one is dropped only after the failure flag is up, so an unfinished
-/// response body is reported as cut, not complete.
+/// without a fault, and what is left to do now that it is done. A healthy
+/// instance goes back to its app for reuse; a failed one is dropped only
+/// after the failure flag is up, so an unfinished response body is reported
+/// as cut, not complete.
 async fn run_guest(
     app: Arc<App>,
     slots: Arc<Semaphore>,
@@ -148,7 +164,7 @@ async fn run_guest(
     request: Resource<HostIncomingRequest>,
     outparam: Resource<HostResponseOutparam>,
     failure: FailureFlag,
-) -> bool {
+) -> (bool, Aftermath) {
     let result = async {
         let (store, proxy) = instance.ready(&app.pre).await?;
         proxy
@@ -165,28 +181,7 @@ async fn run_guest(
             (false, Some(instance))
         }
     };
-    if let Some(spent) = spent {
-        retire(&app, spent);
-    }
-    // New spares are made on a task of their own, so that a guest that
-    // finished inside its request's future does not hold the response back.
-    if app.instances.finish() {
-        tokio::spawn(async move { app.instances.refill(&app.pre, &slots).await });
-    }
-    ok
-}
-
-/// Drops an instance that will not serve again. Dropping resets its pool
-/// slot; for an app whose memory is copied back whole (`Reset::Copy`, ~12 MiB
-/// for CPython) that takes milliseconds, so it happens on a task of its own
-/// instead of before the response goes out. Small resets stay inline, where
-/// they cost less than the hand-off.
-fn retire(app: &App, instance: Instance) {
-    if app.reset == Reset::Copy {
-        tokio::spawn(async move { drop(instance) });
-    } else {
-        drop(instance);
-    }
+    (ok, Aftermath::new(app, &slots, spent))
 }
 
 /// The header carrying the mount point to the app, like WSGI's SCRIPT_NAME.

@@ -8,7 +8,7 @@
 
 use crate::state::RequestState;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::Store;
@@ -76,10 +76,8 @@ pub struct Instances {
     max_idle: usize,
     /// How many idle instances to have ready, instantiated ahead of requests.
     spares: usize,
-    /// A refill is running (see [`Instances::finish`]).
+    /// A refill is running (see [`Instances::claim_refill`]).
     refilling: AtomicBool,
-    /// Requests holding an instance of this app.
-    busy: AtomicUsize,
     stdout_prefix: Arc<str>,
     stderr_prefix: Arc<str>,
 }
@@ -95,7 +93,6 @@ impl Instances {
             max_idle: max_idle.max(spares),
             spares,
             refilling: AtomicBool::new(false),
-            busy: AtomicUsize::new(0),
             stdout_prefix: format!("[{route}] ").into(),
             stderr_prefix: format!("[{route}] stderr: ").into(),
         }
@@ -110,41 +107,49 @@ impl Instances {
         slots: &Arc<Semaphore>,
     ) -> Option<Instance> {
         let idle = self.lock_idle().pop();
-        let instance = match idle {
-            Some(instance) => instance,
+        match idle {
+            Some(instance) => Some(instance),
             None => {
                 let slot = slots.clone().acquire_owned().await.ok()?;
-                self.new_instance(engine, slot)
+                Some(self.new_instance(engine, slot))
             }
-        };
-        self.busy.fetch_add(1, Ordering::Relaxed);
-        Some(instance)
+        }
     }
 
-    /// Notes that a request is done with its instance (after
-    /// [`Instances::checkin`] or a fault). True if the caller must now run
-    /// [`Instances::refill`]: the app has no other request running, is short
-    /// of spares and no refill is under way. Refilling only once an app is
-    /// quiet makes the spares for the next request after a pause, and keeps
-    /// an app that is never quiet from paying a hand-off to another task per
-    /// request for instances it would make as fast itself.
-    pub fn finish(&self) -> bool {
-        self.busy.fetch_sub(1, Ordering::AcqRel) == 1
-            && self.idle() < self.spares
-            && !self.refilling.swap(true, Ordering::AcqRel)
+    /// True if the caller must now run [`Instances::fill`], then
+    /// [`Instances::release_refill`]: the app is short of spares and no
+    /// refill is under way. Asked once a request is done with its instance,
+    /// so the spares for the next requests are made after this one's
+    /// response (see `chores`).
+    pub fn claim_refill(&self) -> bool {
+        self.idle() < self.spares && !self.refilling.swap(true, Ordering::AcqRel)
     }
 
     /// Instantiates spares until the idle set holds the app's number of
-    /// them; at startup, after a reload, and on a task of its own when the
-    /// app goes quiet (see [`Instances::finish`]).
+    /// them; at startup, after a reload, and after requests that took them
+    /// (see [`Instances::claim_refill`]).
     /// Takes only free slots: a spare never makes a request wait for the pool.
     pub async fn refill(&self, pre: &ProxyPre<RequestState>, slots: &Arc<Semaphore>) {
-        self.fill(pre, slots).await;
+        if !self.refilling.swap(true, Ordering::AcqRel) {
+            self.fill(pre, slots).await;
+            self.release_refill();
+        }
+    }
+
+    /// Ends the refill claimed with [`Instances::claim_refill`].
+    pub fn release_refill(&self) {
         self.refilling.store(false, Ordering::Release);
     }
 
-    async fn fill(&self, pre: &ProxyPre<RequestState>, slots: &Arc<Semaphore>) {
-        while self.idle() < self.spares {
+    /// Instantiates spares; only the holder of the refill claim calls it.
+    /// Makes at most the app's number of them: under load other requests
+    /// take spares as fast as they are made, and a connection doing this
+    /// between its own requests must get back to them.
+    pub async fn fill(&self, pre: &ProxyPre<RequestState>, slots: &Arc<Semaphore>) {
+        for _ in 0..self.spares {
+            if self.idle() >= self.spares {
+                return;
+            }
             let Ok(slot) = slots.clone().try_acquire_owned() else {
                 return;
             };

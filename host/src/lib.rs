@@ -21,6 +21,7 @@
 
 pub mod app;
 pub mod cache;
+pub mod chores;
 pub mod cli;
 pub mod config;
 pub mod engine;

@@ -2,6 +2,7 @@
 //! HTTP/1.1 + HTTP/2 builder, and on shutdown stop accepting and let the
 //! connections finish what they started.
 
+use crate::chores::{self, Chores};
 use crate::handler::{self, Target};
 use anyhow::{Result, anyhow};
 use hyper::service::service_fn;
@@ -125,16 +126,21 @@ async fn accept_loop(
         // Small streamed chunks would otherwise wait up to 40 ms for Nagle.
         let _ = stream.set_nodelay(true);
         let target = target.clone();
-        let service = service_fn(move |request| {
-            let target = target.clone();
-            async move { Ok::<_, Infallible>(handler::handle(&target, request).await) }
+        let chores = Arc::new(Chores::default());
+        let service = service_fn({
+            let chores = chores.clone();
+            move |request| {
+                let target = target.clone();
+                let chores = chores.clone();
+                async move { Ok::<_, Infallible>(handler::handle(&target, &chores, request).await) }
+            }
         });
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            if let Err(error) = chores::serve_with_chores(connection, chores).await {
                 tracing::debug!("connection ended with an error: {error}");
             }
         });
