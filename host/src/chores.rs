@@ -32,7 +32,12 @@ pub struct Aftermath {
 
 impl Aftermath {
     pub fn new(app: Arc<App>, slots: &Arc<Semaphore>, spent: Option<Instance>) -> Self {
-        let refill = app.instances.claim_refill().then(|| RefillClaim {
+        // Only a request that used its instance up makes a replacement: one
+        // that checked it back in for reuse left the app as it found it, and
+        // refilling then made more instances than the idle set keeps, each
+        // dropped again at the next check-in (for CPython, a 12 MiB copy).
+        let used_up = spent.is_some();
+        let refill = (used_up && app.instances.claim_refill()).then(|| RefillClaim {
             app: app.clone(),
             slots: slots.clone(),
         });
