@@ -101,6 +101,18 @@ fn config_mistakes_name_the_file_the_line_and_the_key() {
             "[[app]]\nroute = \"/\"\ncomponent = \"hello.wasm\"\nspares = 65\n",
             ":4: spares must be at most 64",
         ),
+        (
+            "[[app]]\nroute = \"/\"\ncomponent = \"hello.wasm\"\nmemory = \"lots\"\n",
+            ":4: memory: `lots` is not a size; write e.g. 64MiB or 1GiB",
+        ),
+        (
+            "[[app]]\nroute = \"/\"\ncomponent = \"hello.wasm\"\ncpu_time = \"0s\"\n",
+            ":4: cpu_time must be more than 0",
+        ),
+        (
+            "[[app]]\nroute = \"/\"\ncomponent = \"hello.wasm\"\ntimeout = \"1h\"\n",
+            ":4: timeout: unknown unit `h` in `1h`; use ms, s or m",
+        ),
         ("[[app]\n", ":1: "),
     ];
     for (text, expected) in cases {

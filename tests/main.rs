@@ -6,6 +6,7 @@ mod config;
 mod errors;
 mod faults;
 mod graft;
+mod limits;
 mod pool;
 mod reload;
 mod reuse;

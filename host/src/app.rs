@@ -206,7 +206,7 @@ pub fn compile(
         route: route.clone(),
         path: path.to_path_buf(),
         pre,
-        instances: Instances::new(mount.mode, mount.spares as usize, route),
+        instances: Instances::new(mount.mode, mount.spares as usize, mount.limits, route),
         size: bytes.len() as u64,
         digest,
         compile_time: started.elapsed(),

@@ -56,6 +56,19 @@ pub struct Source {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=MAX_SPARES as i64))]
     pub spares: Option<u32>,
 
+    /// Memory one instance of any app may grow to, e.g. `64MiB`, `1GiB`; a
+    /// request that asks for more gets a 500 [default: 256MiB]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub memory_limit: Option<u64>,
+    /// CPU time one request's guest may run for, e.g. `500ms`, `10s`; it is
+    /// stopped and the request gets a 504 [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
+    pub cpu_limit: Option<Duration>,
+    /// Time a request's guest may take, waiting included, e.g. `30s`; it is
+    /// stopped and the request gets a 504, or its streaming response is cut
+    /// [default: 60s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
+    pub timeout: Option<Duration>,
     /// Keep compiled components here, so a restart or a reload to a version
     /// seen before skips compiling [default: ~/.cache/wasmhost/compiled]
     #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
@@ -124,13 +137,49 @@ pub struct ServeArgs {
     pub shutdown_timeout: Option<Duration>,
 }
 
-/// Parses `250ms`, `30s`, `2m` or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+/// A duration that must not be zero: a limit of nothing serves nothing.
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        duration if duration.is_zero() => Err("must be more than 0".into()),
+        duration => Ok(duration),
+    }
+}
+
+/// Parses `64MiB`, `1GiB`, `512KiB` or a bare number of bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let (text, number, unit) = number_and_unit(text);
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size; write e.g. 64MiB or 1GiB"))?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" | "k" => 1 << 10,
+        "MiB" | "M" => 1 << 20,
+        "GiB" | "G" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` in `{text}`; use KiB, MiB or GiB"
+            ));
+        }
+    };
+    value
+        .checked_mul(scale)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+/// `text` trimmed, then split where its leading digits end.
+fn number_and_unit(text: &str) -> (&str, &str, &str) {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
+    (text, number, unit)
+}
+
+/// Parses `250ms`, `30s`, `2m` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (text, number, unit) = number_and_unit(text);
     let value: u64 = number
         .parse()
         .map_err(|_| format!("`{text}` is not a duration; write e.g. 500ms, 30s or 2m"))?;
@@ -145,6 +194,23 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        for (text, bytes) in [
+            ("512", 512),
+            ("64KiB", 64 << 10),
+            ("64MiB", 64 << 20),
+            ("64M", 64 << 20),
+            ("2GiB", 2 << 30),
+            (" 1 GiB ", 1 << 30),
+        ] {
+            assert_eq!(parse_size(text), Ok(bytes), "{text}");
+        }
+        for text in ["", "MiB", "12XB", "-1MiB", "99999999999999999999GiB"] {
+            assert!(parse_size(text).is_err(), "{text}");
+        }
+    }
 
     #[test]
     fn durations_parse_with_and_without_units() {

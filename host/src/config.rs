@@ -2,8 +2,9 @@
 //! `wasmhost.toml`, built in one place. Flags override the file. Every error
 //! names the flag, or the file and line, and what to do.
 
-use crate::cli::{MAX_SPARES, MountArg, ServeArgs, Source, parse_duration};
+use crate::cli::{MAX_SPARES, MountArg, ServeArgs, Source, parse_duration, parse_size};
 use crate::instances::Mode;
+use crate::limits::Limits;
 use crate::router::normalise_prefix;
 use anyhow::{Result, anyhow, bail};
 use serde::Deserialize;
@@ -46,6 +47,8 @@ pub struct Mount {
     pub mode: Mode,
     /// Instances kept instantiated ahead of requests.
     pub spares: u32,
+    /// What one request may use.
+    pub limits: Limits,
     /// Where it was declared, for error messages.
     pub origin: Origin,
 }
@@ -153,6 +156,7 @@ fn mounts(source: &Source, file: Option<&File>) -> Result<Vec<Mount>> {
             component: arg.component,
             mode: Mode::Fresh,
             spares: DEFAULT_SPARES,
+            limits: Limits::default(),
             origin,
         });
     }
@@ -167,6 +171,13 @@ fn mounts(source: &Source, file: Option<&File>) -> Result<Vec<Mount>> {
         for mount in &mut mounts {
             mount.spares = spares;
         }
+    }
+    // Limit flags, like `--reuse`, apply to every app.
+    for mount in &mut mounts {
+        let limits = &mut mount.limits;
+        limits.memory = source.memory_limit.unwrap_or(limits.memory);
+        limits.cpu_time = source.cpu_limit.unwrap_or(limits.cpu_time);
+        limits.timeout = source.timeout.unwrap_or(limits.timeout);
     }
     if mounts.is_empty() {
         bail!(
@@ -221,6 +232,12 @@ struct RawApp {
     reuse: Option<Spanned<u32>>,
     /// Instances kept instantiated ahead of requests.
     spares: Option<Spanned<u32>>,
+    /// Memory one instance may grow to, e.g. "256MiB".
+    memory: Option<Spanned<String>>,
+    /// CPU time per request, e.g. "10s".
+    cpu_time: Option<Spanned<String>>,
+    /// Wall-clock time per request, e.g. "60s".
+    timeout: Option<Spanned<String>>,
 }
 
 impl File {
@@ -289,11 +306,13 @@ impl File {
                     at(spares.span())
                 ),
             };
+            let limits = app_limits(entry, &at)?;
             mounts.push(Mount {
                 route,
                 component,
                 mode,
                 spares,
+                limits,
                 origin,
             });
         }
@@ -320,6 +339,27 @@ impl File {
             shutdown_timeout,
         })
     }
+}
+
+/// An `[[app]]` entry's limits: the defaults, with what it sets.
+fn app_limits(entry: &RawApp, at: &impl Fn(Range<usize>) -> Origin) -> Result<Limits> {
+    let mut limits = Limits::default();
+    if let Some(value) = &entry.memory {
+        limits.memory = parse_size(value.get_ref())
+            .map_err(|e| anyhow!("{}: memory: {e}", at(value.span())))?;
+    }
+    let duration = |value: &Spanned<String>, key: &str| match parse_duration(value.get_ref()) {
+        Ok(duration) if !duration.is_zero() => Ok(duration),
+        Ok(_) => Err(anyhow!("{}: {key} must be more than 0", at(value.span()))),
+        Err(e) => Err(anyhow!("{}: {key}: {e}", at(value.span()))),
+    };
+    if let Some(value) = &entry.cpu_time {
+        limits.cpu_time = duration(value, "cpu_time")?;
+    }
+    if let Some(value) = &entry.timeout {
+        limits.timeout = duration(value, "timeout")?;
+    }
+    Ok(limits)
 }
 
 /// 1-based line of a byte offset.

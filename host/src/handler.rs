@@ -7,6 +7,7 @@ use crate::app::App;
 use crate::chores::{Aftermath, Chores};
 use crate::guest_body::{FailureFlag, GuestBody};
 use crate::instances::Instance;
+use crate::limits::Exceeded;
 use crate::router::{Refusal, Router};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -43,6 +44,12 @@ enum Fault {
     NoResponse,
     /// The guest answered with a `wasi:http` error code instead of a response.
     ErrorCode,
+    /// An instance tried to grow its memory past the app's limit.
+    OutOfMemory,
+    /// The guest ran for longer than the app's CPU time limit.
+    CpuTime,
+    /// The handler had not returned when the app's timeout passed.
+    TimedOut,
 }
 
 /// Serves one request. What is left to do once the guest is done (the spent
@@ -96,6 +103,8 @@ pub async fn handle(
     // hyper sends what it writes; the task owns the store, the instance and
     // its slot until the handler returns.
     let failure = FailureFlag::default();
+    let timeout = app.instances.limits().timeout;
+    let deadline = tokio::time::Instant::now() + timeout;
     let mut guest = Box::pin(run_guest(
         app.clone(),
         target.slots.clone(),
@@ -104,26 +113,43 @@ pub async fn handle(
         outparam,
         failure.clone(),
     ));
-    let (response, guest_ok) = tokio::select! {
+    let (response, outcome) = tokio::select! {
         biased;
         response = &mut receiver => {
-            let guest_ok = if response.is_ok() {
+            let outcome = if response.is_ok() {
+                let app = app.clone();
+                let failure = failure.clone();
                 tokio::spawn(async move {
-                    let (_, aftermath) = guest.await;
-                    aftermath.run().await;
+                    tokio::select! {
+                        (_, aftermath) = &mut guest => aftermath.run().await,
+                        () = tokio::time::sleep_until(deadline) => {
+                            // Dropping the guest ends the body; the flag,
+                            // raised first, makes that end read as cut.
+                            failure.raise();
+                            drop(guest);
+                            tracing::warn!(app = %app.route, "guest still streaming after the {timeout:?} timeout; response cut");
+                        }
+                    }
                 });
-                true
+                Ok(())
             } else {
                 // The outparam was dropped unset: the guest is ending.
-                let (guest_ok, aftermath) = guest.await;
+                let (outcome, aftermath) = guest.await;
                 chores.push(aftermath);
-                guest_ok
+                outcome
             };
-            (response, guest_ok)
+            (response, outcome)
         }
-        (guest_ok, aftermath) = &mut guest => {
+        (outcome, aftermath) = &mut guest => {
             chores.push(aftermath);
-            (receiver.await, guest_ok)
+            (receiver.await, outcome)
+        }
+        () = tokio::time::sleep_until(deadline) => {
+            // Dropping the call stops the guest wherever it is; its instance
+            // goes with it.
+            drop(guest);
+            tracing::warn!(app = %app.route, "guest did not answer within the {timeout:?} timeout; stopped");
+            return fault_response(Fault::TimedOut);
         }
     };
     let fault = match response {
@@ -134,14 +160,21 @@ pub async fn handle(
             tracing::warn!(app = %app.route, "guest answered with error code {code:?}");
             Fault::ErrorCode
         }
-        Err(_) if guest_ok => {
-            tracing::warn!(app = %app.route, "guest returned without sending a response");
-            Fault::NoResponse
-        }
-        Err(_) => Fault::Trapped,
+        Err(_) => match outcome {
+            Ok(()) => {
+                tracing::warn!(app = %app.route, "guest returned without sending a response");
+                Fault::NoResponse
+            }
+            Err(fault) => fault,
+        },
     };
+    fault_response(fault)
+}
+
+/// The host's answer for a request the guest did not answer.
+fn fault_response(fault: Fault) -> Response<Body> {
     match fault {
-        Fault::Trapped | Fault::ErrorCode => plain(
+        Fault::Trapped | Fault::ErrorCode | Fault::OutOfMemory => plain(
             StatusCode::INTERNAL_SERVER_ERROR,
             "the application failed while handling this request",
         ),
@@ -149,14 +182,17 @@ pub async fn handle(
             StatusCode::BAD_GATEWAY,
             "the application returned without a response",
         ),
+        Fault::CpuTime | Fault::TimedOut => plain(
+            StatusCode::GATEWAY_TIMEOUT,
+            "the application did not answer in time",
+        ),
     }
 }
 
-/// Instantiates if needed and calls the guest's handler; true if it returned
-/// without a fault, and what is left to do now that it is done. A healthy
-/// instance goes back to its app for reuse; a failed one is dropped only
-/// after the failure flag is up, so an unfinished response body is reported
-/// as cut, not complete.
+/// Instantiates if needed and calls the guest's handler; how that went, and
+/// what is left to do now that it is done. A healthy instance goes back to
+/// its app for reuse; a failed one is dropped only after the failure flag is
+/// up, so an unfinished response body is reported as cut, not complete.
 async fn run_guest(
     app: Arc<App>,
     slots: Arc<Semaphore>,
@@ -164,7 +200,7 @@ async fn run_guest(
     request: Resource<HostIncomingRequest>,
     outparam: Resource<HostResponseOutparam>,
     failure: FailureFlag,
-) -> (bool, Aftermath) {
+) -> (Result<(), Fault>, Aftermath) {
     let result = async {
         let (store, proxy) = instance.ready(&app.pre).await?;
         proxy
@@ -173,15 +209,34 @@ async fn run_guest(
             .await
     }
     .await;
-    let (ok, spent) = match result {
-        Ok(()) => (true, app.instances.checkin(instance)),
+    let (outcome, spent) = match result {
+        Ok(()) => (Ok(()), app.instances.checkin(instance)),
         Err(error) => {
             failure.raise();
-            tracing::warn!(app = %app.route, "guest trapped: {}", trap_message(&error));
-            (false, Some(instance))
+            (Err(fault_of(&app, &error)), Some(instance))
         }
     };
-    (ok, Aftermath::new(app, &slots, spent))
+    (outcome, Aftermath::new(app, &slots, spent))
+}
+
+/// Logs a guest failure on one line and tells which it was.
+fn fault_of(app: &App, error: &wasmtime::Error) -> Fault {
+    let exceeded = error
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<Exceeded>());
+    match exceeded {
+        Some(exceeded) => {
+            tracing::warn!(app = %app.route, "guest {exceeded}");
+            match exceeded {
+                Exceeded::Memory { .. } => Fault::OutOfMemory,
+                Exceeded::CpuTime(_) => Fault::CpuTime,
+            }
+        }
+        None => {
+            tracing::warn!(app = %app.route, "guest trapped: {}", trap_message(error));
+            Fault::Trapped
+        }
+    }
 }
 
 /// The header carrying the mount point to the app, like WSGI's SCRIPT_NAME.

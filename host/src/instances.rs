@@ -6,6 +6,7 @@
 //! instantiated ahead of time, so that a request does not wait for
 //! instantiation (milliseconds for an interpreter-sized component).
 
+use crate::limits::{self, Limits};
 use crate::state::RequestState;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -59,7 +60,9 @@ impl Instance {
     ) -> wasmtime::Result<(&mut Store<RequestState>, &Proxy)> {
         self.instantiate(pre).await?;
         self.uses += 1;
-        // Each request starts with its own budget of epoch ticks.
+        // Each request starts with its own CPU budget, checked at every
+        // epoch tick from now on.
+        self.store.data_mut().as_mut().start_request();
         self.store.set_epoch_deadline(1);
         let proxy = self.proxy.as_ref().expect("instantiated just above");
         Ok((&mut self.store, proxy))
@@ -78,12 +81,14 @@ pub struct Instances {
     spares: usize,
     /// A refill is running (see [`Instances::claim_refill`]).
     refilling: AtomicBool,
+    /// What each request may use.
+    limits: Limits,
     stdout_prefix: Arc<str>,
     stderr_prefix: Arc<str>,
 }
 
 impl Instances {
-    pub fn new(mode: Mode, spares: usize, route: &str) -> Self {
+    pub fn new(mode: Mode, spares: usize, limits: Limits, route: &str) -> Self {
         // Enough idle instances for every worker thread to find one, few
         // enough that idle memory stays small.
         let max_idle = std::thread::available_parallelism().map_or(4, |n| n.get() * 2);
@@ -93,6 +98,7 @@ impl Instances {
             max_idle: max_idle.max(spares),
             spares,
             refilling: AtomicBool::new(false),
+            limits,
             stdout_prefix: format!("[{route}] ").into(),
             stderr_prefix: format!("[{route}] stderr: ").into(),
         }
@@ -171,11 +177,13 @@ impl Instances {
     fn new_instance(&self, engine: &wasmtime::Engine, slot: OwnedSemaphorePermit) -> Instance {
         let mut store = Store::new(
             engine,
-            RequestState::new(&self.stdout_prefix, &self.stderr_prefix),
+            RequestState::new(&self.stdout_prefix, &self.stderr_prefix, self.limits),
         );
-        // Yield to the runtime at every epoch tick so that a guest computing
-        // without host calls cannot hold a worker thread.
-        store.epoch_deadline_async_yield_and_update(1);
+        store.limiter(|state| state.as_mut());
+        // At every epoch tick a running guest yields to the runtime, so that
+        // one computing without host calls cannot hold a worker thread, and
+        // is stopped once it has used its CPU time.
+        store.epoch_deadline_callback(limits::on_epoch_tick);
         Instance {
             store,
             proxy: None,
@@ -204,6 +212,10 @@ impl Instances {
 
     pub fn mode(&self) -> Mode {
         self.mode
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
     pub fn spares(&self) -> usize {

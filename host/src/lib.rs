@@ -29,6 +29,7 @@ pub mod guest_body;
 pub mod guest_output;
 pub mod handler;
 pub mod instances;
+pub mod limits;
 pub mod logging;
 pub mod reload;
 pub mod router;

@@ -440,5 +440,6 @@ fn unchanged(app: &App, mount: &Mount, digest: Digest) -> bool {
     app.path == mount.component
         && app.instances.mode() == mount.mode
         && app.instances.spares() == mount.spares as usize
+        && app.instances.limits() == mount.limits
         && app.digest == digest
 }

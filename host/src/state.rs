@@ -3,6 +3,7 @@
 //! files, no sockets and no outbound HTTP: nothing is granted by default.
 
 use crate::guest_output::{GuestOutput, Sink};
+use crate::limits::{Limits, Meter};
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -13,11 +14,13 @@ pub struct RequestState {
     http: WasiHttpCtx,
     table: ResourceTable,
     hooks: DenyOutbound,
+    /// The app's limits, applied to this store.
+    meter: Meter,
 }
 
 impl RequestState {
     /// The prefixes tag the guest's stdout and stderr lines with the app.
-    pub fn new(stdout_prefix: &Arc<str>, stderr_prefix: &Arc<str>) -> Self {
+    pub fn new(stdout_prefix: &Arc<str>, stderr_prefix: &Arc<str>, limits: Limits) -> Self {
         let wasi = WasiCtx::builder()
             .stdout(GuestOutput::new(Sink::Stdout, stdout_prefix.clone()))
             .stderr(GuestOutput::new(Sink::Stderr, stderr_prefix.clone()))
@@ -27,7 +30,14 @@ impl RequestState {
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             hooks: DenyOutbound,
+            meter: Meter::new(limits),
         }
+    }
+}
+
+impl AsMut<Meter> for RequestState {
+    fn as_mut(&mut self) -> &mut Meter {
+        &mut self.meter
     }
 }
 

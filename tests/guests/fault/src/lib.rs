@@ -11,6 +11,8 @@
 //! - `/sandbox`        reports what the sandbox grants: env, preopens, outbound HTTP
 //! - `/seen`           reports the method, path and headers it received
 //! - `/count`          how many requests this instance has served, this one included
+//! - `/loop`           computes forever without calling the host
+//! - `/alloc/<mib>`    allocates and touches that many MiB, then 200 `allocated <mib> MiB`
 
 use wasi::http::outgoing_handler;
 use wasi::http::types::{
@@ -55,6 +57,22 @@ impl wasi::exports::http::incoming_handler::Guest for Fault {
                 let n = SERVED.fetch_add(1, Ordering::Relaxed) + 1;
                 respond(out, 200, format!("{n}\n").as_bytes());
             }
+            "/loop" => {
+                println!("looping");
+                let mut x: u64 = 1;
+                loop {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+            }
+            _ if route.starts_with("/alloc/") => match route["/alloc/".len()..].parse::<usize>() {
+                Ok(mib) => {
+                    let block = vec![1u8; mib << 20];
+                    let touched = std::hint::black_box(&block).iter().step_by(4096).count();
+                    let text = format!("allocated {mib} MiB ({touched} pages)\n");
+                    respond(out, 200, text.as_bytes());
+                }
+                Err(_) => respond(out, 400, b"bad size\n"),
+            },
             _ => match route.strip_prefix("/sleep/").map(str::parse::<u64>) {
                 Some(Ok(ms)) => {
                     // Tells a test watching the log that the request is in flight.

@@ -1,0 +1,151 @@
+//! Per-app limits: a request over its app's memory, CPU time or timeout fails
+//! alone with its own status and log line, and the apps keep serving.
+
+use crate::WASMHOST;
+use std::time::{Duration, Instant};
+use wasmhost_tests::{Guest, Server, get, guest};
+
+fn fault() -> &'static str {
+    guest(Guest::Fault).to_str().unwrap()
+}
+
+/// The fault guest at `/f` and the Rust hello at `/`, with `flags`.
+fn two_apps(flags: &[&str]) -> Server {
+    let fault_mount = format!("--mount=/f={}", fault());
+    let hello = guest(Guest::RustHello).to_str().unwrap();
+    let mut args = vec![fault_mount.as_str(), hello];
+    args.extend_from_slice(flags);
+    Server::start(WASMHOST, &args)
+}
+
+const HELLO: &str = "Hello from a WebAssembly component!\n";
+
+#[test]
+fn an_instance_over_the_memory_limit_gets_a_500_and_the_apps_serve_on() {
+    let server = two_apps(&["--memory-limit", "32MiB"]);
+    let reply = get(&server.url("/f/alloc/64")).unwrap();
+    assert_eq!(reply.status, 500, "{}", reply.body);
+    assert!(
+        server.wait_for_log(
+            "guest ran out of memory: it asked for",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        server.log()
+    );
+    let log = server.log();
+    let line = log.lines().find(|l| l.contains("out of memory")).unwrap();
+    assert!(line.contains("app=/f"), "{line}");
+    assert!(line.contains("the limit is 32 MiB"), "{line}");
+    // Under the limit the same route works, and so does the other app.
+    let small = get(&server.url("/f/alloc/8")).unwrap();
+    assert_eq!(small.status, 200, "{}", small.body);
+    assert!(small.body.starts_with("allocated 8 MiB"), "{}", small.body);
+    assert_eq!(get(&server.url("/")).unwrap().body, HELLO);
+}
+
+#[test]
+fn a_guest_that_loops_is_stopped_at_the_cpu_limit_with_a_504() {
+    let server = two_apps(&["--cpu-limit", "300ms"]);
+    let started = Instant::now();
+    let reply = get(&server.url("/f/loop")).unwrap();
+    assert_eq!(reply.status, 504, "{}", reply.body);
+    assert_eq!(
+        reply.body,
+        "504 Gateway Timeout: the application did not answer in time\n"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(
+        server.wait_for_log(
+            "guest used its CPU time limit of 300ms and was stopped",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        server.log()
+    );
+    assert_eq!(get(&server.url("/")).unwrap().body, HELLO);
+    assert_eq!(get(&server.url("/f/")).unwrap().body, "hello\n");
+}
+
+#[test]
+fn waiting_in_host_calls_is_not_cpu_time() {
+    // A guest that sleeps three times its CPU limit still answers: only
+    // running counts.
+    let server = two_apps(&["--cpu-limit", "200ms"]);
+    let reply = get(&server.url("/f/sleep/600")).unwrap();
+    assert_eq!((reply.status, reply.body.as_str()), (200, "slept 600 ms\n"));
+}
+
+#[test]
+fn a_guest_that_does_not_answer_in_time_gets_a_504() {
+    let server = two_apps(&["--timeout", "500ms"]);
+    let started = Instant::now();
+    let reply = get(&server.url("/f/sleep/30000")).unwrap();
+    assert_eq!(reply.status, 504, "{}", reply.body);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(
+        server.wait_for_log(
+            "guest did not answer within the 500ms timeout; stopped",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        server.log()
+    );
+    assert_eq!(get(&server.url("/")).unwrap().body, HELLO);
+}
+
+#[test]
+fn sixty_four_looping_requests_do_not_hold_up_another_app() {
+    let server = two_apps(&["--cpu-limit", "100ms"]);
+    // Connected and warm before the loops start.
+    let agent = wasmhost_tests::client();
+    let hello = || {
+        agent
+            .get(&server.url("/"))
+            .call()
+            .unwrap()
+            .into_body()
+            .read_to_string()
+            .unwrap()
+    };
+    assert_eq!(hello(), HELLO);
+
+    let loops: Vec<_> = (0..64)
+        .map(|_| {
+            let url = server.url("/f/loop");
+            std::thread::spawn(move || get(&url).map(|reply| reply.status))
+        })
+        .collect();
+    assert!(
+        server.wait_for_count("looping", 16, Duration::from_secs(30)),
+        "{}",
+        server.log()
+    );
+    let started = Instant::now();
+    assert_eq!(hello(), HELLO);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+
+    for handle in loops {
+        assert_eq!(handle.join().unwrap().unwrap(), 504);
+    }
+    assert_eq!(hello(), HELLO);
+}
+
+#[test]
+fn limits_are_set_per_app_in_the_config_file() {
+    let dir = wasmhost_tests::tempfile::TempDir::new().unwrap();
+    let config = dir.path().join("wasmhost.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[app]]\nroute = \"/small\"\ncomponent = \"{f}\"\nmemory = \"16MiB\"\n\n\
+             [[app]]\nroute = \"/big\"\ncomponent = \"{f}\"\nmemory = \"256MiB\"\n",
+            f = fault()
+        ),
+    )
+    .unwrap();
+    let server = Server::start(WASMHOST, &["--config", config.to_str().unwrap()]);
+    assert_eq!(get(&server.url("/small/alloc/32")).unwrap().status, 500);
+    assert_eq!(get(&server.url("/big/alloc/32")).unwrap().status, 200);
+}
