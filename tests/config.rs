@@ -113,6 +113,14 @@ fn config_mistakes_name_the_file_the_line_and_the_key() {
             "[[app]]\nroute = \"/\"\ncomponent = \"hello.wasm\"\ntimeout = \"1h\"\n",
             ":4: timeout: unknown unit `h` in `1h`; use ms, s or m",
         ),
+        (
+            "[[app]]\nroute = \"/\"\ncomponent = \"hello.wasm\"\nbody_limit = \"2TB\"\n",
+            ":4: body_limit: unknown unit `TB` in `2TB`; use KiB, MiB or GiB",
+        ),
+        (
+            "[[app]]\nroute = \"/\"\ncomponent = \"hello.wasm\"\nconcurrency = 0\n",
+            ":4: concurrency must be at least 1",
+        ),
         ("[[app]\n", ":1: "),
     ];
     for (text, expected) in cases {

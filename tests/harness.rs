@@ -16,11 +16,18 @@ use std::time::{Duration, Instant};
 /// the 18 MB Python component on a loaded 2-core machine needs tens of seconds.
 pub const STARTUP_DEADLINE: Duration = Duration::from_secs(180);
 
-/// The repository root (this crate lives in `tests/`).
+/// The repository root: the parent of the package whose tests are running
+/// (`host/`, or this crate's own `tests/`). Read when the tests run, not
+/// when this crate is compiled: cargo reuses a build of it from a clone at
+/// another path that shares the target dir (as CI's clones do), and the
+/// guests must be built from the checkout under test.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let package = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    package
         .parent()
-        .expect("tests/ has a parent")
+        .expect("a package directory has a parent")
         .to_path_buf()
 }
 

@@ -3,7 +3,7 @@
 
 use crate::WASMHOST;
 use std::time::{Duration, Instant};
-use wasmhost_tests::{Guest, Server, get, guest};
+use wasmhost_tests::{Guest, Server, get, guest, post, raw_request};
 
 fn fault() -> &'static str {
     guest(Guest::Fault).to_str().unwrap()
@@ -148,4 +148,91 @@ fn limits_are_set_per_app_in_the_config_file() {
     let server = Server::start(WASMHOST, &["--config", config.to_str().unwrap()]);
     assert_eq!(get(&server.url("/small/alloc/32")).unwrap().status, 500);
     assert_eq!(get(&server.url("/big/alloc/32")).unwrap().status, 200);
+}
+
+#[test]
+fn a_declared_body_over_the_limit_gets_a_413_before_the_guest_runs() {
+    let server = two_apps(&["--body-limit", "1KiB"]);
+    let reply = post(&server.url("/f/read-body"), &[b'x'; 2048]).unwrap();
+    assert_eq!(reply.status, 413);
+    assert_eq!(
+        reply.body,
+        "413 Payload Too Large: the request body is larger than this app accepts (1024 bytes)\n"
+    );
+    let fits = post(&server.url("/f/read-body"), &[b'x'; 1024]).unwrap();
+    assert_eq!(
+        (fits.status, fits.body.as_str()),
+        (200, "read 1024 bytes\n")
+    );
+}
+
+#[test]
+fn a_chunked_body_that_grows_past_the_limit_gets_a_413() {
+    let server = two_apps(&["--body-limit", "1KiB"]);
+    let addr = server.addresses(1)[0];
+    // No Content-Length: the limit is found while the guest reads, and the
+    // guest never gets the chunk that crosses it.
+    let chunk = "x".repeat(600);
+    let chunked = |chunks: usize| {
+        let mut request = String::from(
+            "POST /f/read-body HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        );
+        for _ in 0..chunks {
+            request += &format!("258\r\n{chunk}\r\n");
+        }
+        request + "0\r\n\r\n"
+    };
+    let over = raw_request(addr, &chunked(2));
+    assert!(over.starts_with("HTTP/1.1 413 "), "{over}");
+    let under = raw_request(addr, &chunked(1));
+    assert!(under.starts_with("HTTP/1.1 200 "), "{under}");
+    assert!(under.contains("\r\nread 600 bytes\n"), "{under}");
+}
+
+#[test]
+fn past_its_concurrency_and_queue_an_app_answers_503_at_once() {
+    let server = two_apps(&["--concurrency", "2", "--queue", "1"]);
+    // Two run, one waits, one is turned away: which of the last two waits
+    // depends on which reaches the server first.
+    let sleepers: Vec<_> = (0..2)
+        .map(|_| {
+            let url = server.url("/f/sleep/1500");
+            std::thread::spawn(move || get(&url).unwrap().status)
+        })
+        .collect();
+    assert!(
+        server.wait_for_count("sleeping 1500 ms", 2, Duration::from_secs(30)),
+        "{}",
+        server.log()
+    );
+    let late: Vec<_> = (0..2)
+        .map(|_| {
+            let url = server.url("/f/sleep/10");
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let reply = get(&url).unwrap();
+                (
+                    reply.status,
+                    reply.header("retry-after").map(str::to_owned),
+                    started.elapsed(),
+                )
+            })
+        })
+        .collect();
+    // Another app is not held up meanwhile.
+    assert_eq!(get(&server.url("/")).unwrap().body, HELLO);
+    let mut late: Vec<_> = late.into_iter().map(|h| h.join().unwrap()).collect();
+    late.sort_by_key(|(status, _, _)| *status);
+    let (waited, turned_away) = (&late[0], &late[1]);
+    assert_eq!(waited.0, 200);
+    assert_eq!(turned_away.0, 503);
+    assert_eq!(turned_away.1.as_deref(), Some("1"));
+    assert!(
+        turned_away.2 < Duration::from_secs(1),
+        "{:?}",
+        turned_away.2
+    );
+    for sleeper in sleepers {
+        assert_eq!(sleeper.join().unwrap(), 200);
+    }
 }

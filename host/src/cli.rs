@@ -69,6 +69,17 @@ pub struct Source {
     /// [default: 60s]
     #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
     pub timeout: Option<Duration>,
+    /// Bytes of request body any app may read, e.g. `1MiB`; a larger body
+    /// gets a 413 [default: 16MiB]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub body_limit: Option<u64>,
+    /// Requests of any one app that may run at once [default: 100]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: Option<u32>,
+    /// Requests of any one app that may wait for a place to run; past that
+    /// they get a 503 with Retry-After at once [default: 200]
+    #[arg(long, value_name = "N")]
+    pub queue: Option<u32>,
     /// Keep compiled components here, so a restart or a reload to a version
     /// seen before skips compiling [default: ~/.cache/wasmhost/compiled]
     #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]

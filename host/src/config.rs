@@ -178,6 +178,9 @@ fn mounts(source: &Source, file: Option<&File>) -> Result<Vec<Mount>> {
         limits.memory = source.memory_limit.unwrap_or(limits.memory);
         limits.cpu_time = source.cpu_limit.unwrap_or(limits.cpu_time);
         limits.timeout = source.timeout.unwrap_or(limits.timeout);
+        limits.body = source.body_limit.unwrap_or(limits.body);
+        limits.concurrency = source.concurrency.unwrap_or(limits.concurrency);
+        limits.queue = source.queue.unwrap_or(limits.queue);
     }
     if mounts.is_empty() {
         bail!(
@@ -238,6 +241,12 @@ struct RawApp {
     cpu_time: Option<Spanned<String>>,
     /// Wall-clock time per request, e.g. "60s".
     timeout: Option<Spanned<String>>,
+    /// Request body size, e.g. "16MiB".
+    body_limit: Option<Spanned<String>>,
+    /// Requests running at once.
+    concurrency: Option<Spanned<u32>>,
+    /// Requests waiting to run.
+    queue: Option<Spanned<u32>>,
 }
 
 impl File {
@@ -344,15 +353,29 @@ impl File {
 /// An `[[app]]` entry's limits: the defaults, with what it sets.
 fn app_limits(entry: &RawApp, at: &impl Fn(Range<usize>) -> Origin) -> Result<Limits> {
     let mut limits = Limits::default();
+    let size = |value: &Spanned<String>, key: &str| {
+        parse_size(value.get_ref()).map_err(|e| anyhow!("{}: {key}: {e}", at(value.span())))
+    };
     if let Some(value) = &entry.memory {
-        limits.memory = parse_size(value.get_ref())
-            .map_err(|e| anyhow!("{}: memory: {e}", at(value.span())))?;
+        limits.memory = size(value, "memory")?;
+    }
+    if let Some(value) = &entry.body_limit {
+        limits.body = size(value, "body_limit")?;
     }
     let duration = |value: &Spanned<String>, key: &str| match parse_duration(value.get_ref()) {
         Ok(duration) if !duration.is_zero() => Ok(duration),
         Ok(_) => Err(anyhow!("{}: {key} must be more than 0", at(value.span()))),
         Err(e) => Err(anyhow!("{}: {key}: {e}", at(value.span()))),
     };
+    if let Some(value) = &entry.concurrency {
+        limits.concurrency = match *value.get_ref() {
+            0 => bail!("{}: concurrency must be at least 1", at(value.span())),
+            n => n,
+        };
+    }
+    if let Some(value) = &entry.queue {
+        limits.queue = *value.get_ref();
+    }
     if let Some(value) = &entry.cpu_time {
         limits.cpu_time = duration(value, "cpu_time")?;
     }

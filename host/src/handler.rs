@@ -3,22 +3,29 @@
 //! the guest did into an HTTP response. A guest fault costs only its own
 //! request.
 
+use crate::admission::Admitted;
 use crate::app::App;
 use crate::chores::{Aftermath, Chores};
 use crate::guest_body::{FailureFlag, GuestBody};
 use crate::instances::Instance;
 use crate::limits::Exceeded;
+use crate::request_body::{LimitedBody, TooLarge};
 use crate::router::{Refusal, Router};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
+use http_body::Body as _;
 use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 use hyper::body::Incoming;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use tokio::sync::Semaphore;
+use tokio::sync::oneshot::error::RecvError;
 use wasmtime::component::Resource;
 use wasmtime_wasi_http::WasiHttpView;
-use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 
 /// Response bodies: streamed from the guest, or a short message from the host.
@@ -72,6 +79,17 @@ pub async fn handle(
             );
         }
     };
+    // A declared length over the limit is refused before any instance is
+    // taken; a body that grows past it is cut as the guest reads it.
+    let body_limit = app.instances.limits().body;
+    if request.body().size_hint().lower() > body_limit {
+        return too_large(&app, body_limit);
+    }
+    let Some(admitted) = app.instances.admit().await else {
+        return busy(&app);
+    };
+    let too_large_flag = TooLarge::default();
+    let request = request.map(|body| LimitedBody::new(body, body_limit, too_large_flag.clone()));
     let Some(mut instance) = app
         .instances
         .checkout(app.pre.engine(), &target.slots)
@@ -104,15 +122,30 @@ pub async fn handle(
     // its slot until the handler returns.
     let failure = FailureFlag::default();
     let timeout = app.instances.limits().timeout;
-    let deadline = tokio::time::Instant::now() + timeout;
+    let started = tokio::time::Instant::now();
     let mut guest = Box::pin(run_guest(
         app.clone(),
         target.slots.clone(),
+        admitted,
         instance,
         guest_request,
         outparam,
         failure.clone(),
     ));
+    // Most guests finish in their first poll; only one that does not needs
+    // the timer (arming one per request cost ~2% of a hello's CPU).
+    if let Some((outcome, aftermath)) = poll_once(&mut guest).await {
+        chores.push(aftermath);
+        return respond(
+            &app,
+            receiver.await,
+            outcome,
+            failure,
+            &too_large_flag,
+            body_limit,
+        );
+    }
+    let deadline = started + timeout;
     let (response, outcome) = tokio::select! {
         biased;
         response = &mut receiver => {
@@ -152,6 +185,26 @@ pub async fn handle(
             return fault_response(Fault::TimedOut);
         }
     };
+    respond(
+        &app,
+        response,
+        outcome,
+        failure,
+        &too_large_flag,
+        body_limit,
+    )
+}
+
+/// Turns what the guest did into the response: its own, or the host's
+/// answer for how it failed.
+fn respond(
+    app: &App,
+    response: Result<Result<Response<HyperOutgoingBody>, ErrorCode>, RecvError>,
+    outcome: Result<(), Fault>,
+    failure: FailureFlag,
+    too_large_flag: &TooLarge,
+    body_limit: u64,
+) -> Response<Body> {
     let fault = match response {
         Ok(Ok(response)) => {
             return response.map(|body| GuestBody::new(body, failure).boxed_unsync());
@@ -168,7 +221,44 @@ pub async fn handle(
             Err(fault) => fault,
         },
     };
+    // Whatever the guest made of its cut body, the client's request was the
+    // cause.
+    if too_large_flag.is_raised() {
+        return too_large(app, body_limit);
+    }
     fault_response(fault)
+}
+
+/// Polls `future` once: its output if that finished it.
+async fn poll_once<F: Future + Unpin>(future: &mut F) -> Option<F::Output> {
+    std::future::poll_fn(|cx| match Pin::new(&mut *future).poll(cx) {
+        Poll::Ready(output) => Poll::Ready(Some(output)),
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await
+}
+
+/// The answer to a request that found the app's places to run and to wait
+/// all taken.
+fn busy(app: &App) -> Response<Body> {
+    tracing::debug!(app = %app.route, "app at its concurrency and queue limits; answered 503");
+    let mut response = plain(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the application is at capacity; try again shortly",
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    response
+}
+
+/// The answer to a request whose body is over the app's limit.
+fn too_large(app: &App, limit: u64) -> Response<Body> {
+    tracing::info!(app = %app.route, "request body over the limit of {limit} bytes; answered 413");
+    plain(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("the request body is larger than this app accepts ({limit} bytes)"),
+    )
 }
 
 /// The host's answer for a request the guest did not answer.
@@ -196,6 +286,7 @@ fn fault_response(fault: Fault) -> Response<Body> {
 async fn run_guest(
     app: Arc<App>,
     slots: Arc<Semaphore>,
+    admitted: Admitted,
     mut instance: Instance,
     request: Resource<HostIncomingRequest>,
     outparam: Resource<HostResponseOutparam>,
@@ -209,6 +300,8 @@ async fn run_guest(
             .await
     }
     .await;
+    // The next request of the app may run while this one's leftovers wait.
+    drop(admitted);
     let (outcome, spent) = match result {
         Ok(()) => (Ok(()), app.instances.checkin(instance)),
         Err(error) => {

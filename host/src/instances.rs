@@ -6,6 +6,7 @@
 //! instantiated ahead of time, so that a request does not wait for
 //! instantiation (milliseconds for an interpreter-sized component).
 
+use crate::admission::{Admission, Admitted};
 use crate::limits::{self, Limits};
 use crate::state::RequestState;
 use std::num::NonZeroU32;
@@ -83,6 +84,8 @@ pub struct Instances {
     refilling: AtomicBool,
     /// What each request may use.
     limits: Limits,
+    /// Places for its requests to run and wait.
+    admission: Admission,
     stdout_prefix: Arc<str>,
     stderr_prefix: Arc<str>,
 }
@@ -99,6 +102,7 @@ impl Instances {
             spares,
             refilling: AtomicBool::new(false),
             limits,
+            admission: Admission::new(limits.concurrency, limits.queue),
             stdout_prefix: format!("[{route}] ").into(),
             stderr_prefix: format!("[{route}] stderr: ").into(),
         }
@@ -216,6 +220,11 @@ impl Instances {
 
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// A place for a request to run, if the app has one or room to wait.
+    pub async fn admit(&self) -> Option<Admitted> {
+        self.admission.admit().await
     }
 
     pub fn spares(&self) -> usize {

@@ -19,6 +19,7 @@
 //! versions into the route table. `config` turns flags and `wasmhost.toml`
 //! into one validated `Config`; `serve` wires it all together.
 
+pub mod admission;
 pub mod app;
 pub mod cache;
 pub mod chores;
@@ -32,6 +33,7 @@ pub mod instances;
 pub mod limits;
 pub mod logging;
 pub mod reload;
+pub mod request_body;
 pub mod router;
 pub mod serve;
 pub mod server;

@@ -1,5 +1,7 @@
 //! Per-app limits on what one request may use: memory per instance, CPU time
-//! while its guest runs, and wall-clock time until its handler returns. A
+//! while its guest runs, wall-clock time until its handler returns, and the
+//! size of its body (enforced in `request_body`); and how many of its
+//! requests run and wait at once (enforced in `admission`). A
 //! request over a limit fails alone, with its own status code and one log
 //! line naming the app and the limit; the instance that ran it is dropped.
 
@@ -19,6 +21,12 @@ pub struct Limits {
     /// Time from the request to the guest's handler returning, whatever it
     /// does meanwhile; covers a guest that never answers.
     pub timeout: Duration,
+    /// Bytes of request body the guest may read.
+    pub body: u64,
+    /// Requests of the app that may hold an instance at once.
+    pub concurrency: u32,
+    /// Requests that may wait for one of those places; more get a 503.
+    pub queue: u32,
 }
 
 /// Enough for an interpreter such as CPython (~40 MiB for a hello) with room
@@ -27,6 +35,11 @@ pub const DEFAULT_MEMORY: u64 = 256 << 20;
 pub const DEFAULT_CPU_TIME: Duration = Duration::from_secs(10);
 /// As nginx's `proxy_read_timeout`, so a wasmhost behind it answers first.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Room for form posts and modest uploads; an app taking files raises it.
+pub const DEFAULT_BODY: u64 = 16 << 20;
+/// A tenth of the instance pool, so one app cannot take all of it.
+pub const DEFAULT_CONCURRENCY: u32 = 100;
+pub const DEFAULT_QUEUE: u32 = 200;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -34,6 +47,9 @@ impl Default for Limits {
             memory: DEFAULT_MEMORY,
             cpu_time: DEFAULT_CPU_TIME,
             timeout: DEFAULT_TIMEOUT,
+            body: DEFAULT_BODY,
+            concurrency: DEFAULT_CONCURRENCY,
+            queue: DEFAULT_QUEUE,
         }
     }
 }

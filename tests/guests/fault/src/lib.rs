@@ -13,6 +13,7 @@
 //! - `/count`          how many requests this instance has served, this one included
 //! - `/loop`           computes forever without calling the host
 //! - `/alloc/<mib>`    allocates and touches that many MiB, then 200 `allocated <mib> MiB`
+//! - `/read-body`      reads the whole request body, then 200 `read <n> bytes`
 
 use wasi::http::outgoing_handler;
 use wasi::http::types::{
@@ -46,6 +47,10 @@ impl wasi::exports::http::incoming_handler::Guest for Fault {
             }
             "/no-response" => {}
             "/echo" => echo(request, out),
+            "/read-body" => {
+                let n = read_all(request);
+                respond(out, 200, format!("read {n} bytes\n").as_bytes());
+            }
             "/print" => {
                 println!("line to stdout");
                 eprintln!("line to stderr");
@@ -105,6 +110,20 @@ fn respond(out: ResponseOutparam, status: u16, text: &[u8]) {
     }
     drop(stream);
     OutgoingBody::finish(body, None).unwrap();
+}
+
+/// Reads the body to its end; panics (traps) if reading fails.
+fn read_all(request: IncomingRequest) -> usize {
+    let incoming = request.consume().unwrap();
+    let input = incoming.stream().unwrap();
+    let mut total = 0;
+    loop {
+        match input.blocking_read(64 * 1024) {
+            Ok(chunk) => total += chunk.len(),
+            Err(StreamError::Closed) => return total,
+            Err(StreamError::LastOperationFailed(e)) => panic!("reading body: {}", e.to_debug_string()),
+        }
+    }
 }
 
 fn echo(request: IncomingRequest, out: ResponseOutparam) {
