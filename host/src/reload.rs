@@ -153,10 +153,14 @@ impl Reloading {
     ) {
         // A file changed between its loading at startup and the start of
         // watching is caught here; unchanged files cost a read and a hash.
-        let started = Instant::now();
-        let routes: Vec<Arc<str>> = self.mounts.iter().map(|m| m.route.clone()).collect();
-        for route in routes {
-            self.reload_mount(&route, started).await;
+        // Without watching (`--no-reload`) only SIGHUP reloads: a rescan
+        // would pick up a file written just after startup.
+        if self.watcher.is_some() {
+            let started = Instant::now();
+            let routes: Vec<Arc<str>> = self.mounts.iter().map(|m| m.route.clone()).collect();
+            for route in routes {
+                self.reload_mount(&route, started).await;
+            }
         }
         loop {
             let first = tokio::select! {
