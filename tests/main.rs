@@ -3,6 +3,7 @@
 
 mod cache;
 mod config;
+mod connections;
 mod errors;
 mod faults;
 mod graft;

@@ -138,6 +138,10 @@ pub struct ServeArgs {
     #[arg(long = "listen", value_name = "IP:PORT", conflicts_with_all = ["port", "host"])]
     pub listen: Vec<SocketAddr>,
 
+    /// Connections open at once across all listeners; past it new ones wait
+    /// to be accepted [default: 10000]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: Option<u64>,
     /// Worker threads for the async runtime [default: one per CPU].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,

@@ -6,6 +6,7 @@ use crate::cli::{MAX_SPARES, MountArg, ServeArgs, Source, parse_duration, parse_
 use crate::instances::Mode;
 use crate::limits::Limits;
 use crate::router::normalise_prefix;
+use crate::server;
 use anyhow::{Result, anyhow, bail};
 use serde::Deserialize;
 use std::fmt;
@@ -28,6 +29,8 @@ pub struct Config {
     pub mounts: Vec<Mount>,
     pub threads: Option<u16>,
     pub shutdown_timeout: Duration,
+    /// Connections open at once, across listeners.
+    pub max_connections: usize,
     /// Watch component files and swap in new versions.
     pub reload: bool,
 }
@@ -114,6 +117,11 @@ pub fn for_serve(args: &ServeArgs) -> Result<Config> {
             .shutdown_timeout
             .or(file.as_ref().and_then(|f| f.shutdown_timeout))
             .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
+        max_connections: args
+            .max_connections
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+            .or(file.as_ref().and_then(|f| f.max_connections))
+            .unwrap_or(server::DEFAULT_MAX_CONNECTIONS),
     })
 }
 
@@ -206,6 +214,7 @@ struct File {
     mounts: Vec<Mount>,
     threads: Option<u16>,
     shutdown_timeout: Option<Duration>,
+    max_connections: Option<usize>,
 }
 
 /// The file as written. Unknown keys are errors: a typo must not be ignored.
@@ -218,6 +227,7 @@ struct RawFile {
     app: Vec<RawApp>,
     threads: Option<Spanned<u16>>,
     shutdown_timeout: Option<Spanned<String>>,
+    max_connections: Option<Spanned<usize>>,
 }
 
 #[derive(Deserialize)]
@@ -341,11 +351,23 @@ impl File {
             })
             .transpose()?;
 
+        let max_connections = raw
+            .max_connections
+            .map(|value| match *value.get_ref() {
+                0 => Err(anyhow!(
+                    "{}: max_connections must be at least 1",
+                    at(value.span())
+                )),
+                n => Ok(n),
+            })
+            .transpose()?;
+
         Ok(File {
             listeners,
             mounts,
             threads,
             shutdown_timeout,
+            max_connections,
         })
     }
 }

@@ -9,7 +9,7 @@ use crate::chores::{Aftermath, Chores};
 use crate::guest_body::{FailureFlag, GuestBody};
 use crate::instances::Instance;
 use crate::limits::Exceeded;
-use crate::request_body::{LimitedBody, TooLarge};
+use crate::request_body::{BodyFault, ClientFault, LimitedBody};
 use crate::router::{Refusal, Router};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -88,8 +88,8 @@ pub async fn handle(
     let Some(admitted) = app.instances.admit().await else {
         return busy(&app);
     };
-    let too_large_flag = TooLarge::default();
-    let request = request.map(|body| LimitedBody::new(body, body_limit, too_large_flag.clone()));
+    let body_fault = BodyFault::default();
+    let request = request.map(|body| LimitedBody::new(body, body_limit, body_fault.clone()));
     let Some(mut instance) = app
         .instances
         .checkout(app.pre.engine(), &target.slots)
@@ -141,7 +141,7 @@ pub async fn handle(
             receiver.await,
             outcome,
             failure,
-            &too_large_flag,
+            &body_fault,
             body_limit,
         );
     }
@@ -185,14 +185,7 @@ pub async fn handle(
             return fault_response(Fault::TimedOut);
         }
     };
-    respond(
-        &app,
-        response,
-        outcome,
-        failure,
-        &too_large_flag,
-        body_limit,
-    )
+    respond(&app, response, outcome, failure, &body_fault, body_limit)
 }
 
 /// Turns what the guest did into the response: its own, or the host's
@@ -202,7 +195,7 @@ fn respond(
     response: Result<Result<Response<HyperOutgoingBody>, ErrorCode>, RecvError>,
     outcome: Result<(), Fault>,
     failure: FailureFlag,
-    too_large_flag: &TooLarge,
+    body_fault: &BodyFault,
     body_limit: u64,
 ) -> Response<Body> {
     let fault = match response {
@@ -221,12 +214,16 @@ fn respond(
             Err(fault) => fault,
         },
     };
-    // Whatever the guest made of its cut body, the client's request was the
-    // cause.
-    if too_large_flag.is_raised() {
-        return too_large(app, body_limit);
+    // Whatever the guest made of a body that was too large or garbled, the
+    // client's request was the cause.
+    match body_fault.get() {
+        Some(ClientFault::TooLarge) => too_large(app, body_limit),
+        Some(ClientFault::Malformed) => plain(
+            StatusCode::BAD_REQUEST,
+            "the request body could not be read",
+        ),
+        None => fault_response(fault),
     }
-    fault_response(fault)
 }
 
 /// Polls `future` once: its output if that finished it.

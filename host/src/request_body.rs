@@ -1,27 +1,45 @@
 //! The request body as the guest reads it, cut at the app's size limit. The
 //! guest never sees a byte past the limit: the frame that would cross it is
 //! replaced by a `wasi:http` body-size error, and the handler, told so by a
-//! flag, answers 413 if the guest had not answered yet.
+//! flag, answers 413 if the guest had not answered yet. A body the client
+//! garbled (bad chunked encoding, cut short) is flagged the same way and
+//! answered with a 400.
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll};
 use wasmtime_wasi_http::Error;
 
-/// Raised when a request's body went past its limit.
+/// What went wrong with a request's body on the client's side, if anything.
 #[derive(Clone, Default)]
-pub struct TooLarge(Arc<AtomicBool>);
+pub struct BodyFault(Arc<AtomicU8>);
 
-impl TooLarge {
-    pub fn is_raised(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientFault {
+    /// It went past the app's limit.
+    TooLarge,
+    /// It could not be read: bad chunked encoding, or the client went away.
+    Malformed,
+}
+
+impl BodyFault {
+    pub fn get(&self) -> Option<ClientFault> {
+        match self.0.load(Ordering::Acquire) {
+            1 => Some(ClientFault::TooLarge),
+            2 => Some(ClientFault::Malformed),
+            _ => None,
+        }
     }
 
-    fn raise(&self) {
-        self.0.store(true, Ordering::Release);
+    fn raise(&self, fault: ClientFault) {
+        let code = match fault {
+            ClientFault::TooLarge => 1,
+            ClientFault::Malformed => 2,
+        };
+        self.0.store(code, Ordering::Release);
     }
 }
 
@@ -30,16 +48,16 @@ pub struct LimitedBody<B> {
     /// Bytes still allowed.
     remaining: u64,
     limit: u64,
-    too_large: TooLarge,
+    fault: BodyFault,
 }
 
 impl<B> LimitedBody<B> {
-    pub fn new(inner: B, limit: u64, too_large: TooLarge) -> Self {
+    pub fn new(inner: B, limit: u64, fault: BodyFault) -> Self {
         Self {
             inner,
             remaining: limit,
             limit,
-            too_large,
+            fault,
         }
     }
 }
@@ -56,19 +74,22 @@ where
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
-        if self.too_large.is_raised() {
+        if self.fault.get() == Some(ClientFault::TooLarge) {
             return Poll::Ready(Some(Err(Error::HttpRequestBodySize(Some(self.limit)))));
         }
         let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => frame,
-            Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Err(error.into()))),
+            Poll::Ready(Some(Err(error))) => {
+                self.fault.raise(ClientFault::Malformed);
+                return Poll::Ready(Some(Err(error.into())));
+            }
             Poll::Ready(None) => return Poll::Ready(None),
             Poll::Pending => return Poll::Pending,
         };
         if let Some(data) = frame.data_ref() {
             let len = data.len() as u64;
             if len > self.remaining {
-                self.too_large.raise();
+                self.fault.raise(ClientFault::TooLarge);
                 return Poll::Ready(Some(Err(Error::HttpRequestBodySize(Some(self.limit)))));
             }
             self.remaining -= len;

@@ -126,7 +126,15 @@ async fn serve(
     let second = async {
         let _ = signals.second.await;
     };
-    let drained = server::serve(listeners, target, first, config.shutdown_timeout, second).await;
+    let drained = server::serve(
+        listeners,
+        target,
+        config.max_connections,
+        first,
+        config.shutdown_timeout,
+        second,
+    )
+    .await;
     match drained {
         Drained::Clean => tracing::info!("stopped"),
         Drained::Cut => tracing::info!("stopped; some requests were cut"),

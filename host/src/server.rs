@@ -15,12 +15,23 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 /// A client that opened a connection must send its request head within this
 /// time, so idle or trickling sockets (slowloris) cannot pile up.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Bytes a request head may take (request line and headers); larger gets a
+/// 431. nginx's default `large_client_header_buffers` allows 4 × 8 KiB lines.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// Headers a request may have; more gets a 431.
+const MAX_HEADERS: usize = 100;
+
+/// Connections open at once unless configured; each costs a socket and a
+/// little memory, and past it new ones wait in the kernel's backlog.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 /// Binds `addr`, with errors that say what to do about them.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
@@ -47,19 +58,27 @@ pub enum Drained {
     Cut,
 }
 
-/// Serves `target` on every listener until `shutdown` resolves, then waits
-/// up to `drain_timeout` (or until `force` resolves) for requests in flight.
+/// Serves `target` on every listener, at most `max_connections` open at
+/// once across them, until `shutdown` resolves, then waits up to
+/// `drain_timeout` (or until `force` resolves) for requests in flight.
 pub async fn serve(
     listeners: Vec<TcpListener>,
     target: Arc<Target>,
+    max_connections: usize,
     shutdown: impl Future<Output = ()>,
     drain_timeout: Duration,
     force: impl Future<Output = ()>,
 ) -> Drained {
     let (stop, stopped) = watch::channel(false);
     let mut accept_loops = JoinSet::new();
+    let open = Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS)));
     for listener in listeners {
-        accept_loops.spawn(accept_loop(listener, target.clone(), stopped.clone()));
+        accept_loops.spawn(accept_loop(
+            listener,
+            target.clone(),
+            open.clone(),
+            stopped.clone(),
+        ));
     }
     shutdown.await;
     let _ = stop.send(true);
@@ -101,6 +120,7 @@ pub async fn serve(
 async fn accept_loop(
     listener: TcpListener,
     target: Arc<Target>,
+    open: Arc<Semaphore>,
     mut stopped: watch::Receiver<bool>,
 ) -> GracefulShutdown {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -108,11 +128,22 @@ async fn accept_loop(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEADERS)
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
 
     loop {
+        // The permit comes before `accept`: at the limit, new connections
+        // wait in the kernel's backlog rather than being accepted and idle.
+        let permit = tokio::select! {
+            permit = open.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = stop_requested(&mut stopped) => break,
+        };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => stream,
@@ -143,6 +174,7 @@ async fn accept_loop(
             if let Err(error) = chores::serve_with_chores(connection, chores).await {
                 tracing::debug!("connection ended with an error: {error}");
             }
+            drop(permit);
         });
     }
     graceful
