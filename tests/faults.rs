@@ -80,3 +80,19 @@ fn a_handler_that_never_responds_is_a_502() {
         Duration::from_secs(10)
     ));
 }
+
+#[test]
+fn a_handler_that_returns_keeping_its_outparam_is_a_502_at_once() {
+    // The outparam's handle stays in the guest's table (with --reuse the
+    // instance lives on): the host must not wait for a response that
+    // cannot come.
+    let server = Server::start(
+        WASMHOST,
+        &[guest(Guest::Fault).to_str().unwrap(), "--reuse", "10"],
+    );
+    let started = std::time::Instant::now();
+    let reply = get(&server.url("/keep-outparam")).unwrap();
+    assert_eq!(reply.status, 502, "{}", reply.body);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(get(&server.url("/")).unwrap().body, "hello\n");
+}

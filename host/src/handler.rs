@@ -21,7 +21,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 use tokio::sync::Semaphore;
-use tokio::sync::oneshot::error::RecvError;
 use wasmtime::component::Resource;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
@@ -134,11 +133,13 @@ pub async fn handle(
     ));
     // Most guests finish in their first poll; only one that does not needs
     // the timer (arming one per request cost ~2% of a hello's CPU).
+    // Once the guest has returned, a response it did not send never comes
+    // (even if it kept the outparam), so the receiver is only looked at.
     if let Some((outcome, aftermath)) = poll_once(&mut guest).await {
         chores.push(aftermath);
         return respond(
             &app,
-            receiver.await,
+            receiver.try_recv().ok(),
             outcome,
             failure,
             &body_fault,
@@ -166,16 +167,24 @@ pub async fn handle(
                 });
                 Ok(())
             } else {
-                // The outparam was dropped unset: the guest is ending.
-                let (outcome, aftermath) = guest.await;
-                chores.push(aftermath);
-                outcome
+                // The outparam was dropped unset: the guest is ending, within
+                // the timeout like everything else it does.
+                match tokio::time::timeout_at(deadline, guest).await {
+                    Ok((outcome, aftermath)) => {
+                        chores.push(aftermath);
+                        outcome
+                    }
+                    Err(_) => {
+                        tracing::warn!(app = %app.route, "guest did not return within the {timeout:?} timeout; stopped");
+                        Err(Fault::TimedOut)
+                    }
+                }
             };
-            (response, outcome)
+            (response.ok(), outcome)
         }
         (outcome, aftermath) = &mut guest => {
             chores.push(aftermath);
-            (receiver.await, outcome)
+            (receiver.try_recv().ok(), outcome)
         }
         () = tokio::time::sleep_until(deadline) => {
             // Dropping the call stops the guest wherever it is; its instance
@@ -192,21 +201,21 @@ pub async fn handle(
 /// answer for how it failed.
 fn respond(
     app: &App,
-    response: Result<Result<Response<HyperOutgoingBody>, ErrorCode>, RecvError>,
+    response: Option<Result<Response<HyperOutgoingBody>, ErrorCode>>,
     outcome: Result<(), Fault>,
     failure: FailureFlag,
     body_fault: &BodyFault,
     body_limit: u64,
 ) -> Response<Body> {
     let fault = match response {
-        Ok(Ok(response)) => {
+        Some(Ok(response)) => {
             return response.map(|body| GuestBody::new(body, failure).boxed_unsync());
         }
-        Ok(Err(code)) => {
+        Some(Err(code)) => {
             tracing::warn!(app = %app.route, "guest answered with error code {code:?}");
             Fault::ErrorCode
         }
-        Err(_) => match outcome {
+        None => match outcome {
             Ok(()) => {
                 tracing::warn!(app = %app.route, "guest returned without sending a response");
                 Fault::NoResponse

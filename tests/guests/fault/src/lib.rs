@@ -5,6 +5,7 @@
 //! - `/trap`           panics (a wasm trap) before responding
 //! - `/trap-after-head` sends a 200 head, then panics mid-body
 //! - `/no-response`    returns without setting the response
+//! - `/keep-outparam`  returns without setting the response or dropping the outparam
 //! - `/sleep/<ms>`     waits, then 200 `slept <ms> ms`
 //! - `/echo`           streams the request body back
 //! - `/print`          writes to stdout and stderr, then 200
@@ -46,6 +47,7 @@ impl wasi::exports::http::incoming_handler::Guest for Fault {
                 panic!("fault guest: trapping mid-body");
             }
             "/no-response" => {}
+            "/keep-outparam" => std::mem::forget(out),
             "/echo" => echo(request, out),
             "/read-body" => {
                 let n = read_all(request);
