@@ -80,7 +80,8 @@ pub async fn handle(
     };
     // A declared length over the limit is refused before any instance is
     // taken; a body that grows past it is cut as the guest reads it.
-    let body_limit = app.instances.limits().body;
+    let limits = app.instances.limits();
+    let body_limit = limits.body;
     if request.body().size_hint().lower() > body_limit {
         return too_large(&app, body_limit);
     }
@@ -120,7 +121,7 @@ pub async fn handle(
     // hyper sends what it writes; the task owns the store, the instance and
     // its slot until the handler returns.
     let failure = FailureFlag::default();
-    let timeout = app.instances.limits().timeout;
+    let timeout = limits.timeout;
     let started = tokio::time::Instant::now();
     let mut guest = Box::pin(run_guest(
         app.clone(),
