@@ -96,3 +96,48 @@ fn a_handler_that_returns_keeping_its_outparam_is_a_502_at_once() {
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(get(&server.url("/")).unwrap().body, "hello\n");
 }
+
+#[test]
+fn ten_thousand_faults_give_back_every_slot_permit_and_megabyte() {
+    // Two places to run and none to wait: a permit or a pool slot (1000)
+    // kept by a faulting request would turn the good requests below away.
+    let server = Server::start(
+        WASMHOST,
+        &[
+            guest(Guest::Fault).to_str().unwrap(),
+            "--concurrency",
+            "2",
+            "--queue",
+            "0",
+        ],
+    );
+    let url = server.url("/trap");
+    let fault_all = |count: usize| {
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let url = url.clone();
+                std::thread::spawn(move || {
+                    let agent = wasmhost_tests::client();
+                    for _ in 0..count / 2 {
+                        let status = agent.get(&url).call().unwrap().status().as_u16();
+                        assert_eq!(status, 500);
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+    };
+    fault_all(500);
+    let before = server.rss_kib();
+    fault_all(10_000);
+    let after = server.rss_kib();
+    assert!(
+        after < before + 32 * 1024,
+        "RSS grew from {before} KiB to {after} KiB"
+    );
+    for _ in 0..2 {
+        assert_eq!(get(&server.url("/")).unwrap().body, "hello\n");
+    }
+}

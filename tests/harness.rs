@@ -190,6 +190,17 @@ pub struct Server {
 }
 
 impl Server {
+    /// The server's resident memory now, in KiB (Linux).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the server is running");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| value.split_whitespace().next()?.parse().ok())
+            .expect("/proc/PID/status has VmRSS")
+    }
+
     /// Starts `bin serve <args> --port 0` and waits for its `serving on` line.
     pub fn start(bin: &str, args: &[&str]) -> Server {
         let mut command = Command::new(bin);
