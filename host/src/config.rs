@@ -345,21 +345,12 @@ impl File {
             .transpose()?;
         let threads = raw
             .threads
-            .map(|value| match *value.get_ref() {
-                0 => Err(anyhow!("{}: threads must be at least 1", at(value.span()))),
-                n => Ok(n),
-            })
+            .map(|value| at_least_one(&value, "threads", &at))
             .transpose()?;
 
         let max_connections = raw
             .max_connections
-            .map(|value| match *value.get_ref() {
-                0 => Err(anyhow!(
-                    "{}: max_connections must be at least 1",
-                    at(value.span())
-                )),
-                n => Ok(n),
-            })
+            .map(|value| at_least_one(&value, "max_connections", &at))
             .transpose()?;
 
         Ok(File {
@@ -374,29 +365,20 @@ impl File {
 
 /// An `[[app]]` entry's limits: the defaults, with what it sets.
 fn app_limits(entry: &RawApp, at: &impl Fn(Range<usize>) -> Origin) -> Result<Limits> {
-    let mut limits = Limits::default();
     let size = |value: &Spanned<String>, key: &str| {
         parse_size(value.get_ref()).map_err(|e| anyhow!("{}: {key}: {e}", at(value.span())))
     };
-    if let Some(value) = &entry.memory {
-        limits.memory = size(value, "memory")?;
-    }
-    if let Some(value) = &entry.body_limit {
-        limits.body = size(value, "body_limit")?;
-    }
     let duration = |value: &Spanned<String>, key: &str| match parse_duration(value.get_ref()) {
         Ok(duration) if !duration.is_zero() => Ok(duration),
         Ok(_) => Err(anyhow!("{}: {key} must be more than 0", at(value.span()))),
         Err(e) => Err(anyhow!("{}: {key}: {e}", at(value.span()))),
     };
-    if let Some(value) = &entry.concurrency {
-        limits.concurrency = match *value.get_ref() {
-            0 => bail!("{}: concurrency must be at least 1", at(value.span())),
-            n => n,
-        };
+    let mut limits = Limits::default();
+    if let Some(value) = &entry.memory {
+        limits.memory = size(value, "memory")?;
     }
-    if let Some(value) = &entry.queue {
-        limits.queue = *value.get_ref();
+    if let Some(value) = &entry.body_limit {
+        limits.body = size(value, "body_limit")?;
     }
     if let Some(value) = &entry.cpu_time {
         limits.cpu_time = duration(value, "cpu_time")?;
@@ -404,7 +386,25 @@ fn app_limits(entry: &RawApp, at: &impl Fn(Range<usize>) -> Origin) -> Result<Li
     if let Some(value) = &entry.timeout {
         limits.timeout = duration(value, "timeout")?;
     }
+    if let Some(value) = &entry.concurrency {
+        limits.concurrency = at_least_one(value, "concurrency", at)?;
+    }
+    if let Some(value) = &entry.queue {
+        limits.queue = *value.get_ref();
+    }
     Ok(limits)
+}
+
+/// A count that must not be zero, or the error naming its place and key.
+fn at_least_one<T: Copy + PartialEq + From<u8>>(
+    value: &Spanned<T>,
+    key: &str,
+    at: &impl Fn(Range<usize>) -> Origin,
+) -> Result<T> {
+    if *value.get_ref() == T::from(0) {
+        bail!("{}: {key} must be at least 1", at(value.span()));
+    }
+    Ok(*value.get_ref())
 }
 
 /// 1-based line of a byte offset.

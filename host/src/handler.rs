@@ -133,9 +133,9 @@ pub async fn handle(
         failure.clone(),
     ));
     // Most guests finish in their first poll; only one that does not needs
-    // the timer (arming one per request cost ~2% of a hello's CPU).
-    // Once the guest has returned, a response it did not send never comes
-    // (even if it kept the outparam), so the receiver is only looked at.
+    // the timer (arming one per request cost ~2% of a hello's CPU). Once the
+    // guest has returned, a response it did not send never comes (even if it
+    // kept the outparam), so the receiver is only looked at, here and below.
     if let Some((outcome, aftermath)) = poll_once(&mut guest).await {
         chores.push(aftermath);
         return respond(

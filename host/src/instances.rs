@@ -140,7 +140,7 @@ impl Instances {
     /// (see [`Instances::claim_refill`]).
     /// Takes only free slots: a spare never makes a request wait for the pool.
     pub async fn refill(&self, pre: &ProxyPre<RequestState>, slots: &Arc<Semaphore>) {
-        if !self.refilling.swap(true, Ordering::AcqRel) {
+        if self.claim_refill() {
             self.fill(pre, slots).await;
             self.release_refill();
         }
