@@ -121,6 +121,14 @@ fn config_mistakes_name_the_file_the_line_and_the_key() {
             "[[app]]\nroute = \"/\"\ncomponent = \"hello.wasm\"\nconcurrency = 0\n",
             ":4: concurrency must be at least 1",
         ),
+        (
+            "header_timeout = \"0s\"\n",
+            ":1: header_timeout must be more than 0",
+        ),
+        (
+            "keep_alive_timeout = \"soon\"\n",
+            ":1: keep_alive_timeout: `soon` is not a duration",
+        ),
         ("[[app]\n", ":1: "),
     ];
     for (text, expected) in cases {

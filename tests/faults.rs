@@ -1,12 +1,36 @@
 //! A misbehaving guest costs only its own request: the status says what went
-//! wrong, the log names the app, and the next request is served.
+//! wrong, the log names the app, the next request is served, and so is
+//! another app's.
 
 use crate::WASMHOST;
-use std::time::Duration;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
 use wasmhost_tests::{Guest, Server, get, guest};
 
+/// The fault guest at `/`, the Rust hello at `/other`.
 fn fault_server() -> Server {
-    Server::start(WASMHOST, &[guest(Guest::Fault).to_str().unwrap()])
+    fault_server_with(&[])
+}
+
+fn fault_server_with(flags: &[&str]) -> Server {
+    let other = format!("--mount=/other={}", guest(Guest::RustHello).display());
+    let mut args = vec![guest(Guest::Fault).to_str().unwrap(), other.as_str()];
+    args.extend_from_slice(flags);
+    Server::start(WASMHOST, &args)
+}
+
+/// The other app answers, and promptly.
+fn assert_other_app_serves(server: &Server) {
+    let started = Instant::now();
+    let reply = get(&server.url("/other/")).unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body, "Hello from a WebAssembly component!\n");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "the other app took {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -20,6 +44,7 @@ fn a_trap_is_a_500_and_the_next_request_succeeds() {
     );
     let next = get(&server.url("/")).unwrap();
     assert_eq!((next.status, next.body.as_str()), (200, "hello\n"));
+    assert_other_app_serves(&server);
 }
 
 #[test]
@@ -42,6 +67,7 @@ fn a_trap_is_logged_with_the_app_and_the_trap() {
         log.contains("[/] stderr: fault guest: /trap was requested"),
         "{log}"
     );
+    assert_other_app_serves(&server);
 }
 
 #[test]
@@ -51,6 +77,7 @@ fn many_traps_in_a_row_leave_the_server_serving() {
         assert_eq!(get(&server.url("/trap")).unwrap().status, 500);
     }
     assert_eq!(get(&server.url("/")).unwrap().body, "hello\n");
+    assert_other_app_serves(&server);
 }
 
 #[test]
@@ -64,6 +91,7 @@ fn a_trap_after_the_response_head_cuts_only_that_response() {
         "a truncated body must not read as complete: {outcome:?}"
     );
     assert_eq!(get(&server.url("/")).unwrap().body, "hello\n");
+    assert_other_app_serves(&server);
 }
 
 #[test]
@@ -79,6 +107,7 @@ fn a_handler_that_never_responds_is_a_502() {
         "guest returned without sending a response",
         Duration::from_secs(10)
     ));
+    assert_other_app_serves(&server);
 }
 
 #[test]
@@ -86,31 +115,90 @@ fn a_handler_that_returns_keeping_its_outparam_is_a_502_at_once() {
     // The outparam's handle stays in the guest's table (with --reuse the
     // instance lives on): the host must not wait for a response that
     // cannot come.
-    let server = Server::start(
-        WASMHOST,
-        &[guest(Guest::Fault).to_str().unwrap(), "--reuse", "10"],
-    );
-    let started = std::time::Instant::now();
+    let server = fault_server_with(&["--reuse", "10"]);
+    let started = Instant::now();
     let reply = get(&server.url("/keep-outparam")).unwrap();
     assert_eq!(reply.status, 502, "{}", reply.body);
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(get(&server.url("/")).unwrap().body, "hello\n");
+    assert_other_app_serves(&server);
+}
+
+#[test]
+fn invalid_headers_and_status_are_refused_inside_the_guest() {
+    // wasi:http checks every header and the status as the guest sets them,
+    // so none of these can reach a client; a guest that ignores the errors
+    // sends a valid response without them.
+    let server = fault_server();
+    let reply = get(&server.url("/bad-headers")).unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.body,
+        "name=Err(HeaderError::InvalidSyntax)\n\
+         value=Err(HeaderError::InvalidSyntax)\n\
+         forbidden=Err(HeaderError::Forbidden)\n\
+         length=Err(HeaderError::InvalidSyntax)\n\
+         status=Err(())\n"
+    );
+    for name in ["x-bad-value", "injected", "connection", "content-length"] {
+        assert_eq!(reply.header(name), None, "{name}");
+    }
+    assert_other_app_serves(&server);
+}
+
+#[test]
+fn a_body_shorter_than_its_content_length_is_cut_and_logged() {
+    let server = fault_server();
+    let outcome = get(&server.url("/short-body"));
+    assert!(
+        outcome.is_err(),
+        "a short body must not read as complete: {outcome:?}"
+    );
+    assert!(
+        server.wait_for_log("guest abandoned its response body", Duration::from_secs(10)),
+        "{}",
+        server.log()
+    );
+    let log = server.log();
+    let line = log.lines().find(|l| l.contains("abandoned")).unwrap();
+    assert!(line.contains("app=/"), "{line}");
+    assert_eq!(get(&server.url("/")).unwrap().body, "hello\n");
+    assert_other_app_serves(&server);
+}
+
+#[test]
+fn a_slow_streaming_response_does_not_hold_up_another_app() {
+    let server = fault_server();
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream
+        .write_all(b"GET /drip/8/250 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    // Read until the first line has arrived: the stream is under way.
+    let mut reply = Vec::new();
+    let mut buffer = [0u8; 1024];
+    while !String::from_utf8_lossy(&reply).contains("line 1\n") {
+        let n = stream.read(&mut buffer).unwrap();
+        assert!(n > 0, "{:?}", String::from_utf8_lossy(&reply));
+        reply.extend_from_slice(&buffer[..n]);
+    }
+    assert_other_app_serves(&server);
+    stream.read_to_end(&mut reply).unwrap();
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    for line in 1..=8 {
+        assert!(reply.contains(&format!("line {line}\n")), "{reply}");
+    }
+    assert!(reply.ends_with("\r\n0\r\n\r\n"), "{reply}");
 }
 
 #[test]
 fn ten_thousand_faults_give_back_every_slot_permit_and_megabyte() {
     // Two places to run and none to wait: a permit or a pool slot (1000)
     // kept by a faulting request would turn the good requests below away.
-    let server = Server::start(
-        WASMHOST,
-        &[
-            guest(Guest::Fault).to_str().unwrap(),
-            "--concurrency",
-            "2",
-            "--queue",
-            "0",
-        ],
-    );
+    let server = fault_server_with(&["--concurrency", "2", "--queue", "0"]);
     let url = server.url("/trap");
     let fault_all = |count: usize| {
         let threads: Vec<_> = (0..2)
@@ -140,4 +228,5 @@ fn ten_thousand_faults_give_back_every_slot_permit_and_megabyte() {
     for _ in 0..2 {
         assert_eq!(get(&server.url("/")).unwrap().body, "hello\n");
     }
+    assert_other_app_serves(&server);
 }

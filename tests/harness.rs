@@ -218,8 +218,11 @@ impl Server {
     /// Starts a prepared command (which must make the server print its
     /// address) and waits for its `serving on` line.
     pub fn spawn(mut command: Command) -> Server {
+        // The log level is the test's choice, not the environment's.
+        if command.get_envs().all(|(name, _)| name != "RUST_LOG") {
+            command.env_remove("RUST_LOG");
+        }
         let mut child = command
-            .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

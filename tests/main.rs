@@ -13,6 +13,7 @@ mod reload;
 mod reuse;
 mod serve;
 mod shutdown;
+mod timeouts;
 
 /// The binary under test, built by cargo for this test target.
 const WASMHOST: &str = env!("CARGO_BIN_EXE_wasmhost");

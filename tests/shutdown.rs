@@ -82,7 +82,9 @@ fn the_shutdown_timeout_cuts_requests_that_run_too_long() {
         "the cut request must fail"
     );
     assert!(
-        server.log().contains("shutdown timeout passed"),
+        server
+            .log()
+            .contains("shutdown timeout passed; cutting 1 connection(s)"),
         "{}",
         server.log()
     );
@@ -121,4 +123,69 @@ fn idle_keep_alive_connections_do_not_delay_shutdown() {
         "an idle connection held shutdown for {:?}",
         signalled.elapsed()
     );
+}
+
+#[test]
+fn sigterm_answers_running_and_queued_requests_and_closes_keep_alive_politely() {
+    // One request runs at a time; the rest queue. The debug log says when a
+    // request joins the queue.
+    let mut command = std::process::Command::new(WASMHOST);
+    command
+        .arg("serve")
+        .arg(guest(Guest::Fault))
+        .args(["--port", "0", "--concurrency", "1", "--queue", "8"])
+        .env("RUST_LOG", "info,wasmhost=debug");
+    let mut server = Server::spawn(command);
+
+    let mut running = TcpStream::connect(server.addr).unwrap();
+    write!(running, "GET /sleep/1500 HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    assert!(
+        server.wait_for_log("sleeping 1500 ms", Duration::from_secs(30)),
+        "{}",
+        server.log()
+    );
+    let queued: Vec<_> = (0..3)
+        .map(|_| {
+            let url = server.url("/sleep/100");
+            std::thread::spawn(move || {
+                get(&url)
+                    .map(|r| (r.status, r.body))
+                    .map_err(|e| e.to_string())
+            })
+        })
+        .collect();
+    assert!(
+        server.wait_for_count("request queued", 3, Duration::from_secs(30)),
+        "{}",
+        server.log()
+    );
+
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_for_log("shutting down", Duration::from_secs(10)));
+    assert!(
+        TcpStream::connect(server.addr).is_err(),
+        "new connections must be refused"
+    );
+    // The running request is answered, told the connection closes, and the
+    // connection is closed after it.
+    running
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut reply = Vec::new();
+    running.read_to_end(&mut reply).unwrap();
+    let reply = String::from_utf8_lossy(&reply).to_lowercase();
+    assert!(reply.starts_with("http/1.1 200"), "{reply}");
+    assert!(reply.contains("\r\nconnection: close\r\n"), "{reply}");
+    assert!(reply.contains("slept 1500 ms"), "{reply}");
+    for request in queued {
+        assert_eq!(
+            request.join().unwrap(),
+            Ok((200, "slept 100 ms\n".to_string()))
+        );
+    }
+    let status = server
+        .wait_exit(Duration::from_secs(20))
+        .expect("exits after draining");
+    assert_eq!(status.code(), Some(0), "{}", server.log());
+    assert!(server.log().contains("stopped"), "{}", server.log());
 }

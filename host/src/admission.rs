@@ -32,15 +32,17 @@ impl Admission {
     }
 
     /// A place to run, waiting for one if the queue has room; `None` if it
-    /// has none.
-    pub async fn admit(&self) -> Option<Admitted> {
+    /// has none. `app` names the app in the log.
+    pub async fn admit(&self, app: &str) -> Option<Admitted> {
         if let Ok(permit) = self.running.clone().try_acquire_owned() {
             return Some(Admitted { _permit: permit });
         }
-        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.queue {
+        let ahead = self.waiting.fetch_add(1, Ordering::AcqRel);
+        if ahead >= self.queue {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
+        tracing::debug!(app = %app, "request queued: all places taken, {ahead} waiting ahead of it");
         // Counted out again however the wait ends, the request's future
         // dropped by a client that went away included.
         let _waiting = Waiting(&self.waiting);
@@ -64,15 +66,15 @@ mod tests {
     #[tokio::test]
     async fn past_the_running_and_the_waiting_requests_one_is_turned_away() {
         let admission = Arc::new(Admission::new(1, 1));
-        let first = admission.admit().await.expect("a free place");
+        let first = admission.admit("/").await.expect("a free place");
         let waiter = tokio::spawn({
             let admission = admission.clone();
-            async move { admission.admit().await.is_some() }
+            async move { admission.admit("/").await.is_some() }
         });
         while admission.waiting.load(Ordering::Acquire) == 0 {
             tokio::task::yield_now().await;
         }
-        assert!(admission.admit().await.is_none(), "the queue is full");
+        assert!(admission.admit("/").await.is_none(), "the queue is full");
         drop(first);
         assert!(waiter.await.unwrap(), "the waiting request runs next");
         assert_eq!(admission.waiting.load(Ordering::Acquire), 0);

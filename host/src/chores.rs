@@ -94,10 +94,11 @@ fn retire(app: &App, instance: Instance) {
     }
 }
 
-type Refill = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// A refill under way, kept by the connection between polls.
+pub type Refill = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// The work requests on one connection left for it. The service pushes, the
-/// connection's task runs them between requests (see [`serve_with_chores`]).
+/// connection's task runs them between requests (`connection::drive`).
 #[derive(Default)]
 pub struct Chores {
     pending: Mutex<Vec<Aftermath>>,
@@ -119,8 +120,10 @@ impl Chores {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Runs what is pending until done or until a refill has to wait.
-    fn run(&self, refill: &mut Option<Refill>, cx: &mut Context<'_>) {
+    /// Runs what is pending until done or until a refill has to wait; call
+    /// it when the connection has nothing more to do for now (the response
+    /// is written and it waits for the client).
+    pub fn run(&self, refill: &mut Option<Refill>, cx: &mut Context<'_>) {
         loop {
             if let Some(running) = refill {
                 if running.as_mut().poll(cx).is_pending() {
@@ -136,29 +139,15 @@ impl Chores {
                 .map(|claim| Box::pin(claim.run()) as Refill);
         }
     }
-}
 
-/// Drives `connection` and, whenever it has nothing more to do for now (the
-/// response is written and it waits for the client), the chores its requests
-/// left. Returns the connection's own result.
-pub async fn serve_with_chores<F: Future>(connection: F, chores: Arc<Chores>) -> F::Output {
-    let mut connection = std::pin::pin!(connection);
-    let mut refill = None;
-    let output = std::future::poll_fn(|cx| {
-        let polled = connection.as_mut().poll(cx);
-        if polled.is_pending() {
-            chores.run(&mut refill, cx);
+    /// Runs everything left, once the connection is closed: nobody waits
+    /// on its task any more.
+    pub async fn finish(&self, refill: Option<Refill>) {
+        if let Some(running) = refill {
+            running.await;
         }
-        polled
-    })
-    .await;
-    // The connection is closed: nobody waits on this task any more, so what
-    // is left runs here, unhurried.
-    if let Some(running) = refill {
-        running.await;
+        while let Some(aftermath) = self.pop() {
+            aftermath.run().await;
+        }
     }
-    while let Some(aftermath) = chores.pop() {
-        aftermath.run().await;
-    }
-    output
 }

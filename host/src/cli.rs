@@ -142,6 +142,14 @@ pub struct ServeArgs {
     /// to be accepted [default: 10000]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections: Option<u64>,
+    /// Time a client has to send a request head, from its first byte (or
+    /// from connecting); a slower one is disconnected [default: 30s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
+    pub header_timeout: Option<Duration>,
+    /// How long a connection may stay open with no request running and
+    /// nothing arriving before it is closed [default: 75s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
+    pub keep_alive_timeout: Option<Duration>,
     /// Worker threads for the async runtime [default: one per CPU].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,

@@ -3,6 +3,7 @@
 //! names the flag, or the file and line, and what to do.
 
 use crate::cli::{MAX_SPARES, MountArg, ServeArgs, Source, parse_duration, parse_size};
+use crate::connection::{DEFAULT_TIMEOUTS, Timeouts};
 use crate::instances::Mode;
 use crate::limits::Limits;
 use crate::router::normalise_prefix;
@@ -31,6 +32,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Connections open at once, across listeners.
     pub max_connections: usize,
+    /// How long a connection may wait on its client.
+    pub timeouts: Timeouts,
     /// Watch component files and swap in new versions.
     pub reload: bool,
 }
@@ -122,6 +125,16 @@ pub fn for_serve(args: &ServeArgs) -> Result<Config> {
             .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
             .or(file.as_ref().and_then(|f| f.max_connections))
             .unwrap_or(server::DEFAULT_MAX_CONNECTIONS),
+        timeouts: Timeouts {
+            header: args
+                .header_timeout
+                .or(file.as_ref().and_then(|f| f.header_timeout))
+                .unwrap_or(DEFAULT_TIMEOUTS.header),
+            keep_alive: args
+                .keep_alive_timeout
+                .or(file.as_ref().and_then(|f| f.keep_alive_timeout))
+                .unwrap_or(DEFAULT_TIMEOUTS.keep_alive),
+        },
     })
 }
 
@@ -215,6 +228,8 @@ struct File {
     threads: Option<u16>,
     shutdown_timeout: Option<Duration>,
     max_connections: Option<usize>,
+    header_timeout: Option<Duration>,
+    keep_alive_timeout: Option<Duration>,
 }
 
 /// The file as written. Unknown keys are errors: a typo must not be ignored.
@@ -228,6 +243,8 @@ struct RawFile {
     threads: Option<Spanned<u16>>,
     shutdown_timeout: Option<Spanned<String>>,
     max_connections: Option<Spanned<usize>>,
+    header_timeout: Option<Spanned<String>>,
+    keep_alive_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -353,12 +370,23 @@ impl File {
             .map(|value| at_least_one(&value, "max_connections", &at))
             .transpose()?;
 
+        let header_timeout = raw
+            .header_timeout
+            .map(|value| positive_duration(&value, "header_timeout", &at))
+            .transpose()?;
+        let keep_alive_timeout = raw
+            .keep_alive_timeout
+            .map(|value| positive_duration(&value, "keep_alive_timeout", &at))
+            .transpose()?;
+
         Ok(File {
             listeners,
             mounts,
             threads,
             shutdown_timeout,
             max_connections,
+            header_timeout,
+            keep_alive_timeout,
         })
     }
 }
@@ -368,11 +396,7 @@ fn app_limits(entry: &RawApp, at: &impl Fn(Range<usize>) -> Origin) -> Result<Li
     let size = |value: &Spanned<String>, key: &str| {
         parse_size(value.get_ref()).map_err(|e| anyhow!("{}: {key}: {e}", at(value.span())))
     };
-    let duration = |value: &Spanned<String>, key: &str| match parse_duration(value.get_ref()) {
-        Ok(duration) if !duration.is_zero() => Ok(duration),
-        Ok(_) => Err(anyhow!("{}: {key} must be more than 0", at(value.span()))),
-        Err(e) => Err(anyhow!("{}: {key}: {e}", at(value.span()))),
-    };
+    let duration = |value: &Spanned<String>, key: &str| positive_duration(value, key, at);
     let mut limits = Limits::default();
     if let Some(value) = &entry.memory {
         limits.memory = size(value, "memory")?;
@@ -393,6 +417,19 @@ fn app_limits(entry: &RawApp, at: &impl Fn(Range<usize>) -> Origin) -> Result<Li
         limits.queue = *value.get_ref();
     }
     Ok(limits)
+}
+
+/// A duration that must not be zero, or the error naming its place and key.
+fn positive_duration(
+    value: &Spanned<String>,
+    key: &str,
+    at: &impl Fn(Range<usize>) -> Origin,
+) -> Result<Duration> {
+    match parse_duration(value.get_ref()) {
+        Ok(duration) if !duration.is_zero() => Ok(duration),
+        Ok(_) => Err(anyhow!("{}: {key} must be more than 0", at(value.span()))),
+        Err(e) => Err(anyhow!("{}: {key}: {e}", at(value.span()))),
+    }
 }
 
 /// A count that must not be zero, or the error naming its place and key.

@@ -8,6 +8,10 @@
 //! before it drops the store, so when the stream ends we can tell the two
 //! apart and turn a truncated end into an error, which makes hyper abort the
 //! response instead of terminating it properly.
+//!
+//! A body the guest itself abandons (`outgoing-body.finish` refused because
+//! fewer bytes were written than its `content-length` said) also ends in an
+//! error; that one is logged here, naming the app, since nothing else sees it.
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -34,11 +38,17 @@ impl FailureFlag {
 pub struct GuestBody<B> {
     inner: B,
     failure: FailureFlag,
+    /// The app's route, for the log.
+    app: Arc<str>,
 }
 
 impl<B> GuestBody<B> {
-    pub fn new(inner: B, failure: FailureFlag) -> Self {
-        Self { inner, failure }
+    pub fn new(inner: B, failure: FailureFlag, app: Arc<str>) -> Self {
+        Self {
+            inner,
+            failure,
+            app,
+        }
     }
 }
 
@@ -56,6 +66,12 @@ where
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(None) if self.failure.is_raised() => {
                 Poll::Ready(Some(Err(Error::HttpResponseIncomplete)))
+            }
+            Poll::Ready(Some(Err(error))) => {
+                if !self.failure.is_raised() {
+                    tracing::warn!(app = %self.app, "guest abandoned its response body ({error}); response cut");
+                }
+                Poll::Ready(Some(Err(error)))
             }
             other => other,
         }

@@ -85,7 +85,7 @@ pub async fn handle(
     if request.body().size_hint().lower() > body_limit {
         return too_large(&app, body_limit);
     }
-    let Some(admitted) = app.instances.admit().await else {
+    let Some(admitted) = app.instances.admit(&app.route).await else {
         return busy(&app);
     };
     let body_fault = BodyFault::default();
@@ -210,7 +210,8 @@ fn respond(
 ) -> Response<Body> {
     let fault = match response {
         Some(Ok(response)) => {
-            return response.map(|body| GuestBody::new(body, failure).boxed_unsync());
+            return response
+                .map(|body| GuestBody::new(body, failure, app.route.clone()).boxed_unsync());
         }
         Some(Err(code)) => {
             tracing::warn!(app = %app.route, "guest answered with error code {code:?}");

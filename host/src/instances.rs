@@ -223,8 +223,8 @@ impl Instances {
     }
 
     /// A place for a request to run, if the app has one or room to wait.
-    pub async fn admit(&self) -> Option<Admitted> {
-        self.admission.admit().await
+    pub async fn admit(&self, app: &str) -> Option<Admitted> {
+        self.admission.admit(app).await
     }
 
     pub fn spares(&self) -> usize {

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! TCP accept, one loop per listener (server)
-//!   -> hyper HTTP/1.1 + HTTP/2 connection (server)
+//!   -> hyper HTTP/1.1 + HTTP/2 connection; header and keep-alive timeouts,
+//!      work left by requests done between them (connection, chores)
 //!   -> route: longest mounted prefix, path rewritten, X-Forwarded-Prefix (router)
 //!   -> take a spare or idle instance, or a pool slot, a new Store (state) and
 //!      instantiate the app's ProxyPre (instances, app); call
@@ -25,6 +26,7 @@ pub mod cache;
 pub mod chores;
 pub mod cli;
 pub mod config;
+pub mod connection;
 pub mod engine;
 pub mod guest_body;
 pub mod guest_output;

@@ -126,15 +126,12 @@ async fn serve(
     let second = async {
         let _ = signals.second.await;
     };
-    let drained = server::serve(
-        listeners,
-        target,
-        config.max_connections,
-        first,
-        config.shutdown_timeout,
-        second,
-    )
-    .await;
+    let options = server::Options {
+        max_connections: config.max_connections,
+        timeouts: config.timeouts,
+        drain_timeout: config.shutdown_timeout,
+    };
+    let drained = server::serve(listeners, target, options, first, second).await;
     match drained {
         Drained::Clean => tracing::info!("stopped"),
         Drained::Cut => tracing::info!("stopped; some requests were cut"),

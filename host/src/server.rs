@@ -1,26 +1,23 @@
-//! Listening sockets and connections: accept, hand each connection to hyper's
-//! HTTP/1.1 + HTTP/2 builder, and on shutdown stop accepting and let the
-//! connections finish what they started.
+//! Listening sockets: accept, hand each connection to hyper's HTTP/1.1 +
+//! HTTP/2 builder and to `connection` to drive, and on shutdown stop
+//! accepting and wait for the connections to finish what they started.
 
-use crate::chores::{self, Chores};
+use crate::chores::Chores;
+use crate::connection::{self, Activity, Ended, Timeouts, Tracked, Watched};
 use crate::handler::{self, Target};
 use anyhow::{Result, anyhow};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
-
-/// A client that opened a connection must send its request head within this
-/// time, so idle or trickling sockets (slowloris) cannot pile up.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Bytes a request head may take (request line and headers); larger gets a
 /// 431. nginx's default `large_client_header_buffers` allows 4 × 8 KiB lines.
@@ -58,81 +55,91 @@ pub enum Drained {
     Cut,
 }
 
-/// Serves `target` on every listener, at most `max_connections` open at
-/// once across them, until `shutdown` resolves, then waits up to
-/// `drain_timeout` (or until `force` resolves) for requests in flight.
+/// How connections are served.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Connections open at once across listeners.
+    pub max_connections: usize,
+    pub timeouts: Timeouts,
+    /// After the shutdown signal, how long requests in flight may run.
+    pub drain_timeout: Duration,
+}
+
+/// Serves `target` on every listener until `shutdown` resolves, then waits
+/// up to the drain timeout (or until `force` resolves) for requests in
+/// flight.
 pub async fn serve(
     listeners: Vec<TcpListener>,
     target: Arc<Target>,
-    max_connections: usize,
+    options: Options,
     shutdown: impl Future<Output = ()>,
-    drain_timeout: Duration,
     force: impl Future<Output = ()>,
 ) -> Drained {
     let (stop, stopped) = watch::channel(false);
     let mut accept_loops = JoinSet::new();
-    let open = Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS)));
+    // Every open connection holds a permit, so all permits back means all
+    // connections closed.
+    let capacity = options
+        .max_connections
+        .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+    let open = Arc::new(Semaphore::new(capacity));
     for listener in listeners {
         accept_loops.spawn(accept_loop(
             listener,
             target.clone(),
             open.clone(),
+            options.timeouts,
             stopped.clone(),
         ));
     }
     shutdown.await;
     let _ = stop.send(true);
-
-    // Each accept loop hands back its connections once it has stopped
-    // accepting; then all of them drain together under one deadline.
-    let mut connections = Vec::new();
+    // Once the accept loops have stopped, no connection can start.
     while let Some(joined) = accept_loops.join_next().await {
-        match joined {
-            Ok(graceful) => connections.push(graceful),
-            Err(error) => tracing::error!("an accept loop failed: {error}"),
+        if let Err(error) = joined {
+            tracing::error!("an accept loop failed: {error}");
         }
     }
-    let open: usize = connections.iter().map(GracefulShutdown::count).sum();
-    if open > 0 {
+    let connections = capacity - open.available_permits();
+    if connections > 0 {
         tracing::info!(
-            "shutting down: waiting up to {drain_timeout:?} for {open} open connection(s)"
+            "shutting down: waiting up to {:?} for {connections} open connection(s)",
+            options.drain_timeout
         );
     }
-    let mut draining = JoinSet::new();
-    for graceful in connections {
-        draining.spawn(graceful.shutdown());
-    }
+    let all_closed = open.acquire_many(capacity as u32);
+    let cut = |why: &str| {
+        let left = capacity - open.available_permits();
+        tracing::warn!("{why}; cutting {left} connection(s) with requests still running");
+        Drained::Cut
+    };
     tokio::select! {
-        _ = draining.join_all() => Drained::Clean,
-        () = tokio::time::sleep(drain_timeout) => {
-            tracing::warn!("shutdown timeout passed; cutting the requests still running");
-            Drained::Cut
-        }
-        () = force => {
-            tracing::warn!("second signal; cutting the requests still running");
-            Drained::Cut
-        }
+        _ = all_closed => Drained::Clean,
+        () = tokio::time::sleep(options.drain_timeout) => cut("shutdown timeout passed"),
+        () = force => cut("second signal"),
     }
 }
 
 /// Accepts connections on one listener until `stopped` turns true, then
-/// closes the listener and returns the connections still open.
+/// closes the listener. Each connection, on a task of its own, is told to
+/// close through `stopped` too.
 async fn accept_loop(
     listener: TcpListener,
     target: Arc<Target>,
     open: Arc<Semaphore>,
+    timeouts: Timeouts,
     mut stopped: watch::Receiver<bool>,
-) -> GracefulShutdown {
+) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        // `connection` times request heads from their first byte.
+        .header_read_timeout(None)
         .max_buf_size(MAX_HEAD_BYTES)
         .max_headers(MAX_HEADERS)
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
-    let graceful = GracefulShutdown::new();
 
     loop {
         // The permit comes before `accept`: at the limit, new connections
@@ -156,28 +163,47 @@ async fn accept_loop(
         };
         // Small streamed chunks would otherwise wait up to 40 ms for Nagle.
         let _ = stream.set_nodelay(true);
-        let target = target.clone();
         let chores = Arc::new(Chores::default());
+        let activity = Arc::new(Activity::default());
         let service = service_fn({
+            let target = target.clone();
             let chores = chores.clone();
+            let activity = activity.clone();
             move |request| {
+                let running = activity.begin();
                 let target = target.clone();
                 let chores = chores.clone();
-                async move { Ok::<_, Infallible>(handler::handle(&target, &chores, request).await) }
+                async move {
+                    let response = handler::handle(&target, &chores, request).await;
+                    Ok::<_, Infallible>(response.map(|body| Tracked::new(body, running)))
+                }
             }
         });
+        let io = TokioIo::new(Watched::new(stream, activity.clone()));
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .serve_connection_with_upgrades(io, service)
             .into_owned();
-        let connection = graceful.watch(connection);
+        let stopped = stopped.clone();
         tokio::spawn(async move {
-            if let Err(error) = chores::serve_with_chores(connection, chores).await {
-                tracing::debug!("connection ended with an error: {error}");
+            let close = |connection: Pin<&mut _>| {
+                auto::UpgradeableConnection::graceful_shutdown(connection)
+            };
+            match connection::drive(connection, close, activity, chores, timeouts, stopped).await {
+                Ended::Closed(Ok(())) => {}
+                Ended::Closed(Err(error)) => {
+                    tracing::debug!("connection ended with an error: {error}");
+                }
+                Ended::HeadTimedOut => tracing::debug!(
+                    "closed a connection: no complete request head within {:?}",
+                    timeouts.header
+                ),
+                Ended::CloseTimedOut => {
+                    tracing::debug!("closed a connection that did not finish closing");
+                }
             }
             drop(permit);
         });
     }
-    graceful
 }
 
 async fn stop_requested(stopped: &mut watch::Receiver<bool>) {

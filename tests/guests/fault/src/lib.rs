@@ -15,6 +15,11 @@
 //! - `/loop`           computes forever without calling the host
 //! - `/alloc/<mib>`    allocates and touches that many MiB, then 200 `allocated <mib> MiB`
 //! - `/read-body`      reads the whole request body, then 200 `read <n> bytes`
+//! - `/drip/<n>/<ms>`  streams `n` lines, one every `ms` milliseconds
+//! - `/bad-headers`    tries to set an invalid header name and value, a
+//!                     forbidden header, an unparsable content-length and
+//!                     status 1000; 200 with what each call returned
+//! - `/short-body`     declares `content-length: 100`, writes 5 bytes, finishes
 
 use wasi::http::outgoing_handler;
 use wasi::http::types::{
@@ -59,6 +64,19 @@ impl wasi::exports::http::incoming_handler::Guest for Fault {
                 respond(out, 200, b"printed\n");
             }
             "/sandbox" => respond(out, 200, sandbox().as_bytes()),
+            "/bad-headers" => bad_headers(out),
+            "/short-body" => {
+                let headers = Fields::from_list(&[("content-length".into(), b"100".to_vec())]).unwrap();
+                let response = OutgoingResponse::new(headers);
+                let body = response.body().unwrap();
+                ResponseOutparam::set(out, Ok(response));
+                let stream = body.write().unwrap();
+                stream.blocking_write_and_flush(b"short").unwrap();
+                drop(stream);
+                // The host refuses to finish a body shorter than declared.
+                let finished = OutgoingBody::finish(body, None);
+                println!("short body finished: {finished:?}");
+            }
             "/seen" => respond(out, 200, seen(&request).as_bytes()),
             "/count" => {
                 let n = SERVED.fetch_add(1, Ordering::Relaxed) + 1;
@@ -69,6 +87,13 @@ impl wasi::exports::http::incoming_handler::Guest for Fault {
                 let mut x: u64 = 1;
                 loop {
                     x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+            }
+            _ if route.starts_with("/drip/") => {
+                let mut parts = route["/drip/".len()..].split('/').map(str::parse::<u64>);
+                match (parts.next(), parts.next()) {
+                    (Some(Ok(lines)), Some(Ok(ms))) => drip(out, lines, ms),
+                    _ => respond(out, 400, b"bad drip\n"),
                 }
             }
             _ if route.starts_with("/alloc/") => match route["/alloc/".len()..].parse::<usize>() {
@@ -126,6 +151,39 @@ fn read_all(request: IncomingRequest) -> usize {
             Err(StreamError::LastOperationFailed(e)) => panic!("reading body: {}", e.to_debug_string()),
         }
     }
+}
+
+fn drip(out: ResponseOutparam, lines: u64, ms: u64) {
+    let (body, stream) = start(out, 200);
+    for line in 1..=lines {
+        if line > 1 {
+            wasi::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
+        }
+        stream.blocking_write_and_flush(format!("line {line}\n").as_bytes()).unwrap();
+    }
+    drop(stream);
+    OutgoingBody::finish(body, None).unwrap();
+}
+
+/// Tries what wasi:http must refuse, and answers with what it said; a guest
+/// that ignores the errors still sends a valid response.
+fn bad_headers(out: ResponseOutparam) {
+    let fields = Fields::new();
+    let name = fields.append("bad name", b"x");
+    let value = fields.append("x-bad-value", b"a\r\nInjected: yes");
+    let forbidden = fields.append("connection", b"close");
+    let length = fields.append("content-length", b"a lot");
+    let response = OutgoingResponse::new(fields);
+    let status = response.set_status_code(1000);
+    let text = format!(
+        "name={name:?}\nvalue={value:?}\nforbidden={forbidden:?}\nlength={length:?}\nstatus={status:?}\n"
+    );
+    let body = response.body().unwrap();
+    ResponseOutparam::set(out, Ok(response));
+    let stream = body.write().unwrap();
+    stream.blocking_write_and_flush(text.as_bytes()).unwrap();
+    drop(stream);
+    OutgoingBody::finish(body, None).unwrap();
 }
 
 fn echo(request: IncomingRequest, out: ResponseOutparam) {

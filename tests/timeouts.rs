@@ -1,0 +1,141 @@
+//! Connection timeouts: a client gets `--header-timeout` to send a request
+//! head, counted from its first byte; a connection with nothing running and
+//! nothing arriving is closed after `--keep-alive-timeout`. Neither cuts a
+//! request or response that is slow but moving, and the server serves on.
+
+use crate::WASMHOST;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+use wasmhost_tests::{Guest, Server, get, guest};
+
+fn fault_server(flags: &[&str]) -> Server {
+    let mut args = vec![guest(Guest::Fault).to_str().unwrap()];
+    args.extend_from_slice(flags);
+    Server::start(WASMHOST, &args)
+}
+
+/// Reads one chunked response (the fault guest's kind) off a keep-alive
+/// connection; its text, head included.
+fn read_chunked_reply(stream: &mut TcpStream) -> String {
+    let mut reply = Vec::new();
+    let mut byte = [0u8; 1];
+    while !reply.ends_with(b"\r\n0\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => reply.push(byte[0]),
+            other => panic!(
+                "connection ended after {:?}: {other:?}",
+                String::from_utf8_lossy(&reply)
+            ),
+        }
+    }
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+/// Waits for the server to close `stream`; how long that took, and what it
+/// sent meanwhile.
+fn time_to_close(stream: &mut TcpStream) -> (Duration, Vec<u8>) {
+    let start = Instant::now();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut sent = Vec::new();
+    match stream.read_to_end(&mut sent) {
+        Ok(_) => (start.elapsed(), sent),
+        Err(error) => panic!("not closed within 20 s: {error}"),
+    }
+}
+
+const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+
+#[test]
+fn an_idle_connection_is_closed_after_the_keep_alive_timeout() {
+    let server = fault_server(&["--keep-alive-timeout", "1s", "--header-timeout", "30s"]);
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream.write_all(GET).unwrap();
+    assert!(read_chunked_reply(&mut stream).starts_with("HTTP/1.1 200"));
+    let (waited, sent) = time_to_close(&mut stream);
+    assert!(sent.is_empty(), "{:?}", String::from_utf8_lossy(&sent));
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(10),
+        "closed after {waited:?}"
+    );
+    assert_eq!(get(&server.url("/")).unwrap().body, "hello\n");
+}
+
+#[test]
+fn a_pause_between_requests_is_not_header_time() {
+    let server = fault_server(&["--header-timeout", "1s", "--keep-alive-timeout", "30s"]);
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream.write_all(GET).unwrap();
+    assert!(read_chunked_reply(&mut stream).starts_with("HTTP/1.1 200"));
+    // The pause is what is under test: twice the header timeout, well
+    // within the keep-alive timeout.
+    std::thread::sleep(Duration::from_secs(2));
+    stream.write_all(GET).unwrap();
+    assert!(read_chunked_reply(&mut stream).starts_with("HTTP/1.1 200"));
+}
+
+#[test]
+fn a_client_slow_to_send_its_head_is_disconnected_at_the_header_timeout() {
+    let server = fault_server(&["--header-timeout", "1s", "--keep-alive-timeout", "30s"]);
+    let silent = TcpStream::connect(server.addr).unwrap();
+    let mut trickling = TcpStream::connect(server.addr).unwrap();
+    trickling
+        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n")
+        .unwrap();
+    // A second request started on a kept-alive connection, never finished.
+    let mut kept = TcpStream::connect(server.addr).unwrap();
+    kept.write_all(GET).unwrap();
+    assert!(read_chunked_reply(&mut kept).starts_with("HTTP/1.1 200"));
+    kept.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+
+    for (what, mut stream) in [
+        ("silent", silent),
+        ("trickling", trickling),
+        ("kept-alive", kept),
+    ] {
+        let (waited, sent) = time_to_close(&mut stream);
+        assert!(
+            sent.is_empty(),
+            "{what}: {:?}",
+            String::from_utf8_lossy(&sent)
+        );
+        assert!(
+            waited < Duration::from_secs(10),
+            "{what}: closed after {waited:?}"
+        );
+    }
+    assert_eq!(get(&server.url("/")).unwrap().body, "hello\n");
+}
+
+#[test]
+fn slow_bodies_either_way_outlast_the_connection_timeouts() {
+    let server = fault_server(&["--header-timeout", "1s", "--keep-alive-timeout", "1s"]);
+
+    // A response that takes 2 s to stream.
+    let reply = get(&server.url("/drip/6/400")).unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.body,
+        "line 1\nline 2\nline 3\nline 4\nline 5\nline 6\n"
+    );
+
+    // A request body that takes 2 s to arrive.
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream
+        .write_all(b"POST /read-body HTTP/1.1\r\nHost: t\r\nContent-Length: 6\r\n\r\n")
+        .unwrap();
+    for byte in b"abcdef" {
+        stream.write_all(&[*byte]).unwrap();
+        // The pace is what is under test: slower than either timeout allows
+        // an idle client, yet the request is running all along.
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    let reply = read_chunked_reply(&mut stream);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains("read 6 bytes"), "{reply}");
+}
