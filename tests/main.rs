@@ -6,6 +6,7 @@ mod config;
 mod connections;
 mod errors;
 mod faults;
+mod forwarding;
 mod graft;
 mod limits;
 mod pool;

@@ -142,6 +142,17 @@ pub struct ServeArgs {
     /// to be accepted [default: 10000]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections: Option<u64>,
+    /// Believe X-Forwarded-For, X-Real-IP, X-Forwarded-Proto and
+    /// X-Forwarded-Host from peers in this network (e.g. `127.0.0.1`,
+    /// `10.0.0.0/8`); repeatable. From anyone else they are replaced with
+    /// what the socket says [default: none]
+    #[arg(long = "trusted-proxy", value_name = "CIDR", value_parser = crate::forwarded::parse_network)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Write a line per request, in the combined log format plus duration
+    /// and app, to FILE (appended), `-` (standard output) or `off`
+    /// [default: off]
+    #[arg(long, value_name = "FILE|-|off", value_parser = crate::access_log::Destination::parse)]
+    pub access_log: Option<crate::access_log::Destination>,
     /// Time a client has to send a request head, from its first byte (or
     /// from connecting); a slower one is disconnected [default: 30s]
     #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]

@@ -2,8 +2,10 @@
 //! `wasmhost.toml`, built in one place. Flags override the file. Every error
 //! names the flag, or the file and line, and what to do.
 
+use crate::access_log::Destination;
 use crate::cli::{MAX_SPARES, MountArg, ServeArgs, Source, parse_duration, parse_size};
 use crate::connection::{DEFAULT_TIMEOUTS, Timeouts};
+use crate::forwarded::{TrustedProxies, parse_network};
 use crate::instances::Mode;
 use crate::limits::Limits;
 use crate::router::normalise_prefix;
@@ -34,6 +36,9 @@ pub struct Config {
     pub max_connections: usize,
     /// How long a connection may wait on its client.
     pub timeouts: Timeouts,
+    /// Peers whose forwarding headers are believed.
+    pub trusted_proxies: TrustedProxies,
+    pub access_log: Destination,
     /// Watch component files and swap in new versions.
     pub reload: bool,
 }
@@ -125,6 +130,18 @@ pub fn for_serve(args: &ServeArgs) -> Result<Config> {
             .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
             .or(file.as_ref().and_then(|f| f.max_connections))
             .unwrap_or(server::DEFAULT_MAX_CONNECTIONS),
+        trusted_proxies: TrustedProxies::new(if args.trusted_proxies.is_empty() {
+            file.as_ref()
+                .map(|f| f.trusted_proxies.clone())
+                .unwrap_or_default()
+        } else {
+            args.trusted_proxies.clone()
+        }),
+        access_log: args
+            .access_log
+            .clone()
+            .or(file.as_ref().and_then(|f| f.access_log.clone()))
+            .unwrap_or_default(),
         timeouts: Timeouts {
             header: args
                 .header_timeout
@@ -230,6 +247,8 @@ struct File {
     max_connections: Option<usize>,
     header_timeout: Option<Duration>,
     keep_alive_timeout: Option<Duration>,
+    trusted_proxies: Vec<ipnet::IpNet>,
+    access_log: Option<Destination>,
 }
 
 /// The file as written. Unknown keys are errors: a typo must not be ignored.
@@ -245,6 +264,9 @@ struct RawFile {
     max_connections: Option<Spanned<usize>>,
     header_timeout: Option<Spanned<String>>,
     keep_alive_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    trusted_proxies: Vec<Spanned<String>>,
+    access_log: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -379,7 +401,31 @@ impl File {
             .map(|value| positive_duration(&value, "keep_alive_timeout", &at))
             .transpose()?;
 
+        let trusted_proxies = raw
+            .trusted_proxies
+            .iter()
+            .map(|value| {
+                parse_network(value.get_ref())
+                    .map_err(|e| anyhow!("{}: trusted_proxies: {e}", at(value.span())))
+            })
+            .collect::<Result<_>>()?;
+
+        let access_log = raw
+            .access_log
+            .map(|value| {
+                Destination::parse(value.get_ref())
+                    .map_err(|e| anyhow!("{}: access_log: {e}", at(value.span())))
+            })
+            .transpose()?
+            .map(|destination| match destination {
+                // Relative to the file, like components.
+                Destination::File(path) => Destination::File(base.join(path)),
+                other => other,
+            });
+
         Ok(File {
+            access_log,
+            trusted_proxies,
             listeners,
             mounts,
             threads,

@@ -13,7 +13,9 @@
 //! cannot tell an idle keep-alive connection from a slow client; it is off,
 //! and the clock here tells them apart by what the socket and the service saw.
 
+use crate::access_log::Record;
 use crate::chores::Chores;
+use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 use std::future::Future;
 use std::io::IoSlice;
@@ -91,17 +93,20 @@ impl Drop for Running {
 }
 
 /// A response body that keeps its request running until hyper has sent it
-/// (or dropped it), so a long response never looks like an idle connection.
+/// (or dropped it), so a long response never looks like an idle connection;
+/// its access-log record, if any, counts the bytes and is written then.
 pub struct Tracked<B> {
     body: B,
     _running: Running,
+    record: Option<Box<Record>>,
 }
 
 impl<B> Tracked<B> {
-    pub fn new(body: B, running: Running) -> Self {
+    pub fn new(body: B, running: Running, record: Option<Box<Record>>) -> Self {
         Self {
             body,
             _running: running,
+            record,
         }
     }
 }
@@ -114,7 +119,13 @@ impl<B: Body + Unpin> Body for Tracked<B> {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let (Some(record), Poll::Ready(Some(Ok(frame)))) = (&mut self.record, &polled)
+            && let Some(data) = frame.data_ref()
+        {
+            record.sent(data.remaining());
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -64,6 +64,7 @@ enum Fault {
 pub async fn handle(
     target: &Target,
     chores: &Chores,
+    https: bool,
     mut request: http::Request<Incoming>,
 ) -> Response<Body> {
     let app = match mount(&target.routes.load(), &mut request) {
@@ -101,7 +102,8 @@ pub async fn handle(
     let (sender, mut receiver) = tokio::sync::oneshot::channel();
     let resources = {
         let mut http = instance.store.data_mut().http();
-        http.new_incoming_request(Scheme::Http, request)
+        let scheme = if https { Scheme::Https } else { Scheme::Http };
+        http.new_incoming_request(scheme, request)
             .and_then(|req| Ok((req, http.new_response_outparam(sender)?)))
     };
     let (guest_request, outparam) = match resources {

@@ -20,6 +20,7 @@
 //! versions into the route table. `config` turns flags and `wasmhost.toml`
 //! into one validated `Config`; `serve` wires it all together.
 
+pub mod access_log;
 pub mod admission;
 pub mod app;
 pub mod cache;
@@ -28,6 +29,7 @@ pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod engine;
+pub mod forwarded;
 pub mod guest_body;
 pub mod guest_output;
 pub mod handler;

@@ -2,6 +2,7 @@
 //! app, then either report the route table (`check`) or bind, serve until a
 //! signal, drain and exit (`serve`).
 
+use crate::access_log::AccessLog;
 use crate::app::{self, App, Tier};
 use crate::cache::{self, Cache};
 use crate::cli::{ServeArgs, Source};
@@ -52,6 +53,7 @@ async fn serve(
     reread: reload::Reread,
 ) -> Result<()> {
     let signals = signals::install()?;
+    let access_log = AccessLog::open(&config.access_log)?;
     let pool = PoolSize::default();
     let engines = Arc::new(Engines::new(pool, cache));
 
@@ -130,6 +132,8 @@ async fn serve(
         max_connections: config.max_connections,
         timeouts: config.timeouts,
         drain_timeout: config.shutdown_timeout,
+        trusted_proxies: Arc::new(config.trusted_proxies.clone()),
+        access_log: access_log.map(Arc::new),
     };
     let drained = server::serve(listeners, target, options, first, second).await;
     match drained {

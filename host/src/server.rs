@@ -2,10 +2,13 @@
 //! HTTP/2 builder and to `connection` to drive, and on shutdown stop
 //! accepting and wait for the connections to finish what they started.
 
+use crate::access_log::AccessLog;
 use crate::chores::Chores;
 use crate::connection::{self, Activity, Ended, Timeouts, Tracked, Watched};
+use crate::forwarded::{Forwarding, TrustedProxies};
 use crate::handler::{self, Target};
 use anyhow::{Result, anyhow};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -56,13 +59,16 @@ pub enum Drained {
 }
 
 /// How connections are served.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Options {
     /// Connections open at once across listeners.
     pub max_connections: usize,
     pub timeouts: Timeouts,
     /// After the shutdown signal, how long requests in flight may run.
     pub drain_timeout: Duration,
+    /// Peers whose forwarding headers are believed.
+    pub trusted_proxies: Arc<TrustedProxies>,
+    pub access_log: Option<Arc<AccessLog>>,
 }
 
 /// Serves `target` on every listener until `shutdown` resolves, then waits
@@ -88,7 +94,7 @@ pub async fn serve(
             listener,
             target.clone(),
             open.clone(),
-            options.timeouts,
+            options.clone(),
             stopped.clone(),
         ));
     }
@@ -127,9 +133,10 @@ async fn accept_loop(
     listener: TcpListener,
     target: Arc<Target>,
     open: Arc<Semaphore>,
-    timeouts: Timeouts,
+    options: Options,
     mut stopped: watch::Receiver<bool>,
 ) {
+    let timeouts = options.timeouts;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -151,9 +158,9 @@ async fn accept_loop(
             },
             () = stop_requested(&mut stopped) => break,
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
+                Ok(accepted) => accepted,
                 Err(error) => {
                     accept_failed(error).await;
                     continue;
@@ -165,17 +172,26 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let chores = Arc::new(Chores::default());
         let activity = Arc::new(Activity::default());
+        let forwarding = Forwarding::new(peer, &options.trusted_proxies, false);
         let service = service_fn({
             let target = target.clone();
             let chores = chores.clone();
             let activity = activity.clone();
-            move |request| {
+            let access_log = options.access_log.clone();
+            move |mut request: http::Request<Incoming>| {
                 let running = activity.begin();
+                let client = forwarding.apply(request.headers_mut());
+                let mut record = access_log.as_ref().map(|log| {
+                    Box::new(log.begin(&request, client.ip, &app_of(&target, &request)))
+                });
                 let target = target.clone();
                 let chores = chores.clone();
                 async move {
-                    let response = handler::handle(&target, &chores, request).await;
-                    Ok::<_, Infallible>(response.map(|body| Tracked::new(body, running)))
+                    let response = handler::handle(&target, &chores, client.https, request).await;
+                    if let Some(record) = &mut record {
+                        record.set_status(response.status().as_u16());
+                    }
+                    Ok::<_, Infallible>(response.map(|body| Tracked::new(body, running, record)))
                 }
             }
         });
@@ -203,6 +219,15 @@ async fn accept_loop(
             }
             drop(permit);
         });
+    }
+}
+
+/// The route of the app a request goes to, for the access log; `-` if none.
+fn app_of<B>(target: &Target, request: &http::Request<B>) -> String {
+    let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    match target.routes.load().route(path) {
+        Ok(routed) => routed.prefix.to_string(),
+        Err(_) => "-".to_string(),
     }
 }
 

@@ -10,7 +10,7 @@
 //! - `/echo`           streams the request body back
 //! - `/print`          writes to stdout and stderr, then 200
 //! - `/sandbox`        reports what the sandbox grants: env, preopens, outbound HTTP
-//! - `/seen`           reports the method, path and headers it received
+//! - `/seen`           reports the method, scheme, path and headers it received
 //! - `/count`          how many requests this instance has served, this one included
 //! - `/loop`           computes forever without calling the host
 //! - `/alloc/<mib>`    allocates and touches that many MiB, then 200 `allocated <mib> MiB`
@@ -229,8 +229,9 @@ fn sandbox() -> String {
 
 fn seen(request: &IncomingRequest) -> String {
     let mut text = format!(
-        "method={:?}\npath={}\n",
+        "method={:?}\nscheme={:?}\npath={}\n",
         request.method(),
+        request.scheme(),
         request.path_with_query().unwrap_or_default()
     );
     for (name, value) in request.headers().entries() {
