@@ -3,7 +3,7 @@
 //! from its log, and talks real HTTP to it. On drop a server is killed and its
 //! log printed, so a failing test shows what the server said.
 
-pub use {libc, tempfile, ureq};
+pub use {libc, socket2, tempfile, ureq};
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -448,4 +448,93 @@ pub fn get_concurrently(url: &str, count: usize) -> Vec<Result<(u16, String), St
 
 pub fn post(url: &str, body: &[u8]) -> Result<Reply, ureq::Error> {
     read(client().post(url).send(body)?)
+}
+
+/// A real nginx, run in the foreground from a config `wasmhost nginx
+/// --standalone` wrote, with everything under its own directory. Stopped
+/// (SIGTERM, so its workers go too) on drop, its error log printed if the
+/// test failed.
+pub struct Nginx {
+    child: Child,
+    pub addr: SocketAddr,
+    dir: PathBuf,
+}
+
+impl Nginx {
+    /// Writes `config` to `dir/nginx.conf` and runs nginx from `dir` until
+    /// it accepts connections on `addr`.
+    pub fn start(dir: &Path, config: &str, addr: SocketAddr) -> Nginx {
+        for sub in ["logs", "tmp"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        let conf = dir.join("nginx.conf");
+        std::fs::write(&conf, config).unwrap();
+        let child = Command::new(nginx_binary())
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(&conf)
+            .args(["-e", "logs/error.log", "-g", "daemon off;"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("running nginx (apt-get install nginx)");
+        let nginx = Nginx {
+            child,
+            addr,
+            dir: dir.to_path_buf(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nginx did not listen on {addr}:\n{}",
+                nginx.error_log()
+            );
+            // Polling the port: nginx has no other way to say it is up.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        nginx
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("logs/error.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on a child we spawned and have not reaped.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        if wait_child(&mut self.child, Duration::from_secs(10)).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("---- nginx error log ----\n{}----", self.error_log());
+        }
+    }
+}
+
+/// nginx from PATH, or where Debian puts it (/usr/sbin is not on every PATH).
+pub fn nginx_binary() -> PathBuf {
+    let on_path = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("nginx"))
+            .find(|candidate| candidate.is_file())
+    });
+    on_path.unwrap_or_else(|| PathBuf::from("/usr/sbin/nginx"))
+}
+
+/// A loopback port free now, for a server that cannot report the one it
+/// bound (nginx).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

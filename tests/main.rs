@@ -9,6 +9,7 @@ mod faults;
 mod forwarding;
 mod graft;
 mod limits;
+mod nginx;
 mod pool;
 mod reload;
 mod reuse;

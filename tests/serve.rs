@@ -106,7 +106,7 @@ fn guest_sees_method_path_query_and_headers() {
         .read_to_string()
         .unwrap();
     assert!(
-        reply.starts_with("method=Method::Get\npath=/seen?x=1&y=2\n"),
+        reply.starts_with("method=Method::Get\nscheme=Some(Scheme::Http)\npath=/seen?x=1&y=2\n"),
         "{reply}"
     );
     assert!(reply.contains("x-custom: value 1\n"), "{reply}");

@@ -189,3 +189,28 @@ fn sigterm_answers_running_and_queued_requests_and_closes_keep_alive_politely() 
     assert_eq!(status.code(), Some(0), "{}", server.log());
     assert!(server.log().contains("stopped"), "{}", server.log());
 }
+
+#[test]
+fn a_request_on_an_idle_connection_after_sigterm_is_answered_and_closes_it() {
+    // Closing an idle HTTP/1 connection at once would race a client (a
+    // proxy) sending on it; it stays open a moment, and what arrives is
+    // answered with `Connection: close`.
+    let mut server = fault_server(&[]);
+    let mut idle = TcpStream::connect(server.addr).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(idle, "GET / HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    let mut first = [0u8; 256];
+    let n = idle.read(&mut first).unwrap();
+    assert!(first[..n].starts_with(b"HTTP/1.1 200"));
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_for_log("shutting down", Duration::from_secs(10)));
+    write!(idle, "GET /count HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    let mut reply = Vec::new();
+    idle.read_to_end(&mut reply).unwrap();
+    let reply = String::from_utf8_lossy(&reply).to_lowercase();
+    assert!(reply.starts_with("http/1.1 200"), "{reply}");
+    assert!(reply.contains("\r\nconnection: close\r\n"), "{reply}");
+    let status = server.wait_exit(Duration::from_secs(20)).expect("exits");
+    assert_eq!(status.code(), Some(0), "{}", server.log());
+}

@@ -25,6 +25,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Load and validate every component and print the route table; serve nothing.
     Check(Source),
+    /// Print an nginx config that fronts the same configuration `serve`
+    /// takes: its listeners as upstream servers, its apps as locations.
+    Nginx(NginxArgs),
 }
 
 /// What to serve: a component at `/`, mounts, a config file, or a mix (flags
@@ -169,6 +172,35 @@ pub struct ServeArgs {
     /// cut, e.g. `30s`, `500ms` [default: 30s].
     #[arg(long, value_parser = parse_duration)]
     pub shutdown_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct NginxArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+
+    /// Each listener stands for N wasmhost processes on consecutive ports
+    /// (8080, 8081, …), all upstream servers.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub upstream: u16,
+
+    /// Where nginx listens: PORT or IP:PORT.
+    #[arg(long, value_name = "[IP:]PORT", default_value = "80")]
+    pub nginx_listen: String,
+
+    /// nginx's server_name.
+    #[arg(long, value_name = "NAME", default_value = "_")]
+    pub server_name: String,
+
+    /// The directory nginx serves /static/ and /favicon.ico from.
+    #[arg(long, value_name = "DIR", default_value = "/srv/wasmhost/static")]
+    pub static_root: PathBuf,
+
+    /// Print a complete nginx.conf for running nginx as any user, with its
+    /// pid, logs and temp files under one directory (nginx -p DIR), instead
+    /// of the part that goes in an existing nginx's http block.
+    #[arg(long)]
+    pub standalone: bool,
 }
 
 /// A duration that must not be zero: a limit of nothing serves nothing.

@@ -93,6 +93,14 @@ impl fmt::Display for Origin {
 
 /// The `serve` configuration.
 pub fn for_serve(args: &ServeArgs) -> Result<Config> {
+    let config = for_nginx(args)?;
+    require_some(&config.mounts)?;
+    Ok(config)
+}
+
+/// The configuration `nginx` writes a front for: as `serve`'s, but it may
+/// have no apps (the front then proxies everything to the listeners).
+pub fn for_nginx(args: &ServeArgs) -> Result<Config> {
     let file = args.source.config.as_deref().map(File::load).transpose()?;
     let mounts = mounts(&args.source, file.as_ref())?;
 
@@ -158,7 +166,19 @@ pub fn for_serve(args: &ServeArgs) -> Result<Config> {
 /// The mounts `check` validates.
 pub fn for_check(source: &Source) -> Result<Vec<Mount>> {
     let file = source.config.as_deref().map(File::load).transpose()?;
-    mounts(source, file.as_ref())
+    let mounts = mounts(source, file.as_ref())?;
+    require_some(&mounts)?;
+    Ok(mounts)
+}
+
+fn require_some(mounts: &[Mount]) -> Result<()> {
+    if mounts.is_empty() {
+        bail!(
+            "nothing to serve: give a component (wasmhost serve app.wasm), \
+             --mount PREFIX=FILE, or --config wasmhost.toml with [[app]] entries"
+        );
+    }
+    Ok(())
 }
 
 /// The file's mounts, then the flags': a flag for a route the file also has
@@ -219,12 +239,6 @@ fn mounts(source: &Source, file: Option<&File>) -> Result<Vec<Mount>> {
         limits.body = source.body_limit.unwrap_or(limits.body);
         limits.concurrency = source.concurrency.unwrap_or(limits.concurrency);
         limits.queue = source.queue.unwrap_or(limits.queue);
-    }
-    if mounts.is_empty() {
-        bail!(
-            "nothing to serve: give a component (wasmhost serve app.wasm), \
-             --mount PREFIX=FILE, or --config wasmhost.toml with [[app]] entries"
-        );
     }
     Ok(mounts)
 }

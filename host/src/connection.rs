@@ -7,7 +7,16 @@
 //!   trickling client (slowloris) is closed;
 //! - a connection with no request running and no byte arriving for
 //!   `keep_alive_timeout` is closed politely (HTTP/2 gets a GOAWAY);
-//! - on shutdown it is asked to finish what it started and close.
+//! - on shutdown it finishes what it started and closes (below).
+//!
+//! Closing an idle HTTP/1 connection races the client: a request it sends
+//! as the close is on its way is lost, and a proxy cannot retry a POST it
+//! has sent (nginx logs "upstream prematurely closed connection"). HTTP/1
+//! has no way to say "closing" except on a response, so on shutdown an
+//! HTTP/1 connection is not closed while idle: every response from then on
+//! carries `Connection: close` (the server adds it), so the client closes
+//! in step with us, and a connection nobody sends on for `SHUTDOWN_LINGER`
+//! is closed then. HTTP/2 says it with GOAWAY at once.
 //!
 //! hyper's own header timer starts when the connection goes idle, so it
 //! cannot tell an idle keep-alive connection from a slow client; it is off,
@@ -47,10 +56,19 @@ pub const DEFAULT_TIMEOUTS: Timeouts = Timeouts {
     keep_alive: Duration::from_secs(75),
 };
 
+/// On shutdown, how long an idle HTTP/1 connection is left open for its
+/// client to send one more request (answered with `Connection: close`).
+/// Under load a proxy uses every kept-alive connection well within it.
+pub const SHUTDOWN_LINGER: Duration = Duration::from_secs(1);
+
 /// What the socket and the service have seen, for the clock. Written on
 /// the connection's own task (atomics only to make it `Sync`).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Activity {
+    /// The server is shutting down (shared by every connection).
+    stopping: Arc<AtomicBool>,
+    /// The client has spoken HTTP/2 (which can be told to close at once).
+    http2: AtomicBool,
     /// Requests whose response is not yet sent in full.
     in_flight: AtomicUsize,
     /// A request ended since the clock last looked: it may have begun and
@@ -61,9 +79,22 @@ pub struct Activity {
 }
 
 impl Activity {
+    pub fn new(stopping: Arc<AtomicBool>) -> Self {
+        Self {
+            stopping,
+            http2: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            ended: AtomicBool::new(false),
+            arrived: AtomicBool::new(false),
+        }
+    }
+
     /// Marks a request running until the returned guard (kept with its
     /// response body) is dropped.
-    pub fn begin(self: &Arc<Self>) -> Running {
+    pub fn begin(self: &Arc<Self>, version: http::Version) -> Running {
+        if version == http::Version::HTTP_2 {
+            self.http2.store(true, Ordering::Relaxed);
+        }
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         Running(self.clone())
     }
@@ -84,6 +115,14 @@ impl Activity {
 /// A request still being answered.
 #[derive(Debug)]
 pub struct Running(Arc<Activity>);
+
+impl Running {
+    /// The server is shutting down: the response should close the
+    /// connection.
+    pub fn stopping(&self) -> bool {
+        self.0.stopping.load(Ordering::Relaxed)
+    }
+}
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -212,7 +251,8 @@ enum Phase {
 struct Clock {
     timeouts: Timeouts,
     phase: Phase,
-    /// Asked to close: whatever it waits for, it gets a header timeout.
+    /// Closing: an idle connection gets `SHUTDOWN_LINGER`, a request head
+    /// on its way the header timeout.
     closing: bool,
     since: Instant,
     timer: Pin<Box<Sleep>>,
@@ -251,7 +291,7 @@ impl Clock {
         self.since = Instant::now();
     }
 
-    /// The connection was asked to close: its time starts again, shorter.
+    /// The connection is closing: its time starts again, shorter.
     fn closing(&mut self) {
         self.closing = true;
         self.since = Instant::now();
@@ -262,7 +302,7 @@ impl Clock {
     fn poll_expired(&mut self, cx: &mut Context<'_>) -> Option<Phase> {
         let limit = match self.phase {
             Phase::Busy => return None,
-            _ if self.closing => self.timeouts.header,
+            Phase::Idle if self.closing => SHUTDOWN_LINGER,
             Phase::Idle => self.timeouts.keep_alive,
             Phase::Head => self.timeouts.header,
         };
@@ -287,15 +327,16 @@ pub enum Ended<E> {
     Closed(Result<(), E>),
     /// No complete request head in time: dropped.
     HeadTimedOut,
-    /// Asked to close, it did not finish in time: dropped.
-    CloseTimedOut,
+    /// Closing, it stayed idle (or did not finish) for `SHUTDOWN_LINGER`:
+    /// dropped.
+    Lingered,
 }
 
 /// Drives `connection` to its end. `close` asks it to finish the requests it
 /// has and close (hyper's graceful shutdown); that happens when it has been
-/// idle for the keep-alive timeout, or when `stop` turns true. A connection
-/// that does not finish closing within a header timeout of idleness after
-/// that, or whose client takes too long over a request head, is dropped.
+/// idle for the keep-alive timeout, or, for HTTP/2, when `stop` turns true.
+/// A closing connection idle for `SHUTDOWN_LINGER`, or whose client takes
+/// too long over a request head, is dropped.
 pub async fn drive<C, E>(
     connection: C,
     mut close: impl FnMut(Pin<&mut C>),
@@ -317,7 +358,9 @@ where
     let ended = std::future::poll_fn(|cx| {
         loop {
             if !clock.closing && stopping.as_mut().poll(cx).is_ready() {
-                close(connection.as_mut());
+                if activity.http2.load(Ordering::Relaxed) {
+                    close(connection.as_mut());
+                }
                 clock.closing();
             }
             if let Poll::Ready(result) = connection.as_mut().poll(cx) {
@@ -327,8 +370,8 @@ where
             clock.observe(&activity);
             match clock.poll_expired(cx) {
                 None => return Poll::Pending,
-                Some(_) if clock.closing => return Poll::Ready(Ended::CloseTimedOut),
                 Some(Phase::Head) => return Poll::Ready(Ended::HeadTimedOut),
+                Some(_) if clock.closing => return Poll::Ready(Ended::Lingered),
                 Some(_) => {
                     // Idle: close politely, then poll again, since closing
                     // an idle HTTP/1 connection finishes it at once.

@@ -36,6 +36,7 @@ pub mod handler;
 pub mod instances;
 pub mod limits;
 pub mod logging;
+pub mod nginx;
 pub mod reload;
 pub mod request_body;
 pub mod router;
@@ -52,5 +53,6 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Check(source) => serve::check(source),
+        Command::Nginx(args) => nginx::run(args),
     }
 }

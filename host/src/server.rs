@@ -8,6 +8,7 @@ use crate::connection::{self, Activity, Ended, Timeouts, Tracked, Watched};
 use crate::forwarded::{Forwarding, TrustedProxies};
 use crate::handler::{self, Target};
 use anyhow::{Result, anyhow};
+use http::header::{CONNECTION, HeaderValue};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -17,6 +18,7 @@ use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -89,16 +91,19 @@ pub async fn serve(
         .max_connections
         .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
     let open = Arc::new(Semaphore::new(capacity));
+    let stopping = Arc::new(AtomicBool::new(false));
     for listener in listeners {
         accept_loops.spawn(accept_loop(
             listener,
             target.clone(),
             open.clone(),
+            stopping.clone(),
             options.clone(),
             stopped.clone(),
         ));
     }
     shutdown.await;
+    stopping.store(true, Ordering::Relaxed);
     let _ = stop.send(true);
     // Once the accept loops have stopped, no connection can start.
     while let Some(joined) = accept_loops.join_next().await {
@@ -133,6 +138,7 @@ async fn accept_loop(
     listener: TcpListener,
     target: Arc<Target>,
     open: Arc<Semaphore>,
+    stopping: Arc<AtomicBool>,
     options: Options,
     mut stopped: watch::Receiver<bool>,
 ) {
@@ -171,7 +177,7 @@ async fn accept_loop(
         // Small streamed chunks would otherwise wait up to 40 ms for Nagle.
         let _ = stream.set_nodelay(true);
         let chores = Arc::new(Chores::default());
-        let activity = Arc::new(Activity::default());
+        let activity = Arc::new(Activity::new(stopping.clone()));
         let forwarding = Forwarding::new(peer, &options.trusted_proxies, false);
         let service = service_fn({
             let target = target.clone();
@@ -179,7 +185,8 @@ async fn accept_loop(
             let activity = activity.clone();
             let access_log = options.access_log.clone();
             move |mut request: http::Request<Incoming>| {
-                let running = activity.begin();
+                let running = activity.begin(request.version());
+                let http1 = request.version() < http::Version::HTTP_2;
                 let client = forwarding.apply(request.headers_mut());
                 let mut record = access_log.as_ref().map(|log| {
                     Box::new(log.begin(&request, client.ip, &app_of(&target, &request)))
@@ -188,6 +195,14 @@ async fn accept_loop(
                 let chores = chores.clone();
                 async move {
                     let response = handler::handle(&target, &chores, client.https, request).await;
+                    let mut response = response;
+                    // Shutting down: the client closes this connection after
+                    // the response, instead of racing our close (connection.rs).
+                    if http1 && running.stopping() {
+                        response
+                            .headers_mut()
+                            .insert(CONNECTION, HeaderValue::from_static("close"));
+                    }
                     if let Some(record) = &mut record {
                         record.set_status(response.status().as_u16());
                     }
@@ -213,9 +228,7 @@ async fn accept_loop(
                     "closed a connection: no complete request head within {:?}",
                     timeouts.header
                 ),
-                Ended::CloseTimedOut => {
-                    tracing::debug!("closed a connection that did not finish closing");
-                }
+                Ended::Lingered => {}
             }
             drop(permit);
         });

@@ -1,0 +1,436 @@
+//! The nginx front, with real nginx: the config `wasmhost nginx` prints
+//! passes `nginx -t` and is the one shipped in deploy/nginx; requests
+//! through it reach the right app with the real client address; static
+//! files and gzip come from nginx; a killed process costs at most its
+//! requests in flight, and a rolling restart costs none.
+
+use crate::WASMHOST;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use wasmhost_tests::socket2::{Domain, Socket, Type};
+use wasmhost_tests::tempfile::TempDir;
+use wasmhost_tests::{Guest, Nginx, Server, free_port, guest, nginx_binary, run_to_exit};
+
+/// `wasmhost nginx ARGS`' output.
+fn wasmhost_nginx(args: &[&str]) -> String {
+    let mut all = vec!["nginx"];
+    all.extend_from_slice(args);
+    let finished = run_to_exit(WASMHOST, &all, Duration::from_secs(60));
+    assert!(finished.status.success(), "{}", finished.stderr);
+    finished.stdout
+}
+
+/// `nginx -t` on a config; its output if it fails.
+fn nginx_t(dir: &Path, config: &str) -> Result<(), String> {
+    for sub in ["logs", "tmp"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    let path = dir.join("test.conf");
+    std::fs::write(&path, config).unwrap();
+    let output = std::process::Command::new(nginx_binary())
+        .arg("-t")
+        .arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(&path)
+        .args(["-e", "logs/error.log"])
+        .output()
+        .expect("running nginx -t (apt-get install nginx)");
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+#[test]
+fn the_printed_configs_pass_nginx_t_and_the_bundled_one_is_current() {
+    let dir = TempDir::new().unwrap();
+    let include = wasmhost_nginx(&["--upstream", "4"]);
+    let bundled =
+        std::fs::read_to_string(wasmhost_tests::repo_root().join("deploy/nginx/wasmhost.conf"))
+            .unwrap();
+    assert_eq!(
+        bundled, include,
+        "deploy/nginx/wasmhost.conf is out of date: regenerate it with `wasmhost nginx --upstream 4`"
+    );
+    for server in ["8080", "8081", "8082", "8083"] {
+        assert!(include.contains(&format!("server 127.0.0.1:{server} ")));
+    }
+    let wrapped = format!("events {{}}\nhttp {{\n{include}}}\n");
+    nginx_t(dir.path(), &wrapped).unwrap();
+
+    // From the example config: its two listeners, its apps as locations
+    // with their own limits.
+    let example = wasmhost_tests::repo_root().join("deploy/wasmhost.toml");
+    let standalone = wasmhost_nginx(&[
+        "--config",
+        example.to_str().unwrap(),
+        "--standalone",
+        "--nginx-listen",
+        "127.0.0.1:8000",
+    ]);
+    nginx_t(dir.path(), &standalone).unwrap();
+    assert!(
+        standalone.contains("server 127.0.0.1:8081 "),
+        "{standalone}"
+    );
+    assert!(standalone.contains("location /hello/ {"), "{standalone}");
+    assert!(
+        standalone.contains("client_max_body_size 1m;"),
+        "{standalone}"
+    );
+    assert!(
+        standalone.contains("proxy_read_timeout 35s;"),
+        "{standalone}"
+    );
+}
+
+#[test]
+fn wasmhost_nginx_refuses_what_nginx_cannot_use() {
+    let cases: [(&[&str], &str); 3] = [
+        (&["--port", "0"], "has no fixed port"),
+        (
+            &["--nginx-listen", "eighty"],
+            "--nginx-listen `eighty` is not PORT or IP:PORT",
+        ),
+        (
+            &["--port", "65535", "--upstream", "2"],
+            "runs past port 65535",
+        ),
+    ];
+    for (args, expected) in cases {
+        let mut all = vec!["nginx"];
+        all.extend_from_slice(args);
+        let finished = run_to_exit(WASMHOST, &all, Duration::from_secs(60));
+        assert!(!finished.status.success(), "{args:?}");
+        let lines: Vec<&str> = finished.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{args:?}: {}", finished.stderr);
+        assert!(lines[0].contains(expected), "{args:?}: {}", lines[0]);
+    }
+}
+
+/// wasmhost processes behind one nginx: the fault guest at `/` (its /seen
+/// reports what it was told), the hello at `/hello`.
+struct Cluster {
+    servers: Vec<Server>,
+    ports: Vec<u16>,
+    nginx: Nginx,
+    _dir: TempDir,
+}
+
+fn app_args(listen: &str) -> Vec<String> {
+    vec![
+        guest(Guest::Fault).display().to_string(),
+        format!("--mount=/hello={}", guest(Guest::RustHello).display()),
+        "--listen".into(),
+        listen.into(),
+        "--trusted-proxy".into(),
+        "127.0.0.1".into(),
+        "--access-log".into(),
+        "-".into(),
+    ]
+}
+
+fn start_wasmhost(listen: &str) -> Server {
+    let args = app_args(listen);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Server::start_exact(WASMHOST, &args)
+}
+
+impl Cluster {
+    fn start(processes: usize) -> Cluster {
+        let servers: Vec<Server> = (0..processes)
+            .map(|_| start_wasmhost("127.0.0.1:0"))
+            .collect();
+        let ports: Vec<u16> = servers.iter().map(|s| s.addr.port()).collect();
+
+        let dir = TempDir::new().unwrap();
+        let static_root = dir.path().join("static");
+        std::fs::create_dir_all(&static_root).unwrap();
+        std::fs::write(
+            static_root.join("app.css"),
+            "body { margin: 0 }\n".repeat(100),
+        )
+        .unwrap();
+        std::fs::write(static_root.join("favicon.ico"), b"\x00\x00\x01\x00icon").unwrap();
+        // nginx's workers drop root for an unprivileged user, who must be
+        // able to reach the static files.
+        for path in [dir.path(), static_root.as_path()] {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+
+        let nginx_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let listen = nginx_addr.to_string();
+        let mut args = app_args("127.0.0.1:1");
+        args.truncate(2);
+        for port in &ports {
+            args.push("--listen".into());
+            args.push(format!("127.0.0.1:{port}"));
+        }
+        args.extend([
+            "--standalone".into(),
+            "--nginx-listen".into(),
+            listen,
+            "--static-root".into(),
+            static_root.display().to_string(),
+        ]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let config = wasmhost_nginx(&args);
+        let nginx = Nginx::start(dir.path(), &config, nginx_addr);
+        Cluster {
+            servers,
+            ports,
+            nginx,
+            _dir: dir,
+        }
+    }
+}
+
+/// A request through nginx from `source` (a loopback address other than
+/// nginx's own): (status, head lower-cased, body as sent). Ask with
+/// HTTP/1.0 for a body that is not chunked.
+fn request_from(source: &str, to: SocketAddr, head: &str) -> (u16, String, Vec<u8>) {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    let source: SocketAddr = format!("{source}:0").parse().unwrap();
+    socket.bind(&source.into()).unwrap();
+    socket.connect(&to.into()).unwrap();
+    let mut stream: TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).unwrap();
+    let split = reply
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete head");
+    let head = String::from_utf8_lossy(&reply[..split]).to_lowercase();
+    let status = head[9..12].parse().unwrap();
+    (status, head, reply[split + 4..].to_vec())
+}
+
+#[test]
+fn through_nginx_each_app_sees_the_real_client_scheme_and_host() {
+    let cluster = Cluster::start(2);
+    let (status, _, body) = request_from(
+        "127.0.0.2",
+        cluster.nginx.addr,
+        "GET /seen HTTP/1.0\r\nHost: shop.example:8443\r\nX-Forwarded-For: 6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\n\r\n",
+    );
+    let seen = String::from_utf8_lossy(&body);
+    assert_eq!(status, 200, "{seen}");
+    for line in [
+        "path=/seen\n",
+        "scheme=Some(Scheme::Http)\n",
+        "x-real-ip: 127.0.0.2\n",
+        "x-forwarded-for: 127.0.0.2\n",
+        "x-forwarded-proto: http\n",
+        "x-forwarded-host: shop.example:8443\n",
+    ] {
+        assert!(seen.contains(line), "{line:?} not in:\n{seen}");
+    }
+    assert!(!seen.contains("6.6.6.6"), "{seen}");
+
+    let (status, _, body) = request_from(
+        "127.0.0.2",
+        cluster.nginx.addr,
+        "GET /hello/ HTTP/1.0\r\nHost: shop.example\r\n\r\n",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(body, b"Hello from a WebAssembly component!\n");
+    let (status, _, _) = request_from(
+        "127.0.0.2",
+        cluster.nginx.addr,
+        "GET /hello HTTP/1.0\r\nHost: shop.example\r\n\r\n",
+    );
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn static_files_and_gzip_come_from_nginx() {
+    let cluster = Cluster::start(1);
+    // nginx compresses for HTTP/1.1 clients (gzip_http_version).
+    let gzip = "Accept-Encoding: gzip\r\nConnection: close\r\n";
+    let (status, head, _) = request_from(
+        "127.0.0.2",
+        cluster.nginx.addr,
+        &format!("GET /static/app.css HTTP/1.1\r\nHost: t\r\n{gzip}\r\n"),
+    );
+    assert_eq!(status, 200, "{head}");
+    assert!(head.contains("\r\nserver: nginx"), "{head}");
+    assert!(head.contains("\r\ncontent-encoding: gzip"), "{head}");
+    assert!(head.contains("\r\ncontent-type: text/css"), "{head}");
+
+    let (status, _, body) = request_from(
+        "127.0.0.2",
+        cluster.nginx.addr,
+        "GET /favicon.ico HTTP/1.0\r\nHost: t\r\n\r\n",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(body, b"\x00\x00\x01\x00icon");
+
+    // A text response from an app is compressed by nginx too.
+    let (status, head, _) = request_from(
+        "127.0.0.2",
+        cluster.nginx.addr,
+        &format!("GET /drip/100/0 HTTP/1.1\r\nHost: t\r\n{gzip}\r\n"),
+    );
+    assert_eq!(status, 200, "{head}");
+    assert!(head.contains("\r\ncontent-encoding: gzip"), "{head}");
+
+    // Only the app's request reached wasmhost.
+    let server = &cluster.servers[0];
+    assert!(server.wait_for_log("\"GET /drip/100/0 HTTP/1.1\" 200", Duration::from_secs(10)));
+    assert!(!server.log().contains("GET /static/"), "{}", server.log());
+    assert!(
+        !server.log().contains("GET /favicon.ico"),
+        "{}",
+        server.log()
+    );
+}
+
+/// Requests through nginx from a few threads until stopped; what failed,
+/// and when.
+struct Load {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<usize>>,
+    failures: Arc<Mutex<Vec<(Instant, String)>>>,
+}
+
+impl Load {
+    fn start(url: String) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let threads = (0..4)
+            .map(|thread| {
+                let stop = stop.clone();
+                let failures = failures.clone();
+                let url = url.clone();
+                std::thread::spawn(move || {
+                    let agent = wasmhost_tests::client();
+                    let mut sent = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        // nginx retries a GET elsewhere when its server
+                        // fails, but not a POST it has sent: the POSTs are
+                        // what a shutdown that drops requests would fail.
+                        let response = match (sent + thread) % 3 {
+                            0 => agent.get(format!("{url}/")).call(),
+                            1 => agent.get(format!("{url}/hello/")).call(),
+                            _ => agent.post(format!("{url}/read-body")).send(&[7u8; 100][..]),
+                        };
+                        let outcome = response.map_err(|e| e.to_string()).and_then(|mut r| {
+                            let status = r.status().as_u16();
+                            let body = r.body_mut().read_to_string().map_err(|e| e.to_string())?;
+                            if status == 200 {
+                                Ok(())
+                            } else {
+                                Err(format!("{status}: {body}"))
+                            }
+                        });
+                        if let Err(error) = outcome {
+                            failures.lock().unwrap().push((Instant::now(), error));
+                        }
+                        sent += 1;
+                    }
+                    sent
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            threads,
+            failures,
+        }
+    }
+
+    /// Stops the load: requests sent, and the failures.
+    fn finish(self) -> (usize, Vec<(Instant, String)>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let sent = self.threads.into_iter().map(|t| t.join().unwrap()).sum();
+        let failures = std::mem::take(&mut *self.failures.lock().unwrap());
+        (sent, failures)
+    }
+}
+
+/// Waits until `server` has answered `count` requests (access-log lines)
+/// more than `before`.
+fn wait_for_traffic(server: &Server, before: usize, count: usize) {
+    assert!(
+        server.wait_for_count("\" 200 ", before + count, Duration::from_secs(60)),
+        "no traffic reached {}:\n{}",
+        server.addr,
+        server.log()
+    );
+}
+
+fn served(server: &Server) -> usize {
+    server.log().matches("\" 200 ").count()
+}
+
+#[test]
+fn a_killed_process_costs_at_most_its_requests_in_flight_and_rejoins_when_restarted() {
+    let mut cluster = Cluster::start(3);
+    let load = Load::start(cluster.nginx.url(""));
+    for server in &cluster.servers {
+        wait_for_traffic(server, 0, 20);
+    }
+    let killed_at = Instant::now();
+    drop(cluster.servers.remove(1)); // SIGKILL
+    // Traffic carries on through the others.
+    let before: Vec<usize> = cluster.servers.iter().map(served).collect();
+    for (server, before) in cluster.servers.iter().zip(&before) {
+        wait_for_traffic(server, *before, 200);
+    }
+    let restarted = start_wasmhost(&format!("127.0.0.1:{}", cluster.ports[1]));
+    wait_for_traffic(&restarted, 0, 20);
+    let (sent, failures) = load.finish();
+    // nginx retries an idempotent request whose server died, so even the
+    // requests in flight rarely fail; none may fail once it knows.
+    assert!(failures.len() <= 4, "{failures:?}");
+    for (at, error) in &failures {
+        assert!(
+            at.duration_since(killed_at) < Duration::from_secs(1),
+            "failed {:?} after the kill: {error}",
+            at.duration_since(killed_at)
+        );
+    }
+    assert!(sent > 400, "{sent}");
+}
+
+#[test]
+fn a_rolling_restart_under_load_fails_no_request() {
+    let mut cluster = Cluster::start(3);
+    let load = Load::start(cluster.nginx.url(""));
+    for server in &cluster.servers {
+        wait_for_traffic(server, 0, 20);
+    }
+    for index in 0..cluster.servers.len() {
+        let mut old = cluster.servers.remove(index);
+        old.signal(wasmhost_tests::libc::SIGTERM);
+        let status = old.wait_exit(Duration::from_secs(30)).expect("exits");
+        assert_eq!(status.code(), Some(0), "{}", old.log());
+        drop(old);
+        let new = start_wasmhost(&format!("127.0.0.1:{}", cluster.ports[index]));
+        wait_for_traffic(&new, 0, 20);
+        cluster.servers.insert(index, new);
+    }
+    let (sent, failures) = load.finish();
+    assert!(
+        failures.is_empty(),
+        "{} of {sent} failed: {failures:?}",
+        failures.len()
+    );
+    assert!(sent > 400, "{sent}");
+    assert!(
+        !cluster.nginx.error_log().contains("no live upstreams"),
+        "{}",
+        cluster.nginx.error_log()
+    );
+}
