@@ -4,6 +4,7 @@
 mod cache;
 mod config;
 mod connections;
+mod deploy;
 mod errors;
 mod faults;
 mod forwarding;
