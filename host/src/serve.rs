@@ -17,6 +17,7 @@ use anyhow::{Context, Result, anyhow};
 use arc_swap::ArcSwap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::Semaphore;
 
 pub fn run(args: ServeArgs) -> Result<()> {
@@ -53,7 +54,7 @@ async fn serve(
     reread: reload::Reread,
 ) -> Result<()> {
     let signals = signals::install()?;
-    let access_log = AccessLog::open(&config.access_log)?;
+    let (access_log, log_writer) = AccessLog::open(&config.access_log)?.unzip();
     let pool = PoolSize::default();
     let engines = Arc::new(Engines::new(pool, cache));
 
@@ -136,6 +137,16 @@ async fn serve(
         access_log: access_log.map(Arc::new),
     };
     let drained = server::serve(listeners, target, options, first, second).await;
+    // The access log's last lines are on their way to its writer; once
+    // every connection is closed it ends as soon as they are written. Cut
+    // connections still hold theirs, so then it gets one batch's time.
+    let flush = match drained {
+        Drained::Clean => Duration::from_secs(2),
+        Drained::Cut => Duration::from_millis(300),
+    };
+    if let Some(writer) = log_writer {
+        writer.wait(flush);
+    }
     match drained {
         Drained::Clean => tracing::info!("stopped"),
         Drained::Cut => tracing::info!("stopped; some requests were cut"),

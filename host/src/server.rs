@@ -188,9 +188,9 @@ async fn accept_loop(
                 let running = activity.begin(request.version());
                 let http1 = request.version() < http::Version::HTTP_2;
                 let client = forwarding.apply(request.headers_mut());
-                let mut record = access_log.as_ref().map(|log| {
-                    Box::new(log.begin(&request, client.ip, &app_of(&target, &request)))
-                });
+                let mut record = access_log
+                    .as_ref()
+                    .map(|log| Box::new(log.begin(&request, client.ip, app_of(&target, &request))));
                 let target = target.clone();
                 let chores = chores.clone();
                 async move {
@@ -236,11 +236,11 @@ async fn accept_loop(
 }
 
 /// The route of the app a request goes to, for the access log; `-` if none.
-fn app_of<B>(target: &Target, request: &http::Request<B>) -> String {
+fn app_of<B>(target: &Target, request: &http::Request<B>) -> Arc<str> {
     let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
     match target.routes.load().route(path) {
-        Ok(routed) => routed.prefix.to_string(),
-        Err(_) => "-".to_string(),
+        Ok(routed) => routed.target.route.clone(),
+        Err(_) => Arc::from("-"),
     }
 }
 
