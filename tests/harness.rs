@@ -3,7 +3,7 @@
 //! from its log, and talks real HTTP to it. On drop a server is killed and its
 //! log printed, so a failing test shows what the server said.
 
-pub use {libc, socket2, tempfile, ureq};
+pub use {libc, rcgen, rustls, socket2, tempfile, ureq};
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -232,8 +232,8 @@ impl Server {
         log.drain(child.stdout.take().unwrap());
         log.drain(child.stderr.take().unwrap());
         let addr = log.wait_for(STARTUP_DEADLINE, |text| {
-            let rest = text.split("serving on http://").nth(1)?;
-            rest.split('/').next()?.parse().ok()
+            let rest = text.split("serving on ").nth(1)?;
+            listening_address(rest)
         });
         let mut server = Server {
             child,
@@ -253,9 +253,9 @@ impl Server {
         self.log
             .wait_for(STARTUP_DEADLINE, |text| {
                 let found: Vec<SocketAddr> = text
-                    .split("serving on http://")
+                    .split("serving on ")
                     .skip(1)
-                    .filter_map(|rest| rest.split('/').next()?.parse().ok())
+                    .filter_map(listening_address)
                     .collect();
                 (found.len() >= count).then_some(found)
             })
@@ -448,6 +448,15 @@ pub fn get_concurrently(url: &str, count: usize) -> Vec<Result<(u16, String), St
 
 pub fn post(url: &str, body: &[u8]) -> Result<Reply, ureq::Error> {
     read(client().post(url).send(body)?)
+}
+
+/// The address in what follows `serving on `: `http://127.0.0.1:8080/ …`
+/// or `https://…`.
+fn listening_address(rest: &str) -> Option<SocketAddr> {
+    let rest = rest
+        .strip_prefix("http://")
+        .or_else(|| rest.strip_prefix("https://"))?;
+    rest.split('/').next()?.parse().ok()
 }
 
 /// A real nginx, run in the foreground from a config `wasmhost nginx

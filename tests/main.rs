@@ -17,6 +17,7 @@ mod reuse;
 mod serve;
 mod shutdown;
 mod timeouts;
+mod tls;
 
 /// The binary under test, built by cargo for this test target.
 const WASMHOST: &str = env!("CARGO_BIN_EXE_wasmhost");

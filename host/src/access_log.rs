@@ -266,7 +266,7 @@ fn clf_time(time: SystemTime) -> String {
 
 /// Year, month (1-12) and day (1-31) of a day counted from 1970-01-01, by
 /// Howard Hinnant's `civil_from_days` (proleptic Gregorian calendar).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
+pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

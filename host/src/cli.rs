@@ -141,6 +141,16 @@ pub struct ServeArgs {
     #[arg(long = "listen", value_name = "IP:PORT", conflicts_with_all = ["port", "host"])]
     pub listen: Vec<SocketAddr>,
 
+    /// Serve HTTPS with this certificate chain (PEM, leaf first) on every
+    /// listener that has no TLS of its own; repeat with --tls-key for more
+    /// certificates, chosen by the name the client asks for (SNI).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Vec<PathBuf>,
+    /// The private key (PEM, not encrypted) of the --tls-cert given in the
+    /// same position.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Vec<PathBuf>,
+
     /// Connections open at once across all listeners; past it new ones wait
     /// to be accepted [default: 10000]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]

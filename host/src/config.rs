@@ -10,6 +10,7 @@ use crate::instances::Mode;
 use crate::limits::Limits;
 use crate::router::normalise_prefix;
 use crate::server;
+use crate::tls::CertPair;
 use anyhow::{Result, anyhow, bail};
 use serde::Deserialize;
 use std::fmt;
@@ -25,10 +26,18 @@ pub const DEFAULT_HOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 pub const DEFAULT_PORT: u16 = 8080;
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A listening address, and the certificates if it speaks HTTPS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    pub addr: SocketAddr,
+    /// Empty for plain HTTP.
+    pub tls: Vec<CertPair>,
+}
+
 /// Everything `serve` needs, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub listeners: Vec<SocketAddr>,
+    pub listeners: Vec<Listen>,
     pub mounts: Vec<Mount>,
     pub threads: Option<u16>,
     pub shutdown_timeout: Duration,
@@ -105,23 +114,50 @@ pub fn for_nginx(args: &ServeArgs) -> Result<Config> {
     let mounts = mounts(&args.source, file.as_ref())?;
 
     let from_file = file.as_ref().map_or(&[][..], |f| f.listeners.as_slice());
-    let listeners = if !args.listen.is_empty() {
-        args.listen.clone()
+    let plain = |addr| Listen {
+        addr,
+        tls: Vec::new(),
+    };
+    let mut listeners = if !args.listen.is_empty() {
+        args.listen.iter().copied().map(plain).collect()
     } else if args.host.is_none() && args.port.is_none() && !from_file.is_empty() {
         from_file.to_vec()
     } else {
-        vec![SocketAddr::new(
+        vec![plain(SocketAddr::new(
             args.host.unwrap_or(DEFAULT_HOST),
             args.port.unwrap_or(DEFAULT_PORT),
-        )]
+        ))]
     };
+    if args.tls_cert.len() != args.tls_key.len() {
+        bail!(
+            "--tls-cert is given {} time(s) and --tls-key {}; give each certificate its key, in the same order",
+            args.tls_cert.len(),
+            args.tls_key.len()
+        );
+    }
+    let flagged: Vec<CertPair> = args
+        .tls_cert
+        .iter()
+        .zip(&args.tls_key)
+        .map(|(cert, key)| CertPair {
+            cert: cert.clone(),
+            key: key.clone(),
+        })
+        .collect();
+    for listen in listeners.iter_mut().filter(|listen| listen.tls.is_empty()) {
+        listen.tls = flagged.clone();
+    }
     let mut seen = Vec::new();
     // Port 0 asks the kernel for a free port each time: never a duplicate.
-    for addr in listeners.iter().filter(|addr| addr.port() != 0) {
-        if seen.contains(addr) {
+    for addr in listeners
+        .iter()
+        .map(|listen| listen.addr)
+        .filter(|addr| addr.port() != 0)
+    {
+        if seen.contains(&addr) {
             bail!("listener {addr} is given twice; each listener needs its own address");
         }
-        seen.push(*addr);
+        seen.push(addr);
     }
 
     Ok(Config {
@@ -254,7 +290,7 @@ fn check_component_exists(path: &Path, origin: &Origin) -> Result<()> {
 
 /// A parsed and validated `wasmhost.toml`.
 struct File {
-    listeners: Vec<SocketAddr>,
+    listeners: Vec<Listen>,
     mounts: Vec<Mount>,
     threads: Option<u16>,
     shutdown_timeout: Option<Duration>,
@@ -287,6 +323,22 @@ struct RawFile {
 #[serde(deny_unknown_fields)]
 struct RawListen {
     address: Spanned<String>,
+    /// `{ cert, key }`, or a list of them for several names (SNI).
+    tls: Option<RawTls>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawTls {
+    One(RawCertPair),
+    Many(Vec<RawCertPair>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCertPair {
+    cert: String,
+    key: String,
 }
 
 #[derive(Deserialize)]
@@ -330,7 +382,7 @@ impl File {
         // Components are found relative to the file, not the working directory.
         let base = path.parent().unwrap_or(Path::new("."));
 
-        let mut listeners: Vec<SocketAddr> = Vec::new();
+        let mut listeners: Vec<Listen> = Vec::new();
         for entry in &raw.listen {
             let origin = at(entry.address.span());
             let addr: SocketAddr = entry.address.get_ref().parse().map_err(|_| {
@@ -339,12 +391,27 @@ impl File {
                     entry.address.get_ref()
                 )
             })?;
-            if addr.port() != 0 && listeners.contains(&addr) {
+            if addr.port() != 0 && listeners.iter().any(|listen| listen.addr == addr) {
                 bail!(
                     "{origin}: listener {addr} is given twice; each listener needs its own address"
                 );
             }
-            listeners.push(addr);
+            let pairs = match &entry.tls {
+                None => Vec::new(),
+                Some(RawTls::One(pair)) => vec![pair],
+                Some(RawTls::Many(pairs)) if !pairs.is_empty() => pairs.iter().collect(),
+                Some(RawTls::Many(_)) => {
+                    bail!("{origin}: tls is an empty list; give {{ cert, key }}")
+                }
+            };
+            let tls = pairs
+                .into_iter()
+                .map(|pair| CertPair {
+                    cert: base.join(&pair.cert),
+                    key: base.join(&pair.key),
+                })
+                .collect();
+            listeners.push(Listen { addr, tls });
         }
 
         let mut mounts: Vec<Mount> = Vec::new();

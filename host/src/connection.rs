@@ -186,6 +186,10 @@ impl<T> Watched<T> {
     pub fn new(io: T, activity: Arc<Activity>) -> Self {
         Self { io, activity }
     }
+
+    pub fn get_ref(&self) -> &T {
+        &self.io
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {

@@ -44,6 +44,7 @@ pub mod serve;
 pub mod server;
 pub mod signals;
 pub mod state;
+pub mod tls;
 
 use anyhow::Result;
 use cli::{Cli, Command};

@@ -18,7 +18,20 @@ use std::time::Duration;
 pub fn run(args: NginxArgs) -> Result<()> {
     let config = config::for_nginx(&args.serve)?;
     validate_listen(&args.nginx_listen)?;
-    let servers = upstream_servers(&config.listeners, args.upstream)?;
+    // nginx speaks plain HTTP to its upstream; TLS is for clients that
+    // reach wasmhost directly.
+    let plain: Vec<SocketAddr> = config
+        .listeners
+        .iter()
+        .filter(|listen| listen.tls.is_empty())
+        .map(|listen| listen.addr)
+        .collect();
+    if plain.is_empty() {
+        bail!(
+            "every listener has TLS, and nginx talks plain HTTP to wasmhost; give a listener without tls for nginx"
+        );
+    }
+    let servers = upstream_servers(&plain, args.upstream)?;
     let invocation: Vec<String> = std::env::args().skip(1).collect();
     let front = Front {
         invocation: invocation.join(" "),

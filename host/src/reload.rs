@@ -8,6 +8,7 @@
 //! not validate is not applied at all. SIGHUP reloads everything.
 
 use crate::app::{self, App, Digest, Tier};
+use crate::config::Listen;
 use crate::config::{Config, Mount};
 use crate::engine::{Compiler, Engines};
 use crate::handler::Target;
@@ -16,7 +17,6 @@ use anyhow::{Context, Result, anyhow};
 use notify::event::{AccessKind, AccessMode};
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use std::collections::{BTreeSet, HashMap};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -132,7 +132,7 @@ struct Reloading {
     engines: Arc<Engines>,
     /// The listeners started with; a config that changes them is applied
     /// except for them.
-    listeners: Vec<SocketAddr>,
+    listeners: Vec<Listen>,
     /// The mounts being served.
     mounts: Vec<Mount>,
     /// The routes each watched component file is mounted at.

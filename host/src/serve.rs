@@ -13,12 +13,14 @@ use crate::reload;
 use crate::router::Router;
 use crate::server::{self, Drained};
 use crate::signals;
+use crate::tls;
 use anyhow::{Context, Result, anyhow};
 use arc_swap::ArcSwap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 
 pub fn run(args: ServeArgs) -> Result<()> {
     let config = config::for_serve(&args)?;
@@ -62,8 +64,17 @@ async fn serve(
     // that connect while a large app compiles wait in the backlog instead of
     // being refused.
     let mut listeners = Vec::with_capacity(config.listeners.len());
-    for addr in &config.listeners {
-        listeners.push(server::bind(*addr).await?);
+    let mut _certificate_watchers = Vec::new();
+    for listen in &config.listeners {
+        let tls = if listen.tls.is_empty() {
+            None
+        } else {
+            let certificates = tls::Certificates::load(listen.tls.clone())?;
+            let acceptor = TlsAcceptor::from(certificates.server_config()?);
+            _certificate_watchers.push(certificates.watch());
+            Some((acceptor, certificates))
+        };
+        listeners.push((server::bind(listen.addr).await?, tls));
     }
 
     let mounts = config.mounts.clone();
@@ -118,10 +129,23 @@ async fn serve(
             format!(" with {} app(s)", apps.len())
         }
     };
-    for listener in &listeners {
-        let local = listener.local_addr().context("reading the bound address")?;
-        tracing::info!("serving on http://{local}/{with}");
+    for (socket, tls) in &listeners {
+        let local = socket.local_addr().context("reading the bound address")?;
+        match tls {
+            None => tracing::info!("serving on http://{local}/{with}"),
+            Some((_, certificates)) => tracing::info!(
+                "serving on https://{local}/{with}; certificate {}",
+                certificates.describe()
+            ),
+        }
     }
+    let listeners = listeners
+        .into_iter()
+        .map(|(socket, tls)| server::Listener {
+            socket,
+            tls: tls.map(|(acceptor, _)| acceptor),
+        })
+        .collect();
 
     let first = async {
         let _ = signals.first.await;

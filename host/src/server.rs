@@ -15,14 +15,19 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::io::ErrorKind;
+use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 
 /// Bytes a request head may take (request line and headers); larger gets a
 /// 431. nginx's default `large_client_header_buffers` allows 4 × 8 KiB lines.
@@ -77,7 +82,7 @@ pub struct Options {
 /// up to the drain timeout (or until `force` resolves) for requests in
 /// flight.
 pub async fn serve(
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
     target: Arc<Target>,
     options: Options,
     shutdown: impl Future<Output = ()>,
@@ -131,11 +136,17 @@ pub async fn serve(
     }
 }
 
+/// A bound socket, and the TLS it speaks if any.
+pub struct Listener {
+    pub socket: TcpListener,
+    pub tls: Option<TlsAcceptor>,
+}
+
 /// Accepts connections on one listener until `stopped` turns true, then
 /// closes the listener. Each connection, on a task of its own, is told to
 /// close through `stopped` too.
 async fn accept_loop(
-    listener: TcpListener,
+    listener: Listener,
     target: Arc<Target>,
     open: Arc<Semaphore>,
     stopping: Arc<AtomicBool>,
@@ -153,6 +164,7 @@ async fn accept_loop(
         .max_headers(MAX_HEADERS)
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
+    let https = listener.tls.is_some();
 
     loop {
         // The permit comes before `accept`: at the limit, new connections
@@ -165,7 +177,7 @@ async fn accept_loop(
             () = stop_requested(&mut stopped) => break,
         };
         let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = listener.socket.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
                     accept_failed(error).await;
@@ -178,7 +190,7 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let chores = Arc::new(Chores::default());
         let activity = Arc::new(Activity::new(stopping.clone()));
-        let forwarding = Forwarding::new(peer, &options.trusted_proxies, false);
+        let forwarding = Forwarding::new(peer, &options.trusted_proxies, https);
         let service = service_fn({
             let target = target.clone();
             let chores = chores.clone();
@@ -210,12 +222,23 @@ async fn accept_loop(
                 }
             }
         });
-        let io = TokioIo::new(Watched::new(stream, activity.clone()));
-        let connection = builder
-            .serve_connection_with_upgrades(io, service)
-            .into_owned();
+        let watched = Watched::new(stream, activity.clone());
+        let tls = listener.tls.clone();
+        let builder = builder.clone();
         let stopped = stopped.clone();
         tokio::spawn(async move {
+            let io = match tls {
+                None => Stream::Plain(watched),
+                Some(acceptor) => {
+                    match handshake(&acceptor, watched, peer, timeouts.header).await {
+                        Some(tls) => Stream::Tls(Box::new(tls)),
+                        None => return drop(permit),
+                    }
+                }
+            };
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(io), service)
+                .into_owned();
             let close = |connection: Pin<&mut _>| {
                 auto::UpgradeableConnection::graceful_shutdown(connection)
             };
@@ -232,6 +255,118 @@ async fn accept_loop(
             }
             drop(permit);
         });
+    }
+}
+
+/// What a plain-HTTP client gets from a TLS port, as nginx answers it.
+const PLAIN_HTTP_TO_TLS_PORT: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
+content-type: text/plain; charset=utf-8\r\n\
+content-length: 63\r\n\
+connection: close\r\n\r\n\
+400 Bad Request: this port speaks HTTPS; use an https:// URL.\n";
+
+/// The TLS handshake, within the header timeout. A client that sends plain
+/// HTTP (its first byte is not a TLS handshake record) is told so with a
+/// 400; any failure costs this connection only.
+async fn handshake(
+    acceptor: &TlsAcceptor,
+    mut stream: Watched<TcpStream>,
+    peer: SocketAddr,
+    timeout: Duration,
+) -> Option<TlsStream<Watched<TcpStream>>> {
+    let attempt = async {
+        let mut first = [0u8; 1];
+        if stream.get_ref().peek(&mut first).await? == 1 && first[0] != TLS_HANDSHAKE_RECORD {
+            // Read the request head first: closing on unread bytes would
+            // reset the connection before the client reads the answer.
+            let mut head = vec![0u8; 16 * 1024];
+            let _ = stream.read(&mut head).await;
+            stream.write_all(PLAIN_HTTP_TO_TLS_PORT).await?;
+            stream.shutdown().await?;
+            return Err(std::io::Error::other(
+                "plain HTTP sent to a TLS port; answered 400",
+            ));
+        }
+        acceptor.accept(stream).await
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(Ok(tls)) => Some(tls),
+        Ok(Err(error)) => {
+            tracing::debug!("TLS handshake with {peer} failed: {error}");
+            None
+        }
+        Err(_) => {
+            tracing::debug!("TLS handshake with {peer} took longer than {timeout:?}");
+            None
+        }
+    }
+}
+
+/// The first byte of every TLS connection: a handshake record.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// A connection's byte stream, plain or TLS: one type, so each connection
+/// is served by the same hyper code.
+enum Stream {
+    Plain(Watched<TcpStream>),
+    Tls(Box<TlsStream<Watched<TcpStream>>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(io) => Pin::new(io).poll_read(cx, buf),
+            Stream::Tls(io) => Pin::new(io.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(io) => Pin::new(io).poll_write(cx, buf),
+            Stream::Tls(io) => Pin::new(io.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            Stream::Tls(io) => Pin::new(io.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(io) => io.is_write_vectored(),
+            Stream::Tls(io) => io.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(io) => Pin::new(io).poll_flush(cx),
+            Stream::Tls(io) => Pin::new(io.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(io) => Pin::new(io).poll_shutdown(cx),
+            Stream::Tls(io) => Pin::new(io.as_mut()).poll_shutdown(cx),
+        }
     }
 }
 
