@@ -21,7 +21,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve components over HTTP/1.1 and HTTP/2 (cleartext).
+    /// Serve components over HTTP/1.1 and HTTP/2, plain or TLS.
     Serve(ServeArgs),
     /// Load and validate every component and print the route table; serve nothing.
     Check(Source),

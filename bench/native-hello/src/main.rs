@@ -1,6 +1,8 @@
 //! The benchmark ceiling: the workloads of bench/guests/workloads served
 //! natively by hyper on tokio, with the same connection builder and socket
-//! options as wasmhost. Usage: native-hello PORT
+//! options as wasmhost. Usage: native-hello PORT [CERT.pem KEY.pem] (with a
+//! certificate and key it serves HTTPS, ALPN h2 and http/1.1, with rustls as
+//! wasmhost does).
 //!
 //! - `/`      the hello body
 //! - `/64k`   65,536 bytes of `x`
@@ -57,15 +59,51 @@ async fn main() -> std::io::Result<()> {
         .nth(1)
         .and_then(|p| p.parse().ok())
         .unwrap_or(8090);
+    let tls = match (std::env::args().nth(2), std::env::args().nth(3)) {
+        (Some(cert), Some(key)) => Some(acceptor(&cert, &key)),
+        _ => None,
+    };
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-    eprintln!("serving on http://{}/", listener.local_addr()?);
+    eprintln!("serving on {}", listener.local_addr()?);
     loop {
         let (stream, _) = listener.accept().await?;
         stream.set_nodelay(true)?;
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service_fn(serve))
-                .await;
+            let builder = auto::Builder::new(TokioExecutor::new());
+            match tls {
+                None => {
+                    let _ = builder
+                        .serve_connection(TokioIo::new(stream), service_fn(serve))
+                        .await;
+                }
+                Some(tls) => {
+                    if let Ok(stream) = tls.accept(stream).await {
+                        let _ = builder
+                            .serve_connection(TokioIo::new(stream), service_fn(serve))
+                            .await;
+                    }
+                }
+            }
         });
     }
+}
+
+fn acceptor(cert: &str, key: &str) -> tokio_rustls::TlsAcceptor {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .expect("reading the certificate")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("a PEM certificate");
+    let key = PrivateKeyDer::from_pem_file(key).expect("a PEM key");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("certificate and key");
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config))
 }
