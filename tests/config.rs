@@ -27,14 +27,7 @@ fn check(args: &[&str]) -> Finished {
 
 /// The single error line of a failed run.
 fn error_line(finished: &Finished) -> String {
-    assert!(
-        !finished.status.success(),
-        "expected failure:\n{}",
-        finished.stdout
-    );
-    let lines: Vec<&str> = finished.stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "one line expected:\n{}", finished.stderr);
-    lines[0].to_string()
+    finished.error_line().to_string()
 }
 
 const HELLO: &str = "Hello from a WebAssembly component!\n";

@@ -20,16 +20,7 @@ fn serve_fails(app: &str, extra: &[&str]) -> Finished {
 
 /// The one line of the error, checked to be the whole of stderr.
 fn only_line(finished: &Finished) -> &str {
-    let lines: Vec<&str> = finished.stderr.lines().collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "expected one line, got:\n{}",
-        finished.stderr
-    );
-    assert!(lines[0].starts_with("wasmhost: error: "), "{}", lines[0]);
-    assert!(!finished.stderr.contains("panicked"), "{}", finished.stderr);
-    lines[0]
+    finished.error_line()
 }
 
 fn scratch_file(name: &str, bytes: &[u8]) -> (TempDir, String) {

@@ -195,12 +195,9 @@ fn a_bad_access_log_path_is_one_clear_line() {
         ],
         Duration::from_secs(60),
     );
-    assert!(!finished.status.success());
-    let lines: Vec<&str> = finished.stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "{}", finished.stderr);
+    let line = finished.error_line();
     assert!(
-        lines[0].contains("cannot open access log /nonexistent-dir/access.log"),
-        "{}",
-        lines[0]
+        line.contains("cannot open access log /nonexistent-dir/access.log"),
+        "{line}"
     );
 }

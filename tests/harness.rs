@@ -333,6 +333,24 @@ pub struct Finished {
     pub stderr: String,
 }
 
+impl Finished {
+    /// The error of a run that was to fail: checked to have failed and to
+    /// have said one line, `wasmhost: error: …`, and nothing else.
+    pub fn error_line(&self) -> &str {
+        assert!(
+            !self.status.success(),
+            "expected failure:\n{}{}",
+            self.stdout,
+            self.stderr
+        );
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "one line expected:\n{}", self.stderr);
+        assert!(lines[0].starts_with("wasmhost: error: "), "{}", lines[0]);
+        assert!(!lines[0].contains("panicked"), "{}", lines[0]);
+        lines[0]
+    }
+}
+
 /// Runs `bin args…` to completion (killed after `deadline`).
 pub fn run_to_exit(bin: &str, args: &[&str], deadline: Duration) -> Finished {
     let mut child = Command::new(bin)

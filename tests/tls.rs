@@ -348,15 +348,9 @@ fn startup_error(args: &[&str]) -> String {
         "0",
     ];
     all.extend_from_slice(args);
-    let finished = run_to_exit(WASMHOST, &all, Duration::from_secs(60));
-    assert!(
-        !finished.status.success(),
-        "{args:?} started:\n{}",
-        finished.stderr
-    );
-    let lines: Vec<&str> = finished.stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "{args:?}: {}", finished.stderr);
-    lines[0].to_string()
+    run_to_exit(WASMHOST, &all, Duration::from_secs(60))
+        .error_line()
+        .to_string()
 }
 
 fn path_str(path: &Path) -> &str {
