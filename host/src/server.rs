@@ -206,8 +206,8 @@ async fn accept_loop(
                 let target = target.clone();
                 let chores = chores.clone();
                 async move {
-                    let response = handler::handle(&target, &chores, client.https, request).await;
-                    let mut response = response;
+                    let mut response =
+                        handler::handle(&target, &chores, client.https, request).await;
                     // Shutting down: the client closes this connection after
                     // the response, instead of racing our close (connection.rs).
                     if http1 && running.stopping() {
