@@ -458,10 +458,7 @@ impl File {
 
         let shutdown_timeout = raw
             .shutdown_timeout
-            .map(|value| {
-                parse_duration(value.get_ref())
-                    .map_err(|e| anyhow!("{}: shutdown_timeout: {e}", at(value.span())))
-            })
+            .map(|value| parsed(&value, "shutdown_timeout", &at, parse_duration))
             .transpose()?;
         let threads = raw
             .threads
@@ -485,18 +482,12 @@ impl File {
         let trusted_proxies = raw
             .trusted_proxies
             .iter()
-            .map(|value| {
-                parse_network(value.get_ref())
-                    .map_err(|e| anyhow!("{}: trusted_proxies: {e}", at(value.span())))
-            })
+            .map(|value| parsed(value, "trusted_proxies", &at, parse_network))
             .collect::<Result<_>>()?;
 
         let access_log = raw
             .access_log
-            .map(|value| {
-                Destination::parse(value.get_ref())
-                    .map_err(|e| anyhow!("{}: access_log: {e}", at(value.span())))
-            })
+            .map(|value| parsed(&value, "access_log", &at, Destination::parse))
             .transpose()?
             .map(|destination| match destination {
                 // Relative to the file, like components.
@@ -520,9 +511,7 @@ impl File {
 
 /// An `[[app]]` entry's limits: the defaults, with what it sets.
 fn app_limits(entry: &RawApp, at: &impl Fn(Range<usize>) -> Origin) -> Result<Limits> {
-    let size = |value: &Spanned<String>, key: &str| {
-        parse_size(value.get_ref()).map_err(|e| anyhow!("{}: {key}: {e}", at(value.span())))
-    };
+    let size = |value: &Spanned<String>, key: &str| parsed(value, key, at, parse_size);
     let duration = |value: &Spanned<String>, key: &str| positive_duration(value, key, at);
     let mut limits = Limits::default();
     if let Some(value) = &entry.memory {
@@ -552,11 +541,21 @@ fn positive_duration(
     key: &str,
     at: &impl Fn(Range<usize>) -> Origin,
 ) -> Result<Duration> {
-    match parse_duration(value.get_ref()) {
-        Ok(duration) if !duration.is_zero() => Ok(duration),
-        Ok(_) => Err(anyhow!("{}: {key} must be more than 0", at(value.span()))),
-        Err(e) => Err(anyhow!("{}: {key}: {e}", at(value.span()))),
+    let duration = parsed(value, key, at, parse_duration)?;
+    if duration.is_zero() {
+        bail!("{}: {key} must be more than 0", at(value.span()));
     }
+    Ok(duration)
+}
+
+/// A string value read by `parse`, or the error naming its place and key.
+fn parsed<T>(
+    value: &Spanned<String>,
+    key: &str,
+    at: &impl Fn(Range<usize>) -> Origin,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T> {
+    parse(value.get_ref()).map_err(|e| anyhow!("{}: {key}: {e}", at(value.span())))
 }
 
 /// A count that must not be zero, or the error naming its place and key.
