@@ -14,6 +14,7 @@
 //! disk, and a line is in the file within `FLUSH_INTERVAL`. Writing and
 //! waking the writer per line cost a third of a hello app's throughput.
 
+use crate::config::Destination;
 use http::header::{HeaderValue, REFERER, USER_AGENT};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Version};
@@ -23,28 +24,6 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-/// Where the access log goes.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum Destination {
-    #[default]
-    Off,
-    /// `-`: standard output, where a supervisor (systemd, docker) collects it.
-    Stdout,
-    File(PathBuf),
-}
-
-impl Destination {
-    /// `off`, `-` or a path.
-    pub fn parse(text: &str) -> Result<Destination, String> {
-        match text.trim() {
-            "" => Err("give a file, `-` for standard output, or `off`".into()),
-            "off" => Ok(Destination::Off),
-            "-" => Ok(Destination::Stdout),
-            path => Ok(Destination::File(path.into())),
-        }
-    }
-}
 
 /// How long a line may wait to be written.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
@@ -301,16 +280,5 @@ mod tests {
         };
         assert_eq!(escape(b"curl/8.5"), "curl/8.5");
         assert_eq!(escape(b"a\"b\\c\nd\xff"), "a\\x22b\\x5Cc\\x0Ad\\xFF");
-    }
-
-    #[test]
-    fn destinations_parse() {
-        assert_eq!(Destination::parse("off"), Ok(Destination::Off));
-        assert_eq!(Destination::parse("-"), Ok(Destination::Stdout));
-        assert_eq!(
-            Destination::parse("/var/log/wasmhost/access.log"),
-            Ok(Destination::File("/var/log/wasmhost/access.log".into()))
-        );
-        assert!(Destination::parse(" ").is_err());
     }
 }

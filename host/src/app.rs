@@ -2,11 +2,12 @@
 //! exports `wasi:http/incoming-handler`, compile it and pre-instantiate it
 //! against the host's linker. Every failure names the file and says what to do.
 
-use crate::cache;
+use crate::admission::Admission;
+use crate::compile_cache::{Digest, Origin};
 use crate::config::Mount;
 use crate::engine::{Compiler, Engines, QUICK_FIRST_FROM, Reset};
-use crate::instances::Instances;
-use crate::state::RequestState;
+use crate::instances::{Instances, Pool};
+use crate::sandbox::Sandbox;
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,9 +26,10 @@ pub struct App {
     pub route: Arc<str>,
     /// The file it was loaded from.
     pub path: PathBuf,
-    pub pre: ProxyPre<RequestState>,
-    /// Where each request's instance comes from (fresh or reused).
-    pub instances: Instances,
+    /// Where each request's instance comes from, and where it goes after.
+    pub instances: Arc<Instances>,
+    /// Places for its requests to run and to wait.
+    pub admission: Admission,
     /// Size of the file, for the startup report.
     pub size: u64,
     /// SHA-256 of the file: tells a real change from a rewrite of the same
@@ -37,51 +39,20 @@ pub struct App {
     /// the startup report.
     pub compile_time: Duration,
     /// Compiled now, or loaded from the compile cache.
-    pub origin: cache::Origin,
+    pub origin: Origin,
     /// Which compiler built the code it runs.
     pub compiler: Compiler,
-    /// How its instances' memory is reset.
-    pub reset: Reset,
 }
 
 /// The linker every app is instantiated against: all of WASI 0.2 (so that
 /// components built by ordinary toolchains, which import `wasi:cli` and
 /// `wasi:filesystem`, link) plus `wasi:http`. What a guest may actually use is
 /// decided per request by the `WasiCtx`, which grants nothing.
-pub fn linker(engine: &Engine) -> Result<Linker<RequestState>> {
+pub fn linker(engine: &Engine) -> Result<Linker<Sandbox>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     Ok(linker)
-}
-
-/// A component file's SHA-256.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Digest([u8; 32]);
-
-impl Digest {
-    pub fn of(bytes: &[u8]) -> Self {
-        use sha2::Digest as _;
-        Self(sha2::Sha256::digest(bytes).into())
-    }
-
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-
-    /// All 64 hex digits.
-    pub fn hex(&self) -> String {
-        self.0.iter().map(|byte| format!("{byte:02x}")).collect()
-    }
-}
-
-/// The first 12 hex digits, like a short git hash.
-impl std::fmt::Display for Digest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0[..6]
-            .iter()
-            .try_for_each(|byte| write!(f, "{byte:02x}"))
-    }
 }
 
 /// What the first eight bytes of a file say it is.
@@ -103,10 +74,22 @@ fn sniff(bytes: &[u8]) -> WasmKind {
 /// Reads, validates and compiles the component mounted by `mount`.
 /// Blocking: compiling takes from tens of milliseconds to seconds, so call it
 /// off the async runtime's threads.
-pub fn load(engines: &Engines, mount: &Mount, tier: Tier) -> Result<App> {
+pub fn load(engines: &Engines, mount: &Mount, tier: Tier, pool: &Pool) -> Result<App> {
     let started = Instant::now();
     let bytes = read(&mount.component)?;
-    compile(engines, mount, &bytes, Digest::of(&bytes), tier, started)
+    let version = Version {
+        digest: Digest::of(&bytes),
+        bytes: &bytes,
+        started,
+    };
+    compile(engines, mount, version, tier, pool)
+}
+
+/// The contents of a component file, read since `started`.
+pub struct Version<'a> {
+    pub bytes: &'a [u8],
+    pub digest: Digest,
+    pub started: Instant,
 }
 
 /// The bytes of a component file.
@@ -124,16 +107,20 @@ pub enum Tier {
     Final,
 }
 
-/// Validates and compiles `bytes`, read from `mount`'s file since `started`.
-/// Blocking, like [`load`].
+/// Validates and compiles `version` of `mount`'s file. Blocking, like
+/// [`load`].
 pub fn compile(
     engines: &Engines,
     mount: &Mount,
-    bytes: &[u8],
-    digest: Digest,
+    version: Version,
     tier: Tier,
-    started: Instant,
+    pool: &Pool,
 ) -> Result<App> {
+    let Version {
+        bytes,
+        digest,
+        started,
+    } = version;
     let path = &mount.component;
     let shown = path.display();
     match sniff(bytes) {
@@ -201,18 +188,17 @@ pub fn compile(
         "{shown}: engine and linker ready at {t_prepared:?}, {origin:?} at {t_compiled:?}, linked at {:?}",
         started.elapsed()
     );
-    let route = &mount.route;
+    let limits = mount.limits;
     Ok(App {
-        route: route.clone(),
+        route: mount.route.clone(),
         path: path.to_path_buf(),
-        pre,
-        instances: Instances::new(mount.mode, mount.spares as usize, mount.limits, route),
+        instances: Arc::new(Instances::new(pre, reset, mount, pool.clone())),
+        admission: Admission::new(limits.concurrency, limits.queue),
         size: bytes.len() as u64,
         digest,
         compile_time: started.elapsed(),
         origin,
         compiler,
-        reset,
     })
 }
 

@@ -1,7 +1,7 @@
 //! One client connection from accept to close. hyper speaks the protocol;
 //! this drives it and decides when the connection ends:
 //!
-//! - between requests it runs the chores its requests left (`chores`);
+//! - between requests it runs the chores its requests left (`instances`);
 //! - a client gets `header_timeout` to send a complete request head, counted
 //!   from its first byte (or from accept, for the first request), so a
 //!   trickling client (slowloris) is closed;
@@ -22,159 +22,23 @@
 //! cannot tell an idle keep-alive connection from a slow client; it is off,
 //! and the clock here tells them apart by what the socket and the service saw.
 
-use crate::access_log::Record;
-use crate::chores::Chores;
-use bytes::Buf;
-use http_body::{Body, Frame, SizeHint};
+use crate::config::Timeouts;
+use crate::instances::Chores;
+use crate::service::Activity;
 use std::future::Future;
 use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
-
-/// How long a connection may wait on its client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeouts {
-    /// From the first byte of a request head (or from accept) to its end.
-    pub header: Duration,
-    /// With no request running and nothing arriving.
-    pub keep_alive: Duration,
-}
-
-/// Defaults as nginx's `client_header_timeout` would have them if it were
-/// stricter, and its `keepalive_timeout`. The keep-alive default is above
-/// the 60 s nginx keeps idle upstream connections, so that behind nginx it
-/// is nginx that closes them: a connection closed by us just as nginx sends
-/// a request on it would fail that request.
-pub const DEFAULT_TIMEOUTS: Timeouts = Timeouts {
-    header: Duration::from_secs(30),
-    keep_alive: Duration::from_secs(75),
-};
+use tokio_util::sync::CancellationToken;
 
 /// On shutdown, how long an idle HTTP/1 connection is left open for its
 /// client to send one more request (answered with `Connection: close`).
 /// Under load a proxy uses every kept-alive connection well within it.
 pub const SHUTDOWN_LINGER: Duration = Duration::from_secs(1);
-
-/// What the socket and the service have seen, for the clock. Written on
-/// the connection's own task (atomics only to make it `Sync`).
-#[derive(Debug)]
-pub struct Activity {
-    /// The server is shutting down (shared by every connection).
-    stopping: Arc<AtomicBool>,
-    /// The client has spoken HTTP/2 (which can be told to close at once).
-    http2: AtomicBool,
-    /// Requests whose response is not yet sent in full.
-    in_flight: AtomicUsize,
-    /// A request ended since the clock last looked: it may have begun and
-    /// ended between two looks.
-    ended: AtomicBool,
-    /// Some byte arrived since the clock last looked.
-    arrived: AtomicBool,
-}
-
-impl Activity {
-    pub fn new(stopping: Arc<AtomicBool>) -> Self {
-        Self {
-            stopping,
-            http2: AtomicBool::new(false),
-            in_flight: AtomicUsize::new(0),
-            ended: AtomicBool::new(false),
-            arrived: AtomicBool::new(false),
-        }
-    }
-
-    /// Marks a request running until the returned guard (kept with its
-    /// response body) is dropped.
-    pub fn begin(self: &Arc<Self>, version: http::Version) -> Running {
-        if version == http::Version::HTTP_2 {
-            self.http2.store(true, Ordering::Relaxed);
-        }
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        Running(self.clone())
-    }
-
-    fn busy(&self) -> bool {
-        self.in_flight.load(Ordering::Relaxed) > 0
-    }
-
-    fn take_ended(&self) -> bool {
-        self.ended.swap(false, Ordering::Relaxed)
-    }
-
-    fn take_arrived(&self) -> bool {
-        self.arrived.swap(false, Ordering::Relaxed)
-    }
-}
-
-/// A request still being answered.
-#[derive(Debug)]
-pub struct Running(Arc<Activity>);
-
-impl Running {
-    /// The server is shutting down: the response should close the
-    /// connection.
-    pub fn stopping(&self) -> bool {
-        self.0.stopping.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.0.ended.store(true, Ordering::Relaxed);
-    }
-}
-
-/// A response body that keeps its request running until hyper has sent it
-/// (or dropped it), so a long response never looks like an idle connection;
-/// its access-log record, if any, counts the bytes and is written then.
-pub struct Tracked<B> {
-    body: B,
-    _running: Running,
-    record: Option<Box<Record>>,
-}
-
-impl<B> Tracked<B> {
-    pub fn new(body: B, running: Running, record: Option<Box<Record>>) -> Self {
-        Self {
-            body,
-            _running: running,
-            record,
-        }
-    }
-}
-
-impl<B: Body + Unpin> Body for Tracked<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let polled = Pin::new(&mut self.body).poll_frame(cx);
-        if let (Some(record), Poll::Ready(Some(Ok(frame)))) = (&mut self.record, &polled)
-            && let Some(data) = frame.data_ref()
-        {
-            record.sent(data.remaining());
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
 
 /// A socket that notes when bytes arrive.
 pub struct Watched<T> {
@@ -201,7 +65,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.io).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.activity.arrived.store(true, Ordering::Relaxed);
+            self.activity.arrived();
         }
         polled
     }
@@ -338,7 +202,8 @@ pub enum Ended<E> {
 
 /// Drives `connection` to its end. `close` asks it to finish the requests it
 /// has and close (hyper's graceful shutdown); that happens when it has been
-/// idle for the keep-alive timeout, or, for HTTP/2, when `stop` turns true.
+/// idle for the keep-alive timeout, or, for HTTP/2, when `shutdown` is
+/// cancelled.
 /// A closing connection idle for `SHUTDOWN_LINGER`, or whose client takes
 /// too long over a request head, is dropped.
 pub async fn drive<C, E>(
@@ -347,22 +212,19 @@ pub async fn drive<C, E>(
     activity: Arc<Activity>,
     chores: Arc<Chores>,
     timeouts: Timeouts,
-    mut stop: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> Ended<E>
 where
     C: Future<Output = Result<(), E>>,
 {
     let mut connection = std::pin::pin!(connection);
-    let mut stopping = std::pin::pin!(async move {
-        // An error means the sender is gone, which also means stop.
-        let _ = stop.wait_for(|stop| *stop).await;
-    });
+    let mut stopping = std::pin::pin!(shutdown.cancelled());
     let mut clock = Clock::new(timeouts);
     let mut refill = None;
     let ended = std::future::poll_fn(|cx| {
         loop {
             if !clock.closing && stopping.as_mut().poll(cx).is_ready() {
-                if activity.http2.load(Ordering::Relaxed) {
+                if activity.is_http2() {
                     close(connection.as_mut());
                 }
                 clock.closing();

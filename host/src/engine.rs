@@ -3,12 +3,11 @@
 //! instance per request is cheap. There is one engine per way of resetting a
 //! pool slot's memory (see [`Reset`]), built the first time an app needs it.
 
-use crate::app::Digest;
-use crate::cache::{Cache, Origin};
+use crate::compile_cache::{Cache, Digest, Origin};
 use anyhow::{Context, Result};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use wasmtime::component::Component;
@@ -145,7 +144,8 @@ impl Engines {
     /// The engine for `reset` and `compiler`, building it if no app has
     /// needed it yet.
     pub fn get(&self, reset: Reset, compiler: Compiler) -> Result<Engine> {
-        let mut built = lock(&self.built);
+        // Nothing panics while holding it; a poisoned map is still valid.
+        let mut built = self.built.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(engine) = built.get(&(reset, compiler)) {
             return Ok(engine.clone());
         }
@@ -186,7 +186,12 @@ impl Engines {
 
     /// Every engine built so far.
     fn built(&self) -> Vec<Engine> {
-        lock(&self.built).values().cloned().collect()
+        self.built
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Prefers the pooling allocator and falls back to on-demand allocation
@@ -209,13 +214,6 @@ impl Engines {
             }
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Nothing panics while holding these locks; a poisoned one is still valid.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn config(compiler: Compiler, pool: Option<(PoolSize, Reset)>) -> Config {

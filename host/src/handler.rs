@@ -1,17 +1,13 @@
-//! One request: route it to its app, take an instance (fresh or idle, see
-//! `instances`), call `wasi:http/incoming-handler.handle`, and turn whatever
-//! the guest did into an HTTP response. A guest fault costs only its own
-//! request.
+//! One request on the app it was routed to: check its declared body size,
+//! take a place to run (`admission`) and an instance (`instances`), call
+//! `wasi:http/incoming-handler.handle`, and turn whatever the guest did into
+//! an HTTP response. A guest fault costs only its own request.
 
 use crate::admission::Admitted;
 use crate::app::App;
-use crate::chores::{Aftermath, Chores};
-use crate::guest_body::{FailureFlag, GuestBody};
-use crate::instances::Instance;
+use crate::bodies::{BodyFault, ClientFault, FailureFlag, GuestBody, LimitedBody};
+use crate::instances::{Chores, Instance, Leftovers};
 use crate::limits::Exceeded;
-use crate::request_body::{BodyFault, ClientFault, LimitedBody};
-use crate::router::{Refusal, Router};
-use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use http_body::Body as _;
@@ -20,7 +16,9 @@ use hyper::body::Incoming;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
-use tokio::sync::Semaphore;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
 use wasmtime::component::Resource;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
@@ -30,17 +28,8 @@ use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 /// Response bodies: streamed from the guest, or a short message from the host.
 pub type Body = UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error>;
 
-/// The route table requests are served from. A reload swaps in a new one;
-/// a request holds the app it was routed to until it is done with it.
-pub type Routes = ArcSwap<Router<Arc<App>>>;
-
-/// Everything a request needs to reach an app.
-pub struct Target {
-    pub routes: Routes,
-    /// Bounds the instances alive at once to what the pool holds, so that a
-    /// burst waits for a slot instead of failing to instantiate.
-    pub slots: Arc<Semaphore>,
-}
+/// What the guest sends through its response-outparam.
+type GuestResponse = Result<Response<HyperOutgoingBody>, ErrorCode>;
 
 /// How the guest ended a request that produced no response.
 enum Fault {
@@ -58,55 +47,29 @@ enum Fault {
     TimedOut,
 }
 
-/// Serves one request. What is left to do once the guest is done (the spent
-/// instance, new spares) goes to `chores`, for the connection to do after
-/// the response is out.
+/// Serves one request on `app`. What is left to do once the guest is done
+/// (the spent instance, new spares) goes to `chores`, for the connection to
+/// do after the response is out.
 pub async fn handle(
-    target: &Target,
+    app: Arc<App>,
     chores: &Chores,
     https: bool,
-    mut request: http::Request<Incoming>,
+    request: http::Request<Incoming>,
 ) -> Response<Body> {
-    let app = match mount(&target.routes.load(), &mut request) {
-        Ok(app) => app.clone(),
-        Err(Refusal::NotFound) => {
-            return plain(StatusCode::NOT_FOUND, "no app is mounted at this path");
-        }
-        Err(Refusal::BadPath) => {
-            return plain(
-                StatusCode::BAD_REQUEST,
-                "the path leaves its app with `..` or is not a path",
-            );
-        }
-    };
     // A declared length over the limit is refused before any instance is
     // taken; a body that grows past it is cut as the guest reads it.
-    let limits = app.instances.limits();
-    let body_limit = limits.body;
+    let body_limit = app.instances.limits().body_limit;
     if request.body().size_hint().lower() > body_limit {
         return too_large(&app, body_limit);
     }
-    let Some(admitted) = app.instances.admit(&app.route).await else {
+    let Some(admitted) = app.admission.admit(&app.route).await else {
         return busy(&app);
     };
     let body_fault = BodyFault::default();
     let request = request.map(|body| LimitedBody::new(body, body_limit, body_fault.clone()));
-    let Some(mut instance) = app
-        .instances
-        .checkout(app.pre.engine(), &target.slots)
-        .await
-    else {
-        return plain(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down");
-    };
-
-    let (sender, mut receiver) = tokio::sync::oneshot::channel();
-    let resources = {
-        let mut http = instance.store.data_mut().http();
-        let scheme = if https { Scheme::Https } else { Scheme::Http };
-        http.new_incoming_request(scheme, request)
-            .and_then(|req| Ok((req, http.new_response_outparam(sender)?)))
-    };
-    let (guest_request, outparam) = match resources {
+    let mut instance = app.instances.take().await;
+    let (sender, receiver) = oneshot::channel();
+    let (guest_request, outparam) = match resources(&mut instance, https, request, sender) {
         Ok(pair) => pair,
         // The only request hyper hands over that wasi:http refuses is one
         // without an authority (an HTTP/1.0 request with no Host header).
@@ -115,100 +78,148 @@ pub async fn handle(
             return plain(StatusCode::BAD_REQUEST, "request has no Host header");
         }
     };
-
-    // The guest runs inside this request's future until it has produced the
-    // response head: for a typical handler that is the whole call, with no
-    // task spawned and no thread woken. If it is still running then (it is
-    // streaming a body), it moves to a task of its own and carries on while
-    // hyper sends what it writes; the task owns the store, the instance and
-    // its slot until the handler returns.
     let failure = FailureFlag::default();
-    let timeout = limits.timeout;
-    let started = tokio::time::Instant::now();
-    let mut guest = Box::pin(run_guest(
+    let started = Instant::now();
+    let guest = Box::pin(run_guest(
         app.clone(),
-        target.slots.clone(),
         admitted,
         instance,
         guest_request,
         outparam,
         failure.clone(),
     ));
+    let (response, outcome) = match wait(&app, guest, receiver, chores, &failure, started).await {
+        Ok(answer) => answer,
+        Err(timed_out) => return fault_response(timed_out),
+    };
+    respond(&app, response, outcome, failure, &body_fault)
+}
+
+/// The request and the response-outparam as resources of the guest's store.
+fn resources(
+    instance: &mut Instance,
+    https: bool,
+    request: http::Request<LimitedBody<Incoming>>,
+    sender: oneshot::Sender<GuestResponse>,
+) -> wasmtime::Result<(
+    Resource<HostIncomingRequest>,
+    Resource<HostResponseOutparam>,
+)> {
+    let mut http = instance.store.data_mut().http();
+    let scheme = if https { Scheme::Https } else { Scheme::Http };
+    let request = http.new_incoming_request(scheme, request)?;
+    Ok((request, http.new_response_outparam(sender)?))
+}
+
+/// The guest's call, as [`run_guest`] makes it.
+type Guest = Pin<Box<dyn Future<Output = (Result<(), Fault>, Leftovers)> + Send>>;
+
+/// Waits for the guest's response head (or its end) within the app's
+/// timeout: the response if it sent one, and how its call went so far.
+///
+/// The guest runs inside this request's future until it has produced the
+/// response head: for a typical handler that is the whole call, with no
+/// task spawned and no thread woken. If it is still running then (it is
+/// streaming a body), it moves to a task of its own and carries on while
+/// hyper sends what it writes; the task owns the store, the instance and
+/// its slot until the handler returns.
+async fn wait(
+    app: &Arc<App>,
+    mut guest: Guest,
+    mut receiver: oneshot::Receiver<GuestResponse>,
+    chores: &Chores,
+    failure: &FailureFlag,
+    started: Instant,
+) -> Result<(Option<GuestResponse>, Result<(), Fault>), Fault> {
     // Most guests finish in their first poll; only one that does not needs
     // the timer (arming one per request cost ~2% of a hello's CPU). Once the
     // guest has returned, a response it did not send never comes (even if it
     // kept the outparam), so the receiver is only looked at, here and below.
-    if let Some((outcome, aftermath)) = poll_once(&mut guest).await {
-        chores.push(aftermath);
-        return respond(
-            &app,
-            receiver.try_recv().ok(),
-            outcome,
-            failure,
-            &body_fault,
-            body_limit,
-        );
+    if let Some((outcome, leftovers)) = poll_once(&mut guest).await {
+        chores.push(leftovers);
+        return Ok((receiver.try_recv().ok(), outcome));
     }
+    let timeout = app.instances.limits().timeout;
     let deadline = started + timeout;
-    let (response, outcome) = tokio::select! {
+    tokio::select! {
         biased;
         response = &mut receiver => {
-            let outcome = if response.is_ok() {
-                let app = app.clone();
-                let failure = failure.clone();
-                tokio::spawn(async move {
-                    tokio::select! {
-                        (_, aftermath) = &mut guest => aftermath.run().await,
-                        () = tokio::time::sleep_until(deadline) => {
-                            // Dropping the guest ends the body; the flag,
-                            // raised first, makes that end read as cut.
-                            failure.raise();
-                            drop(guest);
-                            tracing::warn!(app = %app.route, "guest still streaming after the {timeout:?} timeout; response cut");
-                        }
-                    }
-                });
-                Ok(())
-            } else {
-                // The outparam was dropped unset: the guest is ending, within
-                // the timeout like everything else it does.
-                match tokio::time::timeout_at(deadline, guest).await {
-                    Ok((outcome, aftermath)) => {
-                        chores.push(aftermath);
-                        outcome
-                    }
-                    Err(_) => {
-                        tracing::warn!(app = %app.route, "guest did not return within the {timeout:?} timeout; stopped");
-                        Err(Fault::TimedOut)
-                    }
+            let outcome = match response {
+                Ok(_) => {
+                    stream_on(app, guest, failure.clone(), deadline, timeout);
+                    Ok(())
                 }
+                Err(_) => returned_within(app, guest, chores, deadline, timeout).await,
             };
-            (response.ok(), outcome)
+            Ok((response.ok(), outcome))
         }
-        (outcome, aftermath) = &mut guest => {
-            chores.push(aftermath);
-            (receiver.try_recv().ok(), outcome)
+        (outcome, leftovers) = &mut guest => {
+            chores.push(leftovers);
+            Ok((receiver.try_recv().ok(), outcome))
         }
         () = tokio::time::sleep_until(deadline) => {
             // Dropping the call stops the guest wherever it is; its instance
             // goes with it.
             drop(guest);
             tracing::warn!(app = %app.route, "guest did not answer within the {timeout:?} timeout; stopped");
-            return fault_response(Fault::TimedOut);
+            Err(Fault::TimedOut)
         }
-    };
-    respond(&app, response, outcome, failure, &body_fault, body_limit)
+    }
+}
+
+/// The guest sent its response head and streams the body: it runs on a
+/// task of its own, until its handler returns or the timeout passes.
+fn stream_on(
+    app: &Arc<App>,
+    mut guest: Guest,
+    failure: FailureFlag,
+    deadline: Instant,
+    timeout: Duration,
+) {
+    let app = app.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            (_, leftovers) = &mut guest => leftovers.run().await,
+            () = tokio::time::sleep_until(deadline) => {
+                // Dropping the guest ends the body; the flag, raised first,
+                // makes that end read as cut.
+                failure.raise();
+                drop(guest);
+                tracing::warn!(app = %app.route, "guest still streaming after the {timeout:?} timeout; response cut");
+            }
+        }
+    });
+}
+
+/// The outparam was dropped unset: the guest is ending, within the timeout
+/// like everything else it does.
+async fn returned_within(
+    app: &App,
+    guest: Guest,
+    chores: &Chores,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<(), Fault> {
+    match tokio::time::timeout_at(deadline, guest).await {
+        Ok((outcome, leftovers)) => {
+            chores.push(leftovers);
+            outcome
+        }
+        Err(_) => {
+            tracing::warn!(app = %app.route, "guest did not return within the {timeout:?} timeout; stopped");
+            Err(Fault::TimedOut)
+        }
+    }
 }
 
 /// Turns what the guest did into the response: its own, or the host's
 /// answer for how it failed.
 fn respond(
     app: &App,
-    response: Option<Result<Response<HyperOutgoingBody>, ErrorCode>>,
+    response: Option<GuestResponse>,
     outcome: Result<(), Fault>,
     failure: FailureFlag,
     body_fault: &BodyFault,
-    body_limit: u64,
 ) -> Response<Body> {
     let fault = match response {
         Some(Ok(response)) => {
@@ -230,7 +241,7 @@ fn respond(
     // Whatever the guest made of a body that was too large or garbled, the
     // client's request was the cause.
     match body_fault.get() {
-        Some(ClientFault::TooLarge) => too_large(app, body_limit),
+        Some(ClientFault::TooLarge) => too_large(app, app.instances.limits().body_limit),
         Some(ClientFault::Malformed) => plain(
             StatusCode::BAD_REQUEST,
             "the request body could not be read",
@@ -289,37 +300,27 @@ fn fault_response(fault: Fault) -> Response<Body> {
     }
 }
 
-/// Instantiates if needed and calls the guest's handler; how that went, and
-/// what is left to do now that it is done. A healthy instance goes back to
-/// its app for reuse; a failed one is dropped only after the failure flag is
-/// up, so an unfinished response body is reported as cut, not complete.
+/// Calls the guest's handler; how that went, and what is left to do now
+/// that it is done. A failed instance is given back only after the failure
+/// flag is up, so an unfinished response body is reported as cut, not
+/// complete.
 async fn run_guest(
     app: Arc<App>,
-    slots: Arc<Semaphore>,
     admitted: Admitted,
     mut instance: Instance,
     request: Resource<HostIncomingRequest>,
     outparam: Resource<HostResponseOutparam>,
     failure: FailureFlag,
-) -> (Result<(), Fault>, Aftermath) {
-    let result = async {
-        let (store, proxy) = instance.ready(&app.pre).await?;
-        proxy
-            .wasi_http_incoming_handler()
-            .call_handle(store, request, outparam)
-            .await
-    }
-    .await;
+) -> (Result<(), Fault>, Leftovers) {
+    let result = app.instances.call(&mut instance, request, outparam).await;
     // The next request of the app may run while this one's leftovers wait.
     drop(admitted);
-    let (outcome, spent) = match result {
-        Ok(()) => (Ok(()), app.instances.checkin(instance)),
-        Err(error) => {
-            failure.raise();
-            (Err(fault_of(&app, &error)), Some(instance))
-        }
-    };
-    (outcome, Aftermath::new(app, &slots, spent))
+    let outcome = result.map_err(|error| {
+        failure.raise();
+        fault_of(&app, &error)
+    });
+    let leftovers = app.instances.give_back(instance, outcome.is_ok());
+    (outcome, leftovers)
 }
 
 /// Logs a guest failure on one line and tells which it was.
@@ -340,35 +341,6 @@ fn fault_of(app: &App, error: &wasmtime::Error) -> Fault {
             Fault::Trapped
         }
     }
-}
-
-/// The header carrying the mount point to the app, like WSGI's SCRIPT_NAME.
-const FORWARDED_PREFIX: header::HeaderName = header::HeaderName::from_static("x-forwarded-prefix");
-
-/// Finds the request's app and rewrites the request as the app must see it:
-/// its path relative to the mount, the mount in `X-Forwarded-Prefix`.
-fn mount<'a>(
-    router: &'a Router<Arc<App>>,
-    request: &mut http::Request<Incoming>,
-) -> Result<&'a Arc<App>, Refusal> {
-    let original = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    let routed = router.route(original)?;
-    let mut parts = request.uri().clone().into_parts();
-    parts.path_and_query = Some(
-        routed
-            .path_and_query
-            .parse()
-            .map_err(|_| Refusal::BadPath)?,
-    );
-    *request.uri_mut() = http::Uri::from_parts(parts).map_err(|_| Refusal::BadPath)?;
-    // A client-sent prefix would lie to the app about where it is mounted.
-    let headers = request.headers_mut();
-    headers.remove(&FORWARDED_PREFIX);
-    if routed.prefix != "/" {
-        let value = header::HeaderValue::from_str(routed.prefix).map_err(|_| Refusal::BadPath)?;
-        headers.insert(FORWARDED_PREFIX, value);
-    }
-    Ok(routed.target)
 }
 
 /// The root cause of a guest failure on one line (the full chain carries a

@@ -1,77 +1,94 @@
-//! Where a request's instance comes from. In `fresh` mode (the default) every
-//! request gets a new instance, the isolation of CGI. In `reuse` mode an
-//! instance serves up to N requests one after another, like a WSGI worker
-//! process, and waits in a small idle set between them; an instance that
-//! trapped is never reused. In both modes an app keeps a few spare instances
-//! instantiated ahead of time, so that a request does not wait for
-//! instantiation (milliseconds for an interpreter-sized component).
+//! The life of an app's instances, from one owner: taking one for a request
+//! (an idle or spare one, else a new one from the pool), calling the guest's
+//! handler on it, giving it back, retiring it (dropping it resets its pool
+//! slot) and refilling the app's spares. Requests, reloads and startup all go
+//! through [`Instances`]; nothing else touches a store's life.
+//!
+//! - In `fresh` mode (the default) every request gets a new instance, the
+//!   isolation of CGI. In `reuse` mode an instance serves up to N requests
+//!   one after another, like a WSGI worker process, and waits in a small
+//!   idle set between them; an instance that trapped is never reused.
+//! - In both modes an app keeps a few spares instantiated ahead of requests,
+//!   so that a request does not wait for instantiation (milliseconds for an
+//!   interpreter-sized component).
+//! - The process's [`Pool`] bounds the instances alive at once to what the
+//!   pooling allocator holds, so a burst waits for a slot instead of failing
+//!   to instantiate.
+//! - What a request leaves once its guest is done (retiring the spent
+//!   instance, making replacement spares) never delays its response: it
+//!   becomes [`Leftovers`], which the connection runs from its [`Chores`]
+//!   once hyper has written the response and waits for the next request, on
+//!   the same thread, with no task spawned and no other thread woken.
+//!   Spawning a task per request for it cost the Rust hello ~5% at 16
+//!   connections, and doing it inline put ~10 µs of pool-slot reset and
+//!   instantiation in front of every response (bench/NOTES.md). A guest that
+//!   streams its body runs on a task of its own and does the same work there
+//!   when its handler returns.
+//!
+//! ## Why not wasmtime-wasi-http's `handler::ProxyHandler`
+//!
+//! wasmtime 48's `ProxyHandler` serves p2 and p3 guests with instance reuse
+//! (`WorkerState::should_accept_request`) and per-request expiry. It runs
+//! every instance on a worker task of its own and hands requests to it
+//! through a queue and a oneshot: every request crosses tasks, and usually
+//! threads. Here a typical guest runs inside its request's future and is
+//! done in its first poll, which is where fresh-mode throughput comes from.
+//! It also has no spares made ahead of requests, no reset after the
+//! response, no process-wide slot bound and no backpressure of its own. So
+//! this owner does not wrap it; it borrows its shape instead.
+//!
+//! WASI 0.3 guests (`wasi:http/handler@0.3.0`) serve several requests at
+//! once on one instance. They fit here as a third way of using instances:
+//! [`Instances::take`] hands a p3 instance to up to its concurrency of
+//! requests at once (as `should_accept_request(concurrent, total)` does),
+//! the store runs on a task of its own under `run_concurrent`, each request
+//! keeps its own timeout, and a trap retires the instance for every request
+//! on it. Admission, the pool bound, spares, retiring and refilling stay
+//! the ones below; only `call` differs by guest kind.
 
-use crate::admission::{Admission, Admitted};
-use crate::limits::{self, Limits};
-use crate::state::RequestState;
-use std::num::NonZeroU32;
+use crate::config::{Limits, Mode, Mount};
+use crate::engine::Reset;
+use crate::limits;
+use crate::sandbox::Sandbox;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::Context;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::Store;
+use wasmtime::component::Resource;
 use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
+use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 
-/// How an app's instances are used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Mode {
-    /// A new instance for every request.
-    #[default]
-    Fresh,
-    /// One instance serves up to this many requests in turn.
-    Reuse(NonZeroU32),
-}
+/// The process-wide budget of live instances, shared by every app: one
+/// permit per slot of the pooling allocator.
+#[derive(Clone)]
+pub struct Pool(Arc<Semaphore>);
 
-impl std::fmt::Display for Mode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Mode::Fresh => f.write_str("fresh instance per request"),
-            Mode::Reuse(uses) => write!(f, "instances reused for up to {uses} requests"),
-        }
+impl Pool {
+    pub fn new(slots: u32) -> Self {
+        Self(Arc::new(Semaphore::new(slots as usize)))
     }
 }
 
 /// A store and, once instantiated, the component instance in it.
 pub struct Instance {
-    pub store: Store<RequestState>,
+    pub store: Store<Sandbox>,
     proxy: Option<Proxy>,
     /// Requests started on this instance.
     uses: u32,
-    /// Its place in the process-wide instance budget, held while it lives,
-    /// idle or busy.
+    /// Its place in the pool, held while it lives, idle or busy.
     _slot: OwnedSemaphorePermit,
-}
-
-impl Instance {
-    async fn instantiate(&mut self, pre: &ProxyPre<RequestState>) -> wasmtime::Result<()> {
-        if self.proxy.is_none() {
-            self.proxy = Some(pre.instantiate_async(&mut self.store).await?);
-        }
-        Ok(())
-    }
-
-    /// The store and the instance, instantiating it first if it is new.
-    pub async fn ready(
-        &mut self,
-        pre: &ProxyPre<RequestState>,
-    ) -> wasmtime::Result<(&mut Store<RequestState>, &Proxy)> {
-        self.instantiate(pre).await?;
-        self.uses += 1;
-        // Each request starts with its own CPU budget, checked at every
-        // epoch tick from now on.
-        self.store.data_mut().as_mut().start_request();
-        self.store.set_epoch_deadline(1);
-        let proxy = self.proxy.as_ref().expect("instantiated just above");
-        Ok((&mut self.store, proxy))
-    }
 }
 
 /// The instances of one app.
 pub struct Instances {
+    pre: ProxyPre<Sandbox>,
+    /// How a retired instance's pool slot is reset, which says where
+    /// dropping it is cheap.
+    reset: Reset,
+    pool: Pool,
     mode: Mode,
     /// Instances waiting for their next request, most recently used last
     /// (its memory is the likeliest to still be in cache).
@@ -80,126 +97,124 @@ pub struct Instances {
     max_idle: usize,
     /// How many idle instances to have ready, instantiated ahead of requests.
     spares: usize,
-    /// A refill is running (see [`Instances::claim_refill`]).
+    /// A refill is under way: at most one per app, so requests finishing
+    /// together do not all instantiate spares.
     refilling: AtomicBool,
     /// What each request may use.
     limits: Limits,
-    /// Places for its requests to run and wait.
-    admission: Admission,
     stdout_prefix: Arc<str>,
     stderr_prefix: Arc<str>,
 }
 
 impl Instances {
-    pub fn new(mode: Mode, spares: usize, limits: Limits, route: &str) -> Self {
+    pub fn new(pre: ProxyPre<Sandbox>, reset: Reset, mount: &Mount, pool: Pool) -> Self {
         // Enough idle instances for every worker thread to find one, few
         // enough that idle memory stays small.
         let max_idle = std::thread::available_parallelism().map_or(4, |n| n.get() * 2);
+        let spares = mount.spares as usize;
+        let route = &mount.route;
         Self {
-            mode,
+            pre,
+            reset,
+            pool,
+            mode: mount.mode,
             idle: Mutex::new(Vec::new()),
             max_idle: max_idle.max(spares),
             spares,
             refilling: AtomicBool::new(false),
-            limits,
-            admission: Admission::new(limits.concurrency, limits.queue),
+            limits: mount.limits,
             stdout_prefix: format!("[{route}] ").into(),
             stderr_prefix: format!("[{route}] stderr: ").into(),
         }
     }
 
     /// An idle instance if there is one, else a new store that takes a slot
-    /// of the budget (waiting for one if all are in use). None once the
-    /// budget is closed for shutdown.
-    pub async fn checkout(
+    /// of the pool, waiting for one if all are in use. It is instantiated
+    /// by [`Instances::call`], within the request's limits.
+    pub async fn take(&self) -> Instance {
+        if let Some(instance) = self.lock_idle().pop() {
+            return instance;
+        }
+        let slot = self
+            .pool
+            .0
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the pool's semaphore is never closed");
+        self.new_instance(slot)
+    }
+
+    /// Calls the guest's handler on `instance`, instantiating it first if it
+    /// is new. Each request starts with its own CPU budget.
+    pub async fn call(
         &self,
-        engine: &wasmtime::Engine,
-        slots: &Arc<Semaphore>,
-    ) -> Option<Instance> {
-        let idle = self.lock_idle().pop();
-        match idle {
-            Some(instance) => Some(instance),
-            None => {
-                let slot = slots.clone().acquire_owned().await.ok()?;
-                Some(self.new_instance(engine, slot))
-            }
+        instance: &mut Instance,
+        request: Resource<HostIncomingRequest>,
+        outparam: Resource<HostResponseOutparam>,
+    ) -> wasmtime::Result<()> {
+        if instance.proxy.is_none() {
+            instance.proxy = Some(self.pre.instantiate_async(&mut instance.store).await?);
+        }
+        instance.uses += 1;
+        instance.store.data_mut().meter().start_request();
+        instance.store.set_epoch_deadline(1);
+        let proxy = instance.proxy.as_ref().expect("instantiated just above");
+        proxy
+            .wasi_http_incoming_handler()
+            .call_handle(&mut instance.store, request, outparam)
+            .await
+    }
+
+    /// Takes back the instance of a request whose guest is done: kept for
+    /// another request if it is `healthy` and the mode and the idle bound
+    /// allow, else spent. What is left to do is in the returned leftovers.
+    pub fn give_back(self: &Arc<Self>, instance: Instance, healthy: bool) -> Leftovers {
+        let spent = if healthy {
+            self.keep(instance)
+        } else {
+            Some(instance)
+        };
+        // Only a request that used its instance up makes a replacement: one
+        // that checked it back in for reuse left the app as it found it, and
+        // refilling then made more instances than the idle set keeps, each
+        // dropped again at the next check-in (for CPython, a 12 MiB copy).
+        let refill = spent.is_some() && self.claim_refill();
+        Leftovers {
+            instances: self.clone(),
+            spent,
+            refill: refill.then(|| RefillClaim(self.clone())),
         }
     }
 
-    /// True if the caller must now run [`Instances::fill`], then
-    /// [`Instances::release_refill`]: the app is short of spares and no
-    /// refill is under way. Asked once a request is done with its instance,
-    /// so the spares for the next requests are made after this one's
-    /// response (see `chores`).
-    pub fn claim_refill(&self) -> bool {
-        self.idle() < self.spares && !self.refilling.swap(true, Ordering::AcqRel)
-    }
-
-    /// Instantiates spares until the idle set holds the app's number of
-    /// them; at startup, after a reload, and after requests that took them
-    /// (see [`Instances::claim_refill`]).
-    /// Takes only free slots: a spare never makes a request wait for the pool.
-    pub async fn refill(&self, pre: &ProxyPre<RequestState>, slots: &Arc<Semaphore>) {
+    /// Instantiates spares until the app has its number of them, unless a
+    /// refill is already under way: at startup and after a reload.
+    pub async fn refill(self: &Arc<Self>) {
         if self.claim_refill() {
-            self.fill(pre, slots).await;
-            self.release_refill();
+            RefillClaim(self.clone()).run().await;
         }
     }
 
-    /// Ends the refill claimed with [`Instances::claim_refill`].
-    pub fn release_refill(&self) {
-        self.refilling.store(false, Ordering::Release);
+    pub fn mode(&self) -> Mode {
+        self.mode
     }
 
-    /// Instantiates spares; only the holder of the refill claim calls it.
-    /// Makes at most the app's number of them: under load other requests
-    /// take spares as fast as they are made, and a connection doing this
-    /// between its own requests must get back to them.
-    pub async fn fill(&self, pre: &ProxyPre<RequestState>, slots: &Arc<Semaphore>) {
-        for _ in 0..self.spares {
-            if self.idle() >= self.spares {
-                return;
-            }
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
-                return;
-            };
-            let mut instance = self.new_instance(pre.engine(), slot);
-            if let Err(error) = instance.instantiate(pre).await {
-                // The request that next needs an instance reports it.
-                tracing::debug!("instantiating a spare failed: {error:#}");
-                return;
-            }
-            let mut idle = self.lock_idle();
-            if idle.len() >= self.max_idle {
-                return;
-            }
-            // Under the instances that served before, so those are reused first.
-            idle.insert(0, instance);
-        }
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
-    fn new_instance(&self, engine: &wasmtime::Engine, slot: OwnedSemaphorePermit) -> Instance {
-        let mut store = Store::new(
-            engine,
-            RequestState::new(&self.stdout_prefix, &self.stderr_prefix, self.limits),
-        );
-        store.limiter(|state| state.as_mut());
-        // At every epoch tick a running guest yields to the runtime, so that
-        // one computing without host calls cannot hold a worker thread, and
-        // is stopped once it has used its CPU time.
-        store.epoch_deadline_callback(limits::on_epoch_tick);
-        Instance {
-            store,
-            proxy: None,
-            uses: 0,
-            _slot: slot,
-        }
+    pub fn spares(&self) -> usize {
+        self.spares
     }
 
-    /// Takes back an instance whose request finished without a fault; keeps
-    /// it for another request if the mode and the idle bound allow, else
-    /// returns it to be dropped.
-    pub fn checkin(&self, instance: Instance) -> Option<Instance> {
+    /// Instances waiting for a request.
+    pub fn idle(&self) -> usize {
+        self.lock_idle().len()
+    }
+
+    /// The instance kept idle for its next request, or returned if it will
+    /// not serve again.
+    fn keep(&self, instance: Instance) -> Option<Instance> {
         let Mode::Reuse(max_uses) = self.mode else {
             return Some(instance);
         };
@@ -214,32 +229,175 @@ impl Instances {
         Some(instance)
     }
 
-    pub fn mode(&self) -> Mode {
-        self.mode
+    /// True if the caller now holds the app's one refill: it is short of
+    /// spares and no refill is under way.
+    fn claim_refill(&self) -> bool {
+        self.idle() < self.spares && !self.refilling.swap(true, Ordering::AcqRel)
     }
 
-    pub fn limits(&self) -> Limits {
-        self.limits
+    /// Makes at most the app's number of spares: under load other requests
+    /// take spares as fast as they are made, and a connection doing this
+    /// between its own requests must get back to them. Takes only free
+    /// slots: a spare never makes a request wait for the pool.
+    async fn fill(&self) {
+        for _ in 0..self.spares {
+            if self.idle() >= self.spares {
+                return;
+            }
+            let Ok(slot) = self.pool.0.clone().try_acquire_owned() else {
+                return;
+            };
+            let mut instance = self.new_instance(slot);
+            match self.pre.instantiate_async(&mut instance.store).await {
+                Ok(proxy) => instance.proxy = Some(proxy),
+                Err(error) => {
+                    // The request that next needs an instance reports it.
+                    tracing::debug!("instantiating a spare failed: {error:#}");
+                    return;
+                }
+            }
+            let mut idle = self.lock_idle();
+            if idle.len() >= self.max_idle {
+                return;
+            }
+            // Under the instances that served before, so those are reused first.
+            idle.insert(0, instance);
+        }
     }
 
-    /// A place for a request to run, if the app has one or room to wait.
-    pub async fn admit(&self, app: &str) -> Option<Admitted> {
-        self.admission.admit(app).await
+    fn new_instance(&self, slot: OwnedSemaphorePermit) -> Instance {
+        let sandbox = Sandbox::new(&self.stdout_prefix, &self.stderr_prefix, self.limits);
+        let mut store = Store::new(self.pre.engine(), sandbox);
+        store.limiter(|sandbox| sandbox.meter());
+        // At every epoch tick a running guest yields to the runtime, so that
+        // one computing without host calls cannot hold a worker thread, and
+        // is stopped once it has used its CPU time.
+        store.epoch_deadline_callback(limits::on_epoch_tick);
+        Instance {
+            store,
+            proxy: None,
+            uses: 0,
+            _slot: slot,
+        }
     }
 
-    pub fn spares(&self) -> usize {
-        self.spares
+    /// Drops an instance that will not serve again. Dropping resets its pool
+    /// slot; for an app whose memory is copied back whole (`Reset::Copy`,
+    /// ~12 MiB for CPython) that takes milliseconds, so it moves to a task
+    /// of its own where another worker thread can take it, instead of
+    /// holding up this connection's next request. Small resets stay on this
+    /// thread, where they cost less than the hand-off.
+    fn retire(&self, instance: Instance) {
+        if self.reset == Reset::Copy {
+            tokio::spawn(async move { drop(instance) });
+        } else {
+            drop(instance);
+        }
     }
 
-    /// Instances waiting for a request.
-    pub fn idle(&self) -> usize {
-        self.lock_idle().len()
+    fn lock_idle(&self) -> MutexGuard<'_, Vec<Instance>> {
+        // Nothing panics while holding it; a poisoned Vec is still valid.
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The one refill an app may have under way. Dropping it, run or not, lets
+/// the next request claim one, so a connection closed before it ran its
+/// chores cannot leave an app without spares for good.
+struct RefillClaim(Arc<Instances>);
+
+impl RefillClaim {
+    async fn run(self) {
+        self.0.fill().await;
+    }
+}
+
+impl Drop for RefillClaim {
+    fn drop(&mut self) {
+        self.0.refilling.store(false, Ordering::Release);
+    }
+}
+
+/// What is left to do after one request: the instance to retire, if it
+/// will not serve again, and the refill to run, if this request is the one
+/// to make the app's spares.
+pub struct Leftovers {
+    instances: Arc<Instances>,
+    spent: Option<Instance>,
+    refill: Option<RefillClaim>,
+}
+
+impl Leftovers {
+    /// Does it all, now.
+    pub async fn run(self) {
+        if let Some(refill) = self.retire() {
+            refill.run().await;
+        }
     }
 
-    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Instance>> {
-        // A panic while holding this lock leaves a valid Vec behind.
-        self.idle
+    /// Retires the spent instance and returns the refill still to run.
+    fn retire(mut self) -> Option<RefillClaim> {
+        if let Some(spent) = self.spent.take() {
+            self.instances.retire(spent);
+        }
+        self.refill
+    }
+}
+
+/// A refill under way, kept by the connection between polls.
+pub type Refill = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The leftovers of one connection's requests, for it to run between them
+/// (`connection::drive`): the handler pushes, the connection's task runs.
+#[derive(Default)]
+pub struct Chores {
+    pending: Mutex<Vec<Leftovers>>,
+}
+
+impl Chores {
+    pub fn push(&self, leftovers: Leftovers) {
+        self.pending
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(leftovers);
+    }
+
+    fn pop(&self) -> Option<Leftovers> {
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+    }
+
+    /// Runs what is pending until done or until a refill has to wait; call
+    /// it when the connection has nothing more to do for now (the response
+    /// is written and it waits for the client). `refill` keeps the refill
+    /// under way between calls.
+    pub fn run(&self, refill: &mut Option<Refill>, cx: &mut Context<'_>) {
+        loop {
+            if let Some(running) = refill {
+                if running.as_mut().poll(cx).is_pending() {
+                    return;
+                }
+                *refill = None;
+            }
+            let Some(leftovers) = self.pop() else {
+                return;
+            };
+            *refill = leftovers
+                .retire()
+                .map(|claim| Box::pin(claim.run()) as Refill);
+        }
+    }
+
+    /// Runs everything left, once the connection is closed: nobody waits
+    /// on its task any more.
+    pub async fn finish(&self, refill: Option<Refill>) {
+        if let Some(running) = refill {
+            running.await;
+        }
+        while let Some(leftovers) = self.pop() {
+            leftovers.run().await;
+        }
     }
 }

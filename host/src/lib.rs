@@ -1,59 +1,68 @@
 //! wasmhost: an application server for WebAssembly components.
 //!
-//! The request path:
+//! One request's path, accept to response; each module is entered once, in
+//! this order, and none calls back into one above it:
 //!
 //! ```text
-//! TCP accept, one loop per listener (server)
-//!   -> hyper HTTP/1.1 + HTTP/2 connection; header and keep-alive timeouts,
-//!      work left by requests done between them (connection, chores)
-//!   -> route: longest mounted prefix, path rewritten, X-Forwarded-Prefix (router)
-//!   -> take a spare or idle instance, or a pool slot, a new Store (state) and
-//!      instantiate the app's ProxyPre (instances, app); call
-//!      wasi:http/incoming-handler.handle (handler)
-//!   -> the response streams back while the guest writes it (guest_body); the
-//!      instance is dropped and its pool slot recycled when the handler returns
+//! server       accept (a permit per connection), TLS handshake (tls), hyper's
+//!              HTTP/1.1 + HTTP/2 builder
+//! connection   drive the connection: header and keep-alive timeouts, polite
+//!              close on shutdown, the chores its requests left, between them
+//! service      per request: forwarding headers (forwarded), route once
+//!              (router), access-log record (access_log), Connection: close
+//!              when shutting down
+//! handler      body-size check, a place to run (admission), an instance
+//!              (instances), the guest's call, its faults as statuses; request
+//!              and response bodies cross the host through `bodies`
+//! instances    take an instance (idle, spare or new from the pool), call
+//!              wasi:http/incoming-handler.handle in its sandbox (sandbox,
+//!              limits, guest_output), give it back, retire it, refill spares
 //! ```
 //!
-//! Engines with the pooling allocator (engine; one per way of resetting
-//! memory) serve every app; an epoch ticker keeps busy guests from pinning
-//! runtime threads. `reload` watches the component files and swaps new
-//! versions into the route table. `config` turns flags and `wasmhost.toml`
-//! into one validated `Config`; `serve` wires it all together.
+//! Beside the path: `app` loads a component (read, validate, compile with an
+//! engine from `engine`, through the `compile_cache`); `reload` watches the
+//! files and swaps new versions into the route table; `config` turns flags
+//! and `wasmhost.toml` into one validated `Config`, plain data that the
+//! runtime reads (`paths` holds the URL segment rules it shares with the
+//! router); `commands` wires a `serve` or `check` together, `nginx` writes
+//! the nginx front, `signals` and `logging` belong to the binary.
+//!
+//! [`server::run`] is the entry point for an embedder or a test: listeners,
+//! a route table and a shutdown future in, no signals.
 
 pub mod access_log;
 pub mod admission;
 pub mod app;
-pub mod cache;
-pub mod chores;
-pub mod cli;
+pub mod bodies;
+pub mod commands;
+pub mod compile_cache;
 pub mod config;
 pub mod connection;
 pub mod engine;
 pub mod forwarded;
-pub mod guest_body;
 pub mod guest_output;
 pub mod handler;
 pub mod instances;
 pub mod limits;
 pub mod logging;
 pub mod nginx;
+pub mod paths;
 pub mod reload;
-pub mod request_body;
 pub mod router;
-pub mod serve;
+pub mod sandbox;
 pub mod server;
+pub mod service;
 pub mod signals;
-pub mod state;
 pub mod tls;
 
 use anyhow::Result;
-use cli::{Cli, Command};
+use config::cli::{Cli, Command};
 
-/// Runs one command to completion.
-pub fn run(cli: Cli) -> Result<()> {
+/// Runs one command to completion; what it prints on standard output.
+pub fn run(cli: Cli) -> Result<String> {
     match cli.command {
-        Command::Serve(args) => serve::run(args),
-        Command::Check(source) => serve::check(source),
+        Command::Serve(args) => commands::serve(args).map(|()| String::new()),
+        Command::Check(source) => commands::check(source),
         Command::Nginx(args) => nginx::run(args),
     }
 }

@@ -1,58 +1,15 @@
-//! Per-app limits on what one request may use: memory per instance, CPU time
-//! while its guest runs, wall-clock time until its handler returns, and the
-//! size of its body (enforced in `request_body`); and how many of its
-//! requests run and wait at once (enforced in `admission`). A
-//! request over a limit fails alone, with its own status code and one log
+//! Enforcing an app's limits on what one request may use inside its guest:
+//! memory per instance and CPU time while its guest runs. (The wall-clock
+//! timeout is the handler's, the body size `bodies`', and how many requests
+//! run and wait at once `admission`'s.)
+//! A request over a limit fails alone, with its own status code and one log
 //! line naming the app and the limit; the instance that ran it is dropped.
 
+use crate::config::Limits;
 use crate::engine::EPOCH_TICK;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use wasmtime::{ResourceLimiter, StoreContextMut, UpdateDeadline};
-
-/// What one request of an app may use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Bytes one linear memory of an instance may grow to.
-    pub memory: u64,
-    /// Time a request's guest may spend running, measured in epoch ticks
-    /// that pass while it runs; waiting in host calls does not count.
-    pub cpu_time: Duration,
-    /// Time from the request to the guest's handler returning, whatever it
-    /// does meanwhile; covers a guest that never answers.
-    pub timeout: Duration,
-    /// Bytes of request body the guest may read.
-    pub body: u64,
-    /// Requests of the app that may hold an instance at once.
-    pub concurrency: u32,
-    /// Requests that may wait for one of those places; more get a 503.
-    pub queue: u32,
-}
-
-/// Enough for an interpreter such as CPython (~40 MiB for a hello) with room
-/// for real work; a guest that needs more says so in its config.
-pub const DEFAULT_MEMORY: u64 = 256 << 20;
-pub const DEFAULT_CPU_TIME: Duration = Duration::from_secs(10);
-/// As nginx's `proxy_read_timeout`, so a wasmhost behind it answers first.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
-/// Room for form posts and modest uploads; an app taking files raises it.
-pub const DEFAULT_BODY: u64 = 16 << 20;
-/// A tenth of the instance pool, so one app cannot take all of it.
-pub const DEFAULT_CONCURRENCY: u32 = 100;
-pub const DEFAULT_QUEUE: u32 = 200;
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            memory: DEFAULT_MEMORY,
-            cpu_time: DEFAULT_CPU_TIME,
-            timeout: DEFAULT_TIMEOUT,
-            body: DEFAULT_BODY,
-            concurrency: DEFAULT_CONCURRENCY,
-            queue: DEFAULT_QUEUE,
-        }
-    }
-}
 
 /// The limit a guest ran into. Raised as the guest's trap, so the handler can
 /// find it again in the error and answer for it.
@@ -77,14 +34,15 @@ pub struct Meter {
     /// Ticks it has run for so far.
     ticks_used: u64,
     /// When the guest came back from its last yield at a tick; none since
-    /// the request started.
+    /// the request started. (Only an `Instant` is kept under the lock: a
+    /// poisoned one is still valid.)
     resumed: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Meter {
     pub fn new(limits: Limits) -> Self {
         let tick = EPOCH_TICK.as_millis().max(1);
-        let ticks_allowed = (limits.cpu_time.as_millis() / tick).max(1) as u64;
+        let ticks_allowed = (limits.cpu_limit.as_millis() / tick).max(1) as u64;
         Self {
             limits,
             ticks_allowed,
@@ -98,7 +56,7 @@ impl Meter {
     /// spares every request a clock read.
     pub fn start_request(&mut self) {
         self.ticks_used = 0;
-        *lock(&self.resumed) = None;
+        *self.resumed.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
 
     /// Called when an epoch tick has passed while the guest ran: yield to
@@ -111,14 +69,14 @@ impl Meter {
     /// one. Otherwise a guest sharing a thread with many others would pay a
     /// tick per turn for no work.
     pub fn tick(&mut self) -> wasmtime::Result<UpdateDeadline> {
-        let resumed = *lock(&self.resumed);
+        let resumed = *self.resumed.lock().unwrap_or_else(PoisonError::into_inner);
         if resumed.is_some_and(|at| at.elapsed() < EPOCH_TICK / 2) {
             return Ok(UpdateDeadline::Continue(1));
         }
         self.ticks_used += 1;
         if self.ticks_used >= self.ticks_allowed {
             return Err(wasmtime::Error::new(Exceeded::CpuTime(
-                self.limits.cpu_time,
+                self.limits.cpu_limit,
             )));
         }
         let resumed = self.resumed.clone();
@@ -127,17 +85,10 @@ impl Meter {
             Box::pin(async move {
                 // To the back of the runtime's queue, behind other requests.
                 tokio::task::yield_now().await;
-                *lock(&resumed) = Some(Instant::now());
+                *resumed.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
             }),
         ))
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Only an Instant is stored under this lock; a poisoned one is still valid.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl ResourceLimiter for Meter {
@@ -150,10 +101,10 @@ impl ResourceLimiter for Meter {
         // A trap rather than a failed `memory.grow`: guests turn the latter
         // into an abort that reads like any other crash, and the log should
         // say what happened.
-        if desired as u64 > self.limits.memory {
+        if desired as u64 > self.limits.memory_limit {
             return Err(wasmtime::Error::new(Exceeded::Memory {
                 desired,
-                limit: self.limits.memory,
+                limit: self.limits.memory_limit,
             }));
         }
         Ok(true)
@@ -184,11 +135,11 @@ mod tests {
     #[test]
     fn the_cpu_budget_is_counted_in_ticks_of_the_running_guest() {
         let mut meter = Meter::new(Limits {
-            cpu_time: EPOCH_TICK * 3,
+            cpu_limit: EPOCH_TICK * 3,
             ..Limits::default()
         });
         let ran_a_tick = |meter: &mut Meter| {
-            *lock(&meter.resumed) = Some(Instant::now() - EPOCH_TICK);
+            *meter.resumed.lock().unwrap() = Some(Instant::now() - EPOCH_TICK);
         };
         ran_a_tick(&mut meter);
         assert!(matches!(
@@ -196,7 +147,7 @@ mod tests {
             Ok(UpdateDeadline::YieldCustom(1, _))
         ));
         // Back from yielding with the next tick already passed: not charged.
-        *lock(&meter.resumed) = Some(Instant::now());
+        *meter.resumed.lock().unwrap() = Some(Instant::now());
         assert!(matches!(meter.tick(), Ok(UpdateDeadline::Continue(1))));
         ran_a_tick(&mut meter);
         assert!(meter.tick().is_ok());

@@ -13,10 +13,13 @@ use std::process::ExitCode;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = wasmhost::cli::Cli::parse();
+    let cli = wasmhost::config::cli::Cli::parse();
     wasmhost::logging::init();
     match wasmhost::run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
         Err(error) => {
             // `{:#}` prints the whole context chain on one line and never a
             // backtrace, even with RUST_BACKTRACE set.

@@ -5,17 +5,16 @@
 //! the app's body limit and timeout, and nginx's timeouts sit just outside
 //! wasmhost's.
 
-use crate::cli::NginxArgs;
-use crate::config::{self, Config};
-use crate::limits::Limits;
+use crate::config::cli::NginxArgs;
+use crate::config::{self, Config, Limits};
 use anyhow::{Result, bail};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-/// `wasmhost nginx`: prints the config.
-pub fn run(args: NginxArgs) -> Result<()> {
+/// `wasmhost nginx`: the config to print.
+pub fn run(args: NginxArgs) -> Result<String> {
     let config = config::for_nginx(&args.serve)?;
     validate_listen(&args.nginx_listen)?;
     // nginx speaks plain HTTP to its upstream; TLS is for clients that
@@ -41,13 +40,11 @@ pub fn run(args: NginxArgs) -> Result<()> {
         server_name: &args.server_name,
         static_root: &args.static_root,
     };
-    let text = if args.standalone {
+    Ok(if args.standalone {
         front.standalone()
     } else {
         front.include()
-    };
-    print!("{text}");
-    Ok(())
+    })
 }
 
 /// nginx's `listen` takes `PORT`, `IP:PORT` or `[IPv6]:PORT`.
@@ -289,11 +286,11 @@ server {{
     }}
 ",
             margin = nginx_time(READ_TIMEOUT_MARGIN),
-            body = nginx_size(root.body),
+            body = nginx_size(root.body_limit),
             read = nginx_time(root.timeout + READ_TIMEOUT_MARGIN),
         );
         for mount in config.mounts.iter().filter(|mount| &*mount.route != "/") {
-            let body = nginx_size(mount.limits.body);
+            let body = nginx_size(mount.limits.body_limit);
             let read = nginx_time(mount.limits.timeout + READ_TIMEOUT_MARGIN);
             let route = &mount.route;
             let _ = write!(

@@ -7,12 +7,12 @@
 //! deleted) never replaces the version being served, and a config that does
 //! not validate is not applied at all. SIGHUP reloads everything.
 
-use crate::app::{self, App, Digest, Tier};
-use crate::config::Listen;
-use crate::config::{Config, Mount};
+use crate::app::{self, App, Tier, Version};
+use crate::compile_cache::Digest;
+use crate::config::{Config, Listen, Mount};
 use crate::engine::{Compiler, Engines};
-use crate::handler::Target;
-use crate::router::Router;
+use crate::instances::Pool;
+use crate::router::{Router, Routes};
 use anyhow::{Context, Result, anyhow};
 use notify::event::{AccessKind, AccessMode};
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
@@ -43,6 +43,132 @@ pub struct Sources {
     pub reread: Reread,
 }
 
+/// What a reload needs to make and serve a new version of an app.
+#[derive(Clone)]
+pub struct Reloads {
+    /// The table new versions are swapped into.
+    pub routes: Arc<Routes>,
+    pub engines: Arc<Engines>,
+    /// Where new versions' instances take their slots.
+    pub pool: Pool,
+}
+
+/// A component file's contents and digest, read and hashed on a blocking
+/// thread (an 18 MB component takes tens of milliseconds).
+struct Read {
+    bytes: Vec<u8>,
+    digest: Digest,
+}
+
+async fn read(path: &Path) -> Result<Read> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let bytes = app::read(&path)?;
+        let digest = Digest::of(&bytes);
+        Ok(Read { bytes, digest })
+    })
+    .await
+    .map_err(|panicked| anyhow!("the file reader failed: {panicked}"))?
+}
+
+impl Reloads {
+    /// The app serving at `route`, if any.
+    fn serving(&self, route: &Arc<str>) -> Option<Arc<App>> {
+        let routes = self.routes.load();
+        routes
+            .mounts()
+            .find(|(prefix, _)| *prefix == route)
+            .map(|(_, app)| app.clone())
+    }
+
+    /// Compiles a new version on a blocking thread.
+    async fn compile(
+        &self,
+        mount: &Mount,
+        read: Read,
+        tier: Tier,
+        noticed: Instant,
+    ) -> Result<Arc<App>> {
+        let (engines, mount, pool) = (self.engines.clone(), mount.clone(), self.pool.clone());
+        tokio::task::spawn_blocking(move || {
+            let version = Version {
+                bytes: &read.bytes,
+                digest: read.digest,
+                started: noticed,
+            };
+            app::compile(&engines, &mount, version, tier, &pool)
+        })
+        .await
+        .map_err(|panicked| anyhow!("the compiler thread failed: {panicked}"))?
+        .map(Arc::new)
+    }
+
+    /// After a new version was swapped in: makes its spares, and its
+    /// Cranelift build if it runs a Winch one, both in the background. It
+    /// serves at once: its first requests instantiate for themselves, which
+    /// for an 18 MB Python guest takes ~15 ms where its two spares took
+    /// ~30 ms before the swap.
+    fn settle(&self, app: &Arc<App>, mount: &Mount) {
+        make_spares(app);
+        self.optimise(app, mount.clone());
+    }
+
+    /// If `app` runs a Winch build, compiles the Cranelift build in the
+    /// background and swaps it in, provided the route still serves that
+    /// version by then (a newer file wins; the reloader handles it).
+    pub fn optimise(&self, app: &Arc<App>, mount: Mount) {
+        if app.compiler != Compiler::Winch {
+            return;
+        }
+        let digest = app.digest;
+        let reloads = self.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let compiled = match read(&mount.component).await {
+                Ok(read) if read.digest == digest => {
+                    reloads.compile(&mount, read, Tier::Final, started).await
+                }
+                // A newer file, or none: the reloader deals with it.
+                Ok(_) => return,
+                Err(error) => Err(error),
+            };
+            let app = match compiled {
+                Ok(app) => app,
+                Err(error) => {
+                    tracing::warn!("optimising: {error:#}; the quick build keeps serving");
+                    return;
+                }
+            };
+            let mut swapped = false;
+            reloads.routes.rcu(|routes| {
+                let serving = routes.mounts().find(|(route, _)| **route == app.route);
+                swapped = serving.is_some_and(|(_, serving)| {
+                    serving.digest == digest && serving.compiler == Compiler::Winch
+                });
+                if swapped {
+                    Arc::new(routes.with(&app.route, app.clone()))
+                } else {
+                    routes.clone()
+                }
+            });
+            if swapped {
+                tracing::info!(
+                    "optimised {} ({digest}): Cranelift's build serves, compiled in {} ms",
+                    app.route,
+                    started.elapsed().as_millis()
+                );
+                make_spares(&app);
+            }
+        });
+    }
+}
+
+/// Makes an app's spares in the background.
+fn make_spares(app: &Arc<App>) {
+    let instances = app.instances.clone();
+    tokio::spawn(async move { instances.refill().await });
+}
+
 /// Reloading stops when this is dropped.
 pub struct Reloader {
     task: JoinHandle<()>,
@@ -54,14 +180,9 @@ impl Drop for Reloader {
     }
 }
 
-/// Starts reloading what `target` serves: on file changes if `watch` (the
-/// default; `--no-reload` turns it off), and on SIGHUP always.
-pub fn start(
-    target: Arc<Target>,
-    engines: Arc<Engines>,
-    sources: Sources,
-    watch: bool,
-) -> Result<Reloader> {
+/// Starts reloading what `reloads.routes` serves: on file changes if
+/// `watch` (the default; `--no-reload` turns it off), and on SIGHUP always.
+pub fn start(reloads: Reloads, sources: Sources, watch: bool) -> Result<Reloader> {
     let hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let (sender, events) = mpsc::unbounded_channel();
     let watcher = if watch {
@@ -86,8 +207,7 @@ pub fn start(
         None => None,
     };
     let mut reloading = Reloading {
-        target,
-        engines,
+        reloads,
         listeners: sources.config.listeners,
         mounts: Vec::new(),
         watched: HashMap::new(),
@@ -128,8 +248,7 @@ fn watch_key(file: &Path) -> Result<(PathBuf, PathBuf)> {
 }
 
 struct Reloading {
-    target: Arc<Target>,
-    engines: Arc<Engines>,
+    reloads: Reloads,
     /// The listeners started with; a config that changes them is applied
     /// except for them.
     listeners: Vec<Listen>,
@@ -237,9 +356,9 @@ impl Reloading {
         let Some(mount) = self.mounts.iter().find(|mount| &mount.route == route) else {
             return;
         };
-        let serving = self.serving(route).map(|app| app.digest);
-        let bytes = match app::read(&mount.component) {
-            Ok(bytes) => bytes,
+        let serving = self.reloads.serving(route).map(|app| app.digest);
+        let read = match read(&mount.component).await {
+            Ok(read) => read,
             Err(error) => {
                 // Deleted, or mid-rename: the last good version keeps
                 // serving, and the next write is picked up.
@@ -249,13 +368,16 @@ impl Reloading {
                 return;
             }
         };
-        let digest = Digest::of(&bytes);
-        if serving == Some(digest) {
+        if serving == Some(read.digest) {
             return;
         }
-        match self.compile(mount, bytes, digest, noticed).await {
+        match self
+            .reloads
+            .compile(mount, read, Tier::QuickFirst, noticed)
+            .await
+        {
             Ok(app) => {
-                self.target
+                self.reloads
                     .routes
                     .rcu(|routes| routes.with(&app.route, app.clone()));
                 let later = match app.compiler {
@@ -267,7 +389,7 @@ impl Reloading {
                     app.digest,
                     noticed.elapsed().as_millis()
                 );
-                self.settle(&app, mount);
+                self.reloads.settle(&app, mount);
             }
             Err(error) => tracing::warn!(
                 "not reloading {route}: {error:#}; still serving the previous version"
@@ -276,167 +398,87 @@ impl Reloading {
     }
 
     /// Reads the configuration again and serves it: mounts added, removed,
-    /// or changed (file, contents, mode, spares) are applied together, and
-    /// untouched mounts keep their app and its instances. If anything in it
-    /// fails, nothing is applied. `force` recompiles every app.
+    /// or changed (file, contents, mode, spares, limits) are applied
+    /// together, and untouched mounts keep their app and its instances. If
+    /// anything in it fails, nothing is applied. `force` recompiles every app.
     async fn apply_config(&mut self, noticed: Instant, force: bool) {
         let config = match (self.reread)() {
             Ok(config) => config,
             Err(error) => return refuse_config(format!("{error:#}")),
         };
-        let (mut added, mut reloaded, mut kept) = (0, 0, 0);
-        let mut table = Vec::with_capacity(config.mounts.len());
-        let mut fresh = Vec::new();
-        for mount in &config.mounts {
-            let serving = self.serving(&mount.route);
-            let bytes = match app::read(&mount.component) {
-                Ok(bytes) => bytes,
-                Err(error) => return refuse_config(mount.origin.locate(format!("{error:#}"))),
-            };
-            let digest = Digest::of(&bytes);
-            if let Some(app) = &serving
-                && !force
-                && unchanged(app, mount, digest)
-            {
-                kept += 1;
-                table.push((mount.route.clone(), app.clone()));
-                continue;
-            }
-            match self.compile(mount, bytes, digest, noticed).await {
-                Ok(app) => {
-                    if serving.is_some() {
-                        reloaded += 1;
-                    } else {
-                        added += 1;
-                    }
-                    fresh.push((app.clone(), mount.clone()));
-                    table.push((mount.route.clone(), app));
-                }
-                Err(error) => return refuse_config(mount.origin.locate(format!("{error:#}"))),
-            }
-        }
+        let plan = match self.plan(&config, noticed, force).await {
+            Ok(plan) => plan,
+            Err(reason) => return refuse_config(reason),
+        };
         if let Err(error) = self.watch(config.mounts) {
             return refuse_config(format!("{error:#}"));
         }
-        let before = self.target.routes.load().mounts().count();
-        let removed = before - (kept + reloaded);
-        self.target.routes.store(Arc::new(Router::new(table)));
+        let before = self.reloads.routes.load().mounts().count();
+        let removed = before - (plan.kept + plan.reloaded);
+        self.reloads.routes.store(Arc::new(Router::new(plan.table)));
         tracing::info!(
-            "configuration applied in {} ms: {added} app(s) added, {reloaded} reloaded, \
-             {removed} removed, {kept} unchanged",
-            noticed.elapsed().as_millis()
+            "configuration applied in {} ms: {} app(s) added, {} reloaded, \
+             {removed} removed, {} unchanged",
+            noticed.elapsed().as_millis(),
+            plan.added,
+            plan.reloaded,
+            plan.kept
         );
-        for (app, mount) in &fresh {
-            self.settle(app, mount);
+        for (app, mount) in &plan.fresh {
+            self.reloads.settle(app, mount);
         }
         if config.listeners != self.listeners {
             tracing::warn!("listener changes in the configuration take effect at the next restart");
         }
     }
 
-    fn serving(&self, route: &Arc<str>) -> Option<Arc<App>> {
-        let routes = self.target.routes.load();
-        routes
-            .mounts()
-            .find(|(prefix, _)| *prefix == route)
-            .map(|(_, app)| app.clone())
+    /// The route table `config` asks for: apps kept where nothing changed,
+    /// compiled where something did; the reason if any mount fails.
+    async fn plan(&self, config: &Config, noticed: Instant, force: bool) -> Result<Plan, String> {
+        let mut plan = Plan::default();
+        for mount in &config.mounts {
+            let serving = self.reloads.serving(&mount.route);
+            let located = |error: anyhow::Error| mount.origin.locate(format!("{error:#}"));
+            let read = read(&mount.component).await.map_err(located)?;
+            if let Some(app) = &serving
+                && !force
+                && unchanged(app, mount, read.digest)
+            {
+                plan.kept += 1;
+                plan.table.push((mount.route.clone(), app.clone()));
+                continue;
+            }
+            let app = self
+                .reloads
+                .compile(mount, read, Tier::QuickFirst, noticed)
+                .await
+                .map_err(located)?;
+            if serving.is_some() {
+                plan.reloaded += 1;
+            } else {
+                plan.added += 1;
+            }
+            plan.fresh.push((app.clone(), mount.clone()));
+            plan.table.push((mount.route.clone(), app));
+        }
+        Ok(plan)
     }
+}
 
-    /// Compiles a new version on a blocking thread.
-    async fn compile(
-        &self,
-        mount: &Mount,
-        bytes: Vec<u8>,
-        digest: Digest,
-        noticed: Instant,
-    ) -> Result<Arc<App>> {
-        let engines = self.engines.clone();
-        let mount = mount.clone();
-        tokio::task::spawn_blocking(move || {
-            app::compile(&engines, &mount, &bytes, digest, Tier::QuickFirst, noticed)
-        })
-        .await
-        .map_err(|panicked| anyhow!("the compiler thread failed: {panicked}"))?
-        .map(Arc::new)
-    }
-
-    /// After a new version was swapped in: makes its spares, and its
-    /// Cranelift build if it runs a Winch one, both in the background. It
-    /// serves at once: its first requests instantiate for themselves, which
-    /// for an 18 MB Python guest takes ~15 ms where its two spares took
-    /// ~30 ms before the swap.
-    fn settle(&self, app: &Arc<App>, mount: &Mount) {
-        make_spares(&self.target, app.clone());
-        optimise(
-            self.target.clone(),
-            self.engines.clone(),
-            app,
-            mount.clone(),
-        );
-    }
+/// A configuration ready to apply.
+#[derive(Default)]
+struct Plan {
+    table: Vec<(Arc<str>, Arc<App>)>,
+    /// New versions, to settle once they serve.
+    fresh: Vec<(Arc<App>, Mount)>,
+    added: usize,
+    reloaded: usize,
+    kept: usize,
 }
 
 /// The one line for a configuration that is not applied.
 fn refuse_config(reason: String) {
     tracing::warn!("not applying the configuration: {reason}; still serving the previous one");
-}
-
-fn make_spares(target: &Target, app: Arc<App>) {
-    let slots = target.slots.clone();
-    tokio::spawn(async move { app.instances.refill(&app.pre, &slots).await });
-}
-
-/// If `app` runs a Winch build, compiles the Cranelift build in the
-/// background and swaps it in, provided the route still serves that version
-/// by then (a newer file wins; the reloader handles it).
-pub fn optimise(target: Arc<Target>, engines: Arc<Engines>, app: &Arc<App>, mount: Mount) {
-    if app.compiler != Compiler::Winch {
-        return;
-    }
-    let digest = app.digest;
-    tokio::spawn(async move {
-        let started = Instant::now();
-        let compiled = tokio::task::spawn_blocking(move || {
-            let bytes = app::read(&mount.component)?;
-            if Digest::of(&bytes) != digest {
-                return Ok(None);
-            }
-            app::compile(&engines, &mount, &bytes, digest, Tier::Final, started).map(Some)
-        })
-        .await;
-        let app = match compiled {
-            Ok(Ok(Some(app))) => Arc::new(app),
-            Ok(Ok(None)) => return,
-            Ok(Err(error)) => {
-                tracing::warn!("optimising: {error:#}; the quick build keeps serving");
-                return;
-            }
-            Err(panicked) => {
-                tracing::error!("optimising: the compiler thread failed: {panicked}");
-                return;
-            }
-        };
-        let mut swapped = false;
-        target.routes.rcu(|routes| {
-            let serving = routes.mounts().find(|(route, _)| **route == app.route);
-            swapped = serving.is_some_and(|(_, serving)| {
-                serving.digest == digest && serving.compiler == Compiler::Winch
-            });
-            if swapped {
-                Arc::new(routes.with(&app.route, app.clone()))
-            } else {
-                routes.clone()
-            }
-        });
-        if swapped {
-            tracing::info!(
-                "optimised {} ({digest}): Cranelift's build serves, compiled in {} ms",
-                app.route,
-                started.elapsed().as_millis()
-            );
-            make_spares(&target, app);
-        }
-    });
 }
 
 /// Whether `app` already serves what `mount` with this file digest asks for.

@@ -10,10 +10,24 @@
 //! - `..` segments resolve inside the app's part of the path; a path that
 //!   `..` would move out of the mount it names (or above `/`) is refused;
 //! - percent-encoding is left alone (`%2F` is not a separator), except that
-//!   `%2e` counts as `.` when spotting dot segments, since clients and apps
-//!   decode it to one.
+//!   `%2e` counts as `.` when spotting dot segments (`paths`).
+//!
+//! A request is routed once, by the service; the result names the app for
+//! the access log and, applied with [`Routed::rewrite`], gives the handler
+//! the request as the app must see it.
 
+use crate::app::App;
+use crate::paths::{is_dot, is_dot_dot, split};
+use arc_swap::ArcSwap;
+use http::header::{HeaderName, HeaderValue};
 use std::sync::Arc;
+
+/// The route table requests are served from. A reload swaps in a new one;
+/// a request holds the app it was routed to until it is done with it.
+pub type Routes = ArcSwap<Router<Arc<App>>>;
+
+/// The header carrying the mount point to the app, like WSGI's SCRIPT_NAME.
+const FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 
 /// A request path the router refuses outright.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +49,24 @@ pub struct Routed<'a, T> {
     pub path_and_query: String,
 }
 
+impl<T> Routed<'_, T> {
+    /// Rewrites `request` as the app must see it: its path relative to the
+    /// mount, the mount in `X-Forwarded-Prefix` (a client-sent one would lie
+    /// to the app about where it is mounted, so it is removed).
+    pub fn rewrite<B>(&self, request: &mut http::Request<B>) -> Result<(), Refusal> {
+        let mut parts = request.uri().clone().into_parts();
+        parts.path_and_query = Some(self.path_and_query.parse().map_err(|_| Refusal::BadPath)?);
+        *request.uri_mut() = http::Uri::from_parts(parts).map_err(|_| Refusal::BadPath)?;
+        let headers = request.headers_mut();
+        headers.remove(&FORWARDED_PREFIX);
+        if self.prefix != "/" {
+            let value = HeaderValue::from_str(self.prefix).map_err(|_| Refusal::BadPath)?;
+            headers.insert(FORWARDED_PREFIX, value);
+        }
+        Ok(())
+    }
+}
+
 /// Mount points and what is mounted on them, longest prefix first.
 #[derive(Debug)]
 pub struct Router<T> {
@@ -43,7 +75,7 @@ pub struct Router<T> {
 
 impl<T> Router<T> {
     /// `mounts` are (prefix, target) pairs with prefixes already validated by
-    /// [`normalise_prefix`] and unique.
+    /// `paths::normalise_prefix` and unique.
     pub fn new(mounts: impl IntoIterator<Item = (Arc<str>, T)>) -> Self {
         let mut mounts: Vec<_> = mounts.into_iter().collect();
         mounts.sort_by(|(a, _), (b, _)| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
@@ -131,31 +163,6 @@ impl<T> Router<T> {
     }
 }
 
-/// Validates a mount prefix and puts it in canonical form: starts with `/`,
-/// no trailing `/` (except the root itself), no empty, `.` or `..` segments,
-/// no query.
-pub fn normalise_prefix(prefix: &str) -> Result<Arc<str>, String> {
-    if !prefix.starts_with('/') {
-        return Err(format!("route `{prefix}` must start with `/`"));
-    }
-    if prefix.contains(['?', '#']) {
-        return Err(format!(
-            "route `{prefix}` must be a path, without `?` or `#`"
-        ));
-    }
-    let segments: Vec<&str> = split(prefix).collect();
-    if segments.iter().any(|s| is_dot(s) || is_dot_dot(s)) {
-        return Err(format!(
-            "route `{prefix}` must not contain `.` or `..` segments"
-        ));
-    }
-    Ok(format!("/{}", segments.join("/")).into())
-}
-
-fn split(path: &str) -> impl Iterator<Item = &str> {
-    path.split('/').filter(|segment| !segment.is_empty())
-}
-
 /// Segments without empty and `.` ones; `..` kept for the app-relative pass.
 fn clean_segments(path: &str) -> Vec<&str> {
     split(path).filter(|segment| !is_dot(segment)).collect()
@@ -174,20 +181,11 @@ fn resolve_dot_dot<'a>(segments: &[&'a str]) -> Option<Vec<&'a str>> {
     Some(out)
 }
 
-fn is_dot(segment: &str) -> bool {
-    segment == "." || segment.eq_ignore_ascii_case("%2e")
-}
-
-fn is_dot_dot(segment: &str) -> bool {
-    matches!(
-        segment.to_ascii_lowercase().as_str(),
-        ".." | "%2e." | ".%2e" | "%2e%2e"
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::paths::normalise_prefix;
 
     fn router(prefixes: &[&'static str]) -> Router<&'static str> {
         Router::new(prefixes.iter().map(|p| (normalise_prefix(p).unwrap(), *p)))
@@ -274,27 +272,6 @@ mod tests {
                 Err(expected),
                 "{path}"
             );
-        }
-    }
-
-    #[test]
-    fn mount_prefixes_are_validated_and_canonical() {
-        let cases = [
-            ("/", Ok("/")),
-            ("/api", Ok("/api")),
-            ("/api/", Ok("/api")),
-            ("//api//v2/", Ok("/api/v2")),
-            ("api", Err(())),
-            ("", Err(())),
-            ("/api?x", Err(())),
-            ("/a/../b", Err(())),
-            ("/./a", Err(())),
-        ];
-        for (prefix, expected) in cases {
-            let got = normalise_prefix(prefix)
-                .map(|p| p.to_string())
-                .map_err(|_| ());
-            assert_eq!(got, expected.map(str::to_string), "{prefix}");
         }
     }
 

@@ -10,6 +10,7 @@
 //! than with inotify: certbot and cert-manager renew by swapping symlinks,
 //! which a watch on the file or its directory does not reliably see.
 
+use crate::config::CertPair;
 use anyhow::{Context, Result, anyhow, bail};
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
@@ -18,19 +19,12 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// How often the certificate files are looked at for a renewal.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
-
-/// A certificate chain file and its private key file, both PEM.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CertPair {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
 
 /// One certificate, loaded.
 #[derive(Debug)]

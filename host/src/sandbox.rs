@@ -1,15 +1,17 @@
-//! What a `Store` holds for one request: the WASI and wasi:http contexts and
-//! the resource table they share. A guest gets no environment variables, no
-//! files, no sockets and no outbound HTTP: nothing is granted by default.
+//! The guest's sandbox: what a `Store` holds for its instance, the WASI and
+//! wasi:http contexts, the resource table they share, and the meter of its
+//! limits. A guest gets no environment variables, no files, no sockets and
+//! no outbound HTTP: nothing is granted by default.
 
+use crate::config::Limits;
 use crate::guest_output::{GuestOutput, Sink};
-use crate::limits::{Limits, Meter};
+use crate::limits::Meter;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-pub struct RequestState {
+pub struct Sandbox {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     table: ResourceTable,
@@ -18,7 +20,12 @@ pub struct RequestState {
     meter: Meter,
 }
 
-impl RequestState {
+impl Sandbox {
+    /// The meter of this store's limits.
+    pub fn meter(&mut self) -> &mut Meter {
+        &mut self.meter
+    }
+
     /// The prefixes tag the guest's stdout and stderr lines with the app.
     pub fn new(stdout_prefix: &Arc<str>, stderr_prefix: &Arc<str>, limits: Limits) -> Self {
         let wasi = WasiCtx::builder()
@@ -35,13 +42,13 @@ impl RequestState {
     }
 }
 
-impl AsMut<Meter> for RequestState {
+impl AsMut<Meter> for Sandbox {
     fn as_mut(&mut self) -> &mut Meter {
         &mut self.meter
     }
 }
 
-impl WasiView for RequestState {
+impl WasiView for Sandbox {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
             ctx: &mut self.wasi,
@@ -50,7 +57,7 @@ impl WasiView for RequestState {
     }
 }
 
-impl WasiHttpView for RequestState {
+impl WasiHttpView for Sandbox {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
         WasiHttpCtxView {
             ctx: &mut self.http,

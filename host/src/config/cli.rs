@@ -1,7 +1,12 @@
 //! The command line: clap types only. Validation that needs more than one flag
 //! or the file system happens in `config`.
 
+use super::settings::MAX_SPARES;
+use super::units::{
+    Destination, parse_duration, parse_network, parse_positive_duration, parse_size,
+};
 use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::path::PathBuf;
@@ -93,10 +98,6 @@ pub struct Source {
     pub no_cache: bool,
 }
 
-/// Spares per app at most: they hold pool slots that other apps' requests
-/// may be waiting for.
-pub const MAX_SPARES: u32 = 64;
-
 /// `--mount PREFIX=FILE` as given.
 #[derive(Debug, Clone)]
 pub struct MountArg {
@@ -159,13 +160,13 @@ pub struct ServeArgs {
     /// X-Forwarded-Host from peers in this network (e.g. `127.0.0.1`,
     /// `10.0.0.0/8`); repeatable. From anyone else they are replaced with
     /// what the socket says [default: none]
-    #[arg(long = "trusted-proxy", value_name = "CIDR", value_parser = crate::forwarded::parse_network)]
-    pub trusted_proxies: Vec<ipnet::IpNet>,
+    #[arg(long = "trusted-proxy", value_name = "CIDR", value_parser = parse_network)]
+    pub trusted_proxies: Vec<IpNet>,
     /// Write a line per request, in the combined log format plus duration
     /// and app, to FILE (appended), `-` (standard output) or `off`
     /// [default: off]
-    #[arg(long, value_name = "FILE|-|off", value_parser = crate::access_log::Destination::parse)]
-    pub access_log: Option<crate::access_log::Destination>,
+    #[arg(long, value_name = "FILE|-|off", value_parser = Destination::parse)]
+    pub access_log: Option<Destination>,
     /// Time a client has to send a request head, from its first byte (or
     /// from connecting); a slower one is disconnected [default: 30s]
     #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
@@ -211,97 +212,4 @@ pub struct NginxArgs {
     /// of the part that goes in an existing nginx's http block.
     #[arg(long)]
     pub standalone: bool,
-}
-
-/// A duration that must not be zero: a limit of nothing serves nothing.
-fn parse_positive_duration(text: &str) -> Result<Duration, String> {
-    match parse_duration(text)? {
-        duration if duration.is_zero() => Err("must be more than 0".into()),
-        duration => Ok(duration),
-    }
-}
-
-/// Parses `64MiB`, `1GiB`, `512KiB` or a bare number of bytes.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let (text, number, unit) = number_and_unit(text);
-    let value: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size; write e.g. 64MiB or 1GiB"))?;
-    let scale: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" | "K" | "k" => 1 << 10,
-        "MiB" | "M" => 1 << 20,
-        "GiB" | "G" => 1 << 30,
-        other => {
-            return Err(format!(
-                "unknown unit `{other}` in `{text}`; use KiB, MiB or GiB"
-            ));
-        }
-    };
-    value
-        .checked_mul(scale)
-        .ok_or_else(|| format!("`{text}` is too large"))
-}
-
-/// `text` trimmed, then split where its leading digits end.
-fn number_and_unit(text: &str) -> (&str, &str, &str) {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    (text, number, unit)
-}
-
-/// Parses `250ms`, `30s`, `2m` or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let (text, number, unit) = number_and_unit(text);
-    let value: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration; write e.g. 500ms, 30s or 2m"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(value)),
-        "" | "s" => Ok(Duration::from_secs(value)),
-        "m" => Ok(Duration::from_secs(value.saturating_mul(60))),
-        _ => Err(format!("unknown unit `{unit}` in `{text}`; use ms, s or m")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_parse_with_binary_units() {
-        for (text, bytes) in [
-            ("512", 512),
-            ("64KiB", 64 << 10),
-            ("64MiB", 64 << 20),
-            ("64M", 64 << 20),
-            ("2GiB", 2 << 30),
-            (" 1 GiB ", 1 << 30),
-        ] {
-            assert_eq!(parse_size(text), Ok(bytes), "{text}");
-        }
-        for text in ["", "MiB", "12XB", "-1MiB", "99999999999999999999GiB"] {
-            assert!(parse_size(text).is_err(), "{text}");
-        }
-    }
-
-    #[test]
-    fn durations_parse_with_and_without_units() {
-        let cases = [
-            ("250ms", Some(Duration::from_millis(250))),
-            ("30s", Some(Duration::from_secs(30))),
-            ("30", Some(Duration::from_secs(30))),
-            ("2m", Some(Duration::from_secs(120))),
-            ("", None),
-            ("s", None),
-            ("5h", None),
-            ("-1s", None),
-        ];
-        for (text, expected) in cases {
-            assert_eq!(parse_duration(text).ok(), expected, "{text:?}");
-        }
-    }
 }

@@ -11,7 +11,6 @@
 //! to the directory: loading an entry runs the machine code in it. The
 //! directory is created private to the user (mode 0700).
 
-use crate::app::Digest;
 use anyhow::{Context, Result};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -22,6 +21,36 @@ use wasmtime::component::Component;
 /// [`SUFFIX`], so entries of another layout are never even opened.
 const MAGIC: &[u8] = b"wasmhost compiled component v3\n";
 const SUFFIX: &str = "v3.cwasm";
+
+/// A component file's SHA-256: the cache's key, and the name of a version
+/// in reload and log lines.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Digest([u8; 32]);
+
+impl Digest {
+    pub fn of(bytes: &[u8]) -> Self {
+        use sha2::Digest as _;
+        Self(sha2::Sha256::digest(bytes).into())
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// All 64 hex digits.
+    pub fn hex(&self) -> String {
+        self.0.iter().map(|byte| format!("{byte:02x}")).collect()
+    }
+}
+
+/// The first 12 hex digits, like a short git hash.
+impl std::fmt::Display for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0[..6]
+            .iter()
+            .try_for_each(|byte| write!(f, "{byte:02x}"))
+    }
+}
 
 pub struct Cache {
     dir: PathBuf,

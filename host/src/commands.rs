@@ -1,0 +1,275 @@
+//! The `serve` and `check` commands: build the engines, load every mounted
+//! app, then either report the route table (`check`) or bind, serve until a
+//! signal, drain and exit (`serve`). The wiring of everything else; the
+//! serving itself is `server::run`.
+
+use crate::access_log::AccessLog;
+use crate::app::{self, App, Tier};
+use crate::compile_cache::{Cache, Origin};
+use crate::config::cli::{ServeArgs, Source};
+use crate::config::{self, Config, Listen, Mount};
+use crate::engine::{Compiler, Engines, EpochTicker, PoolSize};
+use crate::forwarded::TrustedProxies;
+use crate::instances::Pool;
+use crate::reload;
+use crate::router::{Router, Routes};
+use crate::server::{self, Drained, Listener};
+use crate::signals;
+use crate::tls::Certificates;
+use anyhow::{Context, Result, anyhow};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+/// `wasmhost serve`: serves until SIGINT or SIGTERM.
+pub fn serve(args: ServeArgs) -> Result<()> {
+    let config = config::for_serve(&args)?;
+    let cache = compile_cache(&args.source)?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all().thread_name("wasmhost-worker");
+    if let Some(threads) = config.threads {
+        runtime.worker_threads(usize::from(threads));
+    }
+    let runtime = runtime.build().context("starting the async runtime")?;
+    let config_file = args.source.config.clone();
+    let reread: reload::Reread = Box::new(move || config::for_serve(&args));
+    runtime.block_on(serve_until_signalled(config, cache, config_file, reread))
+}
+
+/// `wasmhost check`: everything `serve` validates, nothing it serves. The
+/// report to print: the route table and a last `ok` line.
+pub fn check(source: Source) -> Result<String> {
+    let mounts = config::for_check(&source)?;
+    let pool = PoolSize::default();
+    let engines = Engines::new(pool, compile_cache(&source)?);
+    // Final builds: nothing is served, and the cache is warm for `serve`.
+    let apps = load_all(&engines, &mounts, Tier::Final, &Pool::new(pool.instances))?;
+    let mut report: String = apps.iter().map(|app| describe(app) + "\n").collect();
+    report += &format!("ok: {} app(s) valid\n", apps.len());
+    Ok(report)
+}
+
+async fn serve_until_signalled(
+    config: Config,
+    cache: Option<Cache>,
+    config_file: Option<PathBuf>,
+    reread: reload::Reread,
+) -> Result<()> {
+    let signals = signals::install()?;
+    let (access_log, log_writer) = AccessLog::open(&config.access_log)?.unzip();
+    let pool_size = PoolSize::default();
+    let engines = Arc::new(Engines::new(pool_size, cache));
+    let pool = Pool::new(pool_size.instances);
+
+    // Bind before compiling: a taken port is reported at once, and clients
+    // that connect while a large app compiles wait in the backlog instead of
+    // being refused.
+    let (listeners, _certificate_watchers) = bind_all(&config.listeners).await?;
+    let apps = load_at_startup(&engines, &config.mounts, &pool).await?;
+    let _ticker = EpochTicker::start(engines.clone());
+    for app in &apps {
+        app.instances.refill().await;
+    }
+    let routes = Arc::new(Routes::from_pointee(Router::new(
+        apps.iter().map(|app| (app.route.clone(), app.clone())),
+    )));
+    // Watching starts before the `serving on` line, so a change made once
+    // that line is out is never missed.
+    let reloads = reload::Reloads {
+        routes: routes.clone(),
+        engines,
+        pool,
+    };
+    for app in &apps {
+        if let Some(mount) = config.mounts.iter().find(|mount| mount.route == app.route) {
+            reloads.optimise(app, mount.clone());
+        }
+    }
+    let sources = reload::Sources {
+        config: config.clone(),
+        config_file,
+        reread,
+    };
+    let _reloader = reload::start(reloads, sources, config.reload)
+        .inspect_err(|error| tracing::warn!("hot reload is off: {error:#}"))
+        .ok();
+    announce(&apps, &listeners)?;
+
+    let options = server::Options {
+        max_connections: config.max_connections,
+        timeouts: config.timeouts,
+        drain_timeout: config.shutdown_timeout,
+        trusted_proxies: Arc::new(TrustedProxies::new(config.trusted_proxies.clone())),
+        access_log: access_log.map(Arc::new),
+    };
+    let listeners = listeners.into_iter().map(|bound| bound.listener).collect();
+    let first = async {
+        let _ = signals.first.await;
+    };
+    let second = async {
+        let _ = signals.second.await;
+    };
+    let drained = server::run(listeners, routes, options, first, second).await;
+    // The access log's last lines are on their way to its writer; once
+    // every connection is closed it ends as soon as they are written. Cut
+    // connections still hold theirs, so then it gets one batch's time.
+    let flush = match drained {
+        Drained::Clean => Duration::from_secs(2),
+        Drained::Cut => Duration::from_millis(300),
+    };
+    if let Some(writer) = log_writer {
+        writer.wait(flush);
+    }
+    match drained {
+        Drained::Clean => tracing::info!("stopped"),
+        Drained::Cut => tracing::info!("stopped; some requests were cut"),
+    }
+    Ok(())
+}
+
+/// A bound listener and, for TLS, its certificates (for the startup line).
+struct Bound {
+    listener: Listener,
+    certificates: Option<Arc<Certificates>>,
+}
+
+/// Binds every listener, loading its certificates; also returns the tasks
+/// that watch those for renewals, which run until dropped.
+async fn bind_all(listens: &[Listen]) -> Result<(Vec<Bound>, Vec<JoinHandle<()>>)> {
+    let mut bound = Vec::with_capacity(listens.len());
+    let mut watchers = Vec::new();
+    for listen in listens {
+        let socket = server::bind(listen.addr).await?;
+        if listen.tls.is_empty() {
+            bound.push(Bound {
+                listener: Listener { socket, tls: None },
+                certificates: None,
+            });
+            continue;
+        }
+        let certificates = Certificates::load(listen.tls.clone())?;
+        let acceptor = TlsAcceptor::from(certificates.server_config()?);
+        watchers.push(certificates.watch());
+        bound.push(Bound {
+            listener: Listener {
+                socket,
+                tls: Some(acceptor),
+            },
+            certificates: Some(certificates),
+        });
+    }
+    Ok((bound, watchers))
+}
+
+/// Compiles every mount off the runtime's threads, large ones with Winch
+/// first (`reload` swaps in their Cranelift builds).
+async fn load_at_startup(
+    engines: &Arc<Engines>,
+    mounts: &[Mount],
+    pool: &Pool,
+) -> Result<Vec<Arc<App>>> {
+    let (engines, mounts, pool) = (engines.clone(), mounts.to_vec(), pool.clone());
+    let apps =
+        tokio::task::spawn_blocking(move || load_all(&engines, &mounts, Tier::QuickFirst, &pool))
+            .await
+            .context("the compiler thread panicked")??;
+    Ok(apps.into_iter().map(Arc::new).collect())
+}
+
+/// The startup lines. One app at the root on one listener: everything on
+/// the `serving on` line. Otherwise the route table once, then a line per
+/// listener.
+fn announce(apps: &[Arc<App>], listeners: &[Bound]) -> Result<()> {
+    let with = match apps {
+        [only] if &*only.route == "/" && listeners.len() == 1 => {
+            format!(" with {}", summary(only))
+        }
+        _ => {
+            for app in apps {
+                tracing::info!("{}", describe(app));
+            }
+            format!(" with {} app(s)", apps.len())
+        }
+    };
+    for bound in listeners {
+        let local = bound
+            .listener
+            .socket
+            .local_addr()
+            .context("reading the bound address")?;
+        match &bound.certificates {
+            None => tracing::info!("serving on http://{local}/{with}"),
+            Some(certificates) => tracing::info!(
+                "serving on https://{local}/{with}; certificate {}",
+                certificates.describe()
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// The compile cache the flags ask for. A directory given with --cache-dir
+/// must work; the default one is skipped with a warning if it does not.
+fn compile_cache(source: &Source) -> Result<Option<Cache>> {
+    if source.no_cache {
+        return Ok(None);
+    }
+    if let Some(dir) = &source.cache_dir {
+        return Cache::open(dir).map(Some);
+    }
+    let Some(dir) = Cache::default_dir() else {
+        return Ok(None);
+    };
+    match Cache::open(&dir) {
+        Ok(cache) => Ok(Some(cache)),
+        Err(error) => {
+            tracing::warn!(
+                "{error:#}; compiling without a cache (--cache-dir picks another place)"
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// Compiles every mount. Blocking: run off the runtime's threads.
+fn load_all(engines: &Engines, mounts: &[Mount], tier: Tier, pool: &Pool) -> Result<Vec<App>> {
+    mounts
+        .iter()
+        .map(|mount| {
+            app::load(engines, mount, tier, pool)
+                .map_err(|error| anyhow!(mount.origin.locate(format!("{error:#}"))))
+        })
+        .collect()
+}
+
+/// `route /api -> api.wasm (72 KiB, compiled in 61 ms, fresh instance per
+/// request, 2 spares ready)`
+fn describe(app: &App) -> String {
+    format!("route {} -> {}", app.route, summary(app))
+}
+
+fn summary(app: &App) -> String {
+    let spares = match app.instances.idle() {
+        0 => String::new(),
+        1 => ", 1 spare ready".to_string(),
+        n => format!(", {n} spares ready"),
+    };
+    let compiled = match (app.origin, app.compiler) {
+        (Origin::Cached, _) => "loaded from cache",
+        (Origin::Compiled, Compiler::Cranelift) => "compiled",
+        (Origin::Compiled, Compiler::Winch) => "compiled with Winch",
+    };
+    let later = match app.compiler {
+        Compiler::Winch => ", Cranelift build to follow",
+        Compiler::Cranelift => "",
+    };
+    format!(
+        "{} ({} KiB, {compiled} in {} ms{later}, {}{spares})",
+        app.path.display(),
+        app.size.div_ceil(1024),
+        app.compile_time.as_millis(),
+        app.instances.mode(),
+    )
+}

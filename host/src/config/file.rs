@@ -1,0 +1,363 @@
+//! `wasmhost.toml`: parsed, checked and turned into settings, every error
+//! naming the file, the line and the key. Paths in it are relative to the
+//! file. Unknown keys are errors: a typo must not be ignored.
+
+use super::settings::{CertPair, DEFAULT_SPARES, Limits, Listen, MAX_SPARES, Mode, Mount, Origin};
+use super::units::{Destination, parse_duration, parse_network, parse_size};
+use crate::paths::normalise_prefix;
+use anyhow::{Result, anyhow, bail};
+use ipnet::IpNet;
+use serde::Deserialize;
+use std::num::NonZeroU32;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+/// What a `wasmhost.toml` sets; `None` where it is silent.
+#[derive(Debug, Default)]
+pub struct File {
+    pub listeners: Vec<Listen>,
+    pub mounts: Vec<Mount>,
+    pub threads: Option<u16>,
+    pub shutdown_timeout: Option<Duration>,
+    pub max_connections: Option<usize>,
+    pub header_timeout: Option<Duration>,
+    pub keep_alive_timeout: Option<Duration>,
+    pub trusted_proxies: Vec<IpNet>,
+    pub access_log: Option<Destination>,
+}
+
+/// The file as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    listen: Vec<RawListen>,
+    #[serde(default)]
+    app: Vec<RawApp>,
+    threads: Option<Spanned<u16>>,
+    shutdown_timeout: Option<Spanned<String>>,
+    max_connections: Option<Spanned<usize>>,
+    header_timeout: Option<Spanned<String>>,
+    keep_alive_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    trusted_proxies: Vec<Spanned<String>>,
+    access_log: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListen {
+    address: Spanned<String>,
+    /// `{ cert, key }`, or a list of them for several names (SNI).
+    tls: Option<RawTls>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawTls {
+    One(RawCertPair),
+    Many(Vec<RawCertPair>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCertPair {
+    cert: String,
+    key: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApp {
+    route: Spanned<String>,
+    component: Spanned<String>,
+    /// Requests one instance may serve; absent means a fresh instance each.
+    reuse: Option<Spanned<u32>>,
+    /// Instances kept instantiated ahead of requests.
+    spares: Option<Spanned<u32>>,
+    /// Memory one instance may grow to, e.g. "256MiB".
+    memory_limit: Option<Spanned<String>>,
+    /// The name `memory_limit` had before it matched its flag; still read.
+    memory: Option<Spanned<String>>,
+    /// CPU time per request, e.g. "10s".
+    cpu_limit: Option<Spanned<String>>,
+    /// The name `cpu_limit` had before it matched its flag; still read.
+    cpu_time: Option<Spanned<String>>,
+    /// Wall-clock time per request, e.g. "60s".
+    timeout: Option<Spanned<String>>,
+    /// Request body size, e.g. "16MiB".
+    body_limit: Option<Spanned<String>>,
+    /// Requests running at once.
+    concurrency: Option<Spanned<u32>>,
+    /// Requests waiting to run.
+    queue: Option<Spanned<u32>>,
+}
+
+/// Turns a byte span of the file into its place (file and line).
+struct Places<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Places<'_> {
+    fn at(&self, span: Range<usize>) -> Origin {
+        Origin::File {
+            path: self.path.to_path_buf(),
+            line: line_of(self.text, span.start),
+        }
+    }
+
+    /// A string value read by `parse`, or the error naming its place and key.
+    fn parsed<T>(
+        &self,
+        value: &Spanned<String>,
+        key: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<T> {
+        parse(value.get_ref()).map_err(|e| anyhow!("{}: {key}: {e}", self.at(value.span())))
+    }
+
+    /// A duration that must not be zero.
+    fn positive_duration(&self, value: &Spanned<String>, key: &str) -> Result<Duration> {
+        let duration = self.parsed(value, key, parse_duration)?;
+        if duration.is_zero() {
+            bail!("{}: {key} must be more than 0", self.at(value.span()));
+        }
+        Ok(duration)
+    }
+
+    /// A count that must not be zero.
+    fn at_least_one<T: Copy + PartialEq + From<u8>>(
+        &self,
+        value: &Spanned<T>,
+        key: &str,
+    ) -> Result<T> {
+        if *value.get_ref() == T::from(0) {
+            bail!("{}: {key} must be at least 1", self.at(value.span()));
+        }
+        Ok(*value.get_ref())
+    }
+}
+
+impl File {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<File> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow!("cannot read config {}: {e}", path.display()))?;
+        let places = Places { path, text: &text };
+        let raw: RawFile = toml::from_str(&text).map_err(|error| {
+            let place = match error.span() {
+                Some(span) => places.at(span).to_string(),
+                None => path.display().to_string(),
+            };
+            anyhow!("{place}: {}", error.message().trim())
+        })?;
+        // Components are found relative to the file, not the working directory.
+        let base = path.parent().unwrap_or(Path::new("."));
+        let access_log = raw
+            .access_log
+            .as_ref()
+            .map(|value| places.parsed(value, "access_log", Destination::parse))
+            .transpose()?
+            .map(|destination| match destination {
+                // Relative to the file, like components.
+                Destination::File(path) => Destination::File(base.join(path)),
+                other => other,
+            });
+        let optional_duration = |value: &Option<Spanned<String>>, key| {
+            value
+                .as_ref()
+                .map(|value| places.positive_duration(value, key))
+                .transpose()
+        };
+        Ok(File {
+            listeners: listeners(&raw.listen, &places, base)?,
+            mounts: mounts(&raw.app, &places, base)?,
+            threads: raw
+                .threads
+                .as_ref()
+                .map(|value| places.at_least_one(value, "threads"))
+                .transpose()?,
+            shutdown_timeout: raw
+                .shutdown_timeout
+                .as_ref()
+                .map(|value| places.parsed(value, "shutdown_timeout", parse_duration))
+                .transpose()?,
+            max_connections: raw
+                .max_connections
+                .as_ref()
+                .map(|value| places.at_least_one(value, "max_connections"))
+                .transpose()?,
+            header_timeout: optional_duration(&raw.header_timeout, "header_timeout")?,
+            keep_alive_timeout: optional_duration(&raw.keep_alive_timeout, "keep_alive_timeout")?,
+            trusted_proxies: raw
+                .trusted_proxies
+                .iter()
+                .map(|value| places.parsed(value, "trusted_proxies", parse_network))
+                .collect::<Result<_>>()?,
+            access_log,
+        })
+    }
+}
+
+/// The `[[listen]]` entries.
+fn listeners(entries: &[RawListen], places: &Places, base: &Path) -> Result<Vec<Listen>> {
+    let mut listeners: Vec<Listen> = Vec::new();
+    for entry in entries {
+        let origin = places.at(entry.address.span());
+        let addr: std::net::SocketAddr = entry.address.get_ref().parse().map_err(|_| {
+            anyhow!(
+                "{origin}: address `{}` is not IP:PORT; write e.g. \"127.0.0.1:8080\" or \"[::1]:8080\"",
+                entry.address.get_ref()
+            )
+        })?;
+        if addr.port() != 0 && listeners.iter().any(|listen| listen.addr == addr) {
+            bail!("{origin}: listener {addr} is given twice; each listener needs its own address");
+        }
+        let pairs = match &entry.tls {
+            None => Vec::new(),
+            Some(RawTls::One(pair)) => vec![pair],
+            Some(RawTls::Many(pairs)) if !pairs.is_empty() => pairs.iter().collect(),
+            Some(RawTls::Many(_)) => bail!("{origin}: tls is an empty list; give {{ cert, key }}"),
+        };
+        let tls = pairs
+            .into_iter()
+            .map(|pair| CertPair {
+                cert: base.join(&pair.cert),
+                key: base.join(&pair.key),
+            })
+            .collect();
+        listeners.push(Listen { addr, tls });
+    }
+    Ok(listeners)
+}
+
+/// The `[[app]]` entries.
+fn mounts(entries: &[RawApp], places: &Places, base: &Path) -> Result<Vec<Mount>> {
+    let mut mounts: Vec<Mount> = Vec::new();
+    for entry in entries {
+        let origin = places.at(entry.route.span());
+        let route =
+            normalise_prefix(entry.route.get_ref()).map_err(|e| anyhow!("{origin}: {e}"))?;
+        if let Some(earlier) = mounts.iter().find(|m| m.route == route) {
+            bail!(
+                "{origin}: route {route} is mounted twice (also at {}); give each route one component",
+                earlier.origin
+            );
+        }
+        let component: PathBuf = base.join(entry.component.get_ref());
+        super::check_component_exists(&component, &places.at(entry.component.span()))?;
+        mounts.push(Mount {
+            route,
+            component,
+            mode: mode(entry, places)?,
+            spares: spares(entry, places)?,
+            limits: limits(entry, places)?,
+            origin,
+        });
+    }
+    Ok(mounts)
+}
+
+fn mode(entry: &RawApp, places: &Places) -> Result<Mode> {
+    let Some(uses) = &entry.reuse else {
+        return Ok(Mode::Fresh);
+    };
+    match NonZeroU32::new(*uses.get_ref()) {
+        Some(uses) => Ok(Mode::Reuse(uses)),
+        None => bail!(
+            "{}: reuse must be at least 1 (1 means a fresh instance per request)",
+            places.at(uses.span())
+        ),
+    }
+}
+
+fn spares(entry: &RawApp, places: &Places) -> Result<u32> {
+    match &entry.spares {
+        None => Ok(DEFAULT_SPARES),
+        Some(spares) if *spares.get_ref() <= MAX_SPARES => Ok(*spares.get_ref()),
+        Some(spares) => bail!(
+            "{}: spares must be at most {MAX_SPARES} (each holds a slot of the instance pool)",
+            places.at(spares.span())
+        ),
+    }
+}
+
+/// An `[[app]]` entry's limits: the defaults, with what it sets.
+fn limits(entry: &RawApp, places: &Places) -> Result<Limits> {
+    let mut limits = Limits::default();
+    let memory = either(
+        &entry.memory_limit,
+        "memory_limit",
+        &entry.memory,
+        "memory",
+        places,
+    )?;
+    if let Some((value, key)) = memory {
+        limits.memory_limit = places.parsed(value, key, parse_size)?;
+    }
+    if let Some(value) = &entry.body_limit {
+        limits.body_limit = places.parsed(value, "body_limit", parse_size)?;
+    }
+    let cpu = either(
+        &entry.cpu_limit,
+        "cpu_limit",
+        &entry.cpu_time,
+        "cpu_time",
+        places,
+    )?;
+    if let Some((value, key)) = cpu {
+        limits.cpu_limit = places.positive_duration(value, key)?;
+    }
+    if let Some(value) = &entry.timeout {
+        limits.timeout = places.positive_duration(value, "timeout")?;
+    }
+    if let Some(value) = &entry.concurrency {
+        limits.concurrency = places.at_least_one(value, "concurrency")?;
+    }
+    if let Some(value) = &entry.queue {
+        limits.queue = *value.get_ref();
+    }
+    Ok(limits)
+}
+
+/// A key that may be written under its name or its older name, with the
+/// name it was written under; both at once is an error.
+fn either<'a>(
+    name: &'a Option<Spanned<String>>,
+    key: &'static str,
+    older: &'a Option<Spanned<String>>,
+    older_key: &'static str,
+    places: &Places,
+) -> Result<Option<(&'a Spanned<String>, &'static str)>> {
+    match (name, older) {
+        (Some(_), Some(value)) => bail!(
+            "{}: {older_key} is the older name of {key}; give only {key}",
+            places.at(value.span())
+        ),
+        (Some(value), None) => Ok(Some((value, key))),
+        (None, Some(value)) => Ok(Some((value, older_key))),
+        (None, None) => Ok(None),
+    }
+}
+
+/// 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_count_from_one() {
+        let text = "a = 1\nb = 2\n\nc = 3";
+        let cases = [(0, 1), (5, 1), (6, 2), (12, 3), (13, 4), (999, 4)];
+        for (offset, line) in cases {
+            assert_eq!(line_of(text, offset), line, "{offset}");
+        }
+    }
+}

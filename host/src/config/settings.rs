@@ -1,0 +1,192 @@
+//! The validated settings `serve`, `check` and `nginx` run from, with their
+//! defaults: plain data, read by the runtime and never the other way round.
+//! Each setting has one name: the flag `--memory-limit`, the file key
+//! `memory_limit` and the field `memory_limit` are the same setting.
+
+use ipnet::IpNet;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::units::Destination;
+
+pub const DEFAULT_HOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+pub const DEFAULT_PORT: u16 = 8080;
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Connections open at once unless configured; each costs a socket and a
+/// little memory, and past it new ones wait in the kernel's backlog.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// Spare instances per app unless configured: one per request that can
+/// arrive while the other is being instantiated on a small machine, little
+/// memory on a large one.
+pub const DEFAULT_SPARES: u32 = 2;
+
+/// Spares per app at most: they hold pool slots that other apps' requests
+/// may be waiting for.
+pub const MAX_SPARES: u32 = 64;
+
+/// Everything `serve` needs, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listeners: Vec<Listen>,
+    pub mounts: Vec<Mount>,
+    /// Worker threads of the async runtime; one per CPU if unset.
+    pub threads: Option<u16>,
+    /// After the shutdown signal, how long requests in flight may run.
+    pub shutdown_timeout: Duration,
+    /// Connections open at once, across listeners.
+    pub max_connections: usize,
+    /// How long a connection may wait on its client.
+    pub timeouts: Timeouts,
+    /// Peers whose forwarding headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
+    pub access_log: Destination,
+    /// Watch component files and swap in new versions.
+    pub reload: bool,
+}
+
+/// A listening address, and the certificates if it speaks HTTPS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    pub addr: SocketAddr,
+    /// Empty for plain HTTP.
+    pub tls: Vec<CertPair>,
+}
+
+/// A certificate chain file and its private key file, both PEM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertPair {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// How long a connection may wait on its client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// From the first byte of a request head (or from accept) to its end.
+    pub header: Duration,
+    /// With no request running and nothing arriving.
+    pub keep_alive: Duration,
+}
+
+/// Defaults as nginx's `client_header_timeout` would have them if it were
+/// stricter, and its `keepalive_timeout`. The keep-alive default is above
+/// the 60 s nginx keeps idle upstream connections, so that behind nginx it
+/// is nginx that closes them: a connection closed by us just as nginx sends
+/// a request on it would fail that request.
+pub const DEFAULT_TIMEOUTS: Timeouts = Timeouts {
+    header: Duration::from_secs(30),
+    keep_alive: Duration::from_secs(75),
+};
+
+/// A component mounted at a route.
+#[derive(Debug, Clone)]
+pub struct Mount {
+    /// Canonical prefix (see `paths::normalise_prefix`).
+    pub route: Arc<str>,
+    pub component: PathBuf,
+    /// Fresh instance per request, or reuse.
+    pub mode: Mode,
+    /// Instances kept instantiated ahead of requests.
+    pub spares: u32,
+    /// What one request may use.
+    pub limits: Limits,
+    /// Where it was declared, for error messages.
+    pub origin: Origin,
+}
+
+/// How an app's instances are used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// A new instance for every request.
+    #[default]
+    Fresh,
+    /// One instance serves up to this many requests in turn.
+    Reuse(NonZeroU32),
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Mode::Fresh => f.write_str("fresh instance per request"),
+            Mode::Reuse(uses) => write!(f, "instances reused for up to {uses} requests"),
+        }
+    }
+}
+
+/// What one request of an app may use (enforced by `limits`, `admission`
+/// and `bodies`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes one linear memory of an instance may grow to.
+    pub memory_limit: u64,
+    /// Time a request's guest may spend running, measured in epoch ticks
+    /// that pass while it runs; waiting in host calls does not count.
+    pub cpu_limit: Duration,
+    /// Time from the request to the guest's handler returning, whatever it
+    /// does meanwhile; covers a guest that never answers.
+    pub timeout: Duration,
+    /// Bytes of request body the guest may read.
+    pub body_limit: u64,
+    /// Requests of the app that may hold an instance at once.
+    pub concurrency: u32,
+    /// Requests that may wait for one of those places; more get a 503.
+    pub queue: u32,
+}
+
+/// Enough for an interpreter such as CPython (~40 MiB for a hello) with room
+/// for real work; a guest that needs more says so in its config.
+pub const DEFAULT_MEMORY_LIMIT: u64 = 256 << 20;
+pub const DEFAULT_CPU_LIMIT: Duration = Duration::from_secs(10);
+/// As nginx's `proxy_read_timeout`, so a wasmhost behind it answers first.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Room for form posts and modest uploads; an app taking files raises it.
+pub const DEFAULT_BODY_LIMIT: u64 = 16 << 20;
+/// A tenth of the instance pool, so one app cannot take all of it.
+pub const DEFAULT_CONCURRENCY: u32 = 100;
+pub const DEFAULT_QUEUE: u32 = 200;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_limit: DEFAULT_MEMORY_LIMIT,
+            cpu_limit: DEFAULT_CPU_LIMIT,
+            timeout: DEFAULT_TIMEOUT,
+            body_limit: DEFAULT_BODY_LIMIT,
+            concurrency: DEFAULT_CONCURRENCY,
+            queue: DEFAULT_QUEUE,
+        }
+    }
+}
+
+/// Where a setting came from.
+#[derive(Debug, Clone)]
+pub enum Origin {
+    Flag(&'static str),
+    File { path: PathBuf, line: usize },
+}
+
+impl Origin {
+    /// `message`, prefixed with the file and line when it came from the
+    /// config file (a message about a flag's file already names the file).
+    pub fn locate(&self, message: impl fmt::Display) -> String {
+        match self {
+            Origin::Flag(_) => message.to_string(),
+            Origin::File { .. } => format!("{self}: {message}"),
+        }
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Flag(flag) => write!(f, "{flag}"),
+            Origin::File { path, line } => write!(f, "{}:{line}", path.display()),
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! The hyper service of one connection: what happens to each request
+//! between hyper and its app. It marks the request running for the
+//! connection's clock, rewrites the forwarding headers (`forwarded`), routes
+//! the request once (`router`) and hands the result to both the access log
+//! and the handler, and, once the server is shutting down, asks an HTTP/1
+//! client to close after the response.
+
+use crate::access_log::{AccessLog, Record};
+use crate::forwarded::Forwarding;
+use crate::handler::{self, Body};
+use crate::instances::Chores;
+use crate::router::{Refusal, Routes};
+use bytes::Buf;
+use http::StatusCode;
+use http::header::{CONNECTION, HeaderValue};
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use tokio_util::sync::CancellationToken;
+
+/// The service for one connection's requests.
+pub fn new(
+    routes: Arc<Routes>,
+    chores: Arc<Chores>,
+    activity: Arc<Activity>,
+    forwarding: Forwarding,
+    access_log: Option<Arc<AccessLog>>,
+) -> impl hyper::service::Service<
+    http::Request<Incoming>,
+    Response = http::Response<Tracked<Body>>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<http::Response<Tracked<Body>>, Infallible>> + Send,
+> + Clone {
+    hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
+        let running = activity.begin(request.version());
+        let http1 = request.version() < http::Version::HTTP_2;
+        let client = forwarding.apply(request.headers_mut());
+        let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        let table = routes.load();
+        let routed = table.route(path);
+        let mut record = access_log.as_ref().map(|log| {
+            let app = match &routed {
+                Ok(routed) => routed.target.route.clone(),
+                Err(_) => Arc::from("-"),
+            };
+            Box::new(log.begin(&request, client.ip, app))
+        });
+        let app = routed.and_then(|routed| {
+            routed.rewrite(&mut request)?;
+            Ok(routed.target.clone())
+        });
+        drop(table);
+        let chores = chores.clone();
+        async move {
+            let mut response = match app {
+                Ok(app) => handler::handle(app, &chores, client.https, request).await,
+                Err(refusal) => refused(refusal),
+            };
+            // Shutting down: the client closes this connection after the
+            // response, instead of racing our close (connection.rs).
+            if http1 && running.stopping() {
+                response
+                    .headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            if let Some(record) = &mut record {
+                record.set_status(response.status().as_u16());
+            }
+            Ok::<_, Infallible>(response.map(|body| Tracked::new(body, running, record)))
+        }
+    })
+}
+
+/// The answer to a request the router refused.
+fn refused(refusal: Refusal) -> http::Response<Body> {
+    match refusal {
+        Refusal::NotFound => {
+            handler::plain(StatusCode::NOT_FOUND, "no app is mounted at this path")
+        }
+        Refusal::BadPath => handler::plain(
+            StatusCode::BAD_REQUEST,
+            "the path leaves its app with `..` or is not a path",
+        ),
+    }
+}
+
+/// What the socket and the service have seen, for the connection's clock
+/// (`connection`). Written on the connection's own task (atomics only to
+/// make it `Sync`).
+#[derive(Debug)]
+pub struct Activity {
+    /// Cancelled when the server shuts down (shared by every connection).
+    shutdown: CancellationToken,
+    /// The client has spoken HTTP/2 (which can be told to close at once).
+    http2: AtomicBool,
+    /// Requests whose response is not yet sent in full.
+    in_flight: AtomicUsize,
+    /// A request ended since the clock last looked: it may have begun and
+    /// ended between two looks.
+    ended: AtomicBool,
+    /// Some byte arrived since the clock last looked.
+    arrived: AtomicBool,
+}
+
+impl Activity {
+    pub fn new(shutdown: CancellationToken) -> Self {
+        Self {
+            shutdown,
+            http2: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            ended: AtomicBool::new(false),
+            arrived: AtomicBool::new(false),
+        }
+    }
+
+    /// Marks a request running until the returned guard (kept with its
+    /// response body) is dropped.
+    pub fn begin(self: &Arc<Self>, version: http::Version) -> Running {
+        if version == http::Version::HTTP_2 {
+            self.http2.store(true, Ordering::Relaxed);
+        }
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        Running(self.clone())
+    }
+
+    /// Notes that bytes arrived on the socket.
+    pub fn arrived(&self) {
+        self.arrived.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_http2(&self) -> bool {
+        self.http2.load(Ordering::Relaxed)
+    }
+
+    pub fn busy(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) > 0
+    }
+
+    /// Whether a request ended since the last call.
+    pub fn take_ended(&self) -> bool {
+        self.ended.swap(false, Ordering::Relaxed)
+    }
+
+    /// Whether bytes arrived since the last call.
+    pub fn take_arrived(&self) -> bool {
+        self.arrived.swap(false, Ordering::Relaxed)
+    }
+}
+
+/// A request still being answered.
+#[derive(Debug)]
+pub struct Running(Arc<Activity>);
+
+impl Running {
+    /// The server is shutting down: the response should close the
+    /// connection.
+    pub fn stopping(&self) -> bool {
+        self.0.shutdown.is_cancelled()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.ended.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A response body that keeps its request running until hyper has sent it
+/// (or dropped it), so a long response never looks like an idle connection;
+/// its access-log record, if any, counts the bytes and is written then.
+pub struct Tracked<B> {
+    body: B,
+    _running: Running,
+    record: Option<Box<Record>>,
+}
+
+impl<B> Tracked<B> {
+    pub fn new(body: B, running: Running, record: Option<Box<Record>>) -> Self {
+        Self {
+            body,
+            _running: running,
+            record,
+        }
+    }
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let (Some(record), Poll::Ready(Some(Ok(frame)))) = (&mut self.record, &polled)
+            && let Some(data) = frame.data_ref()
+        {
+            record.sent(data.remaining());
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
