@@ -287,4 +287,29 @@ mod tests {
         assert_eq!(added.route("/new").unwrap().target, &"new");
         assert_eq!(before.route("/api").unwrap().target, &"/api");
     }
+
+    #[test]
+    fn rewrite_gives_the_app_its_path_and_its_mount_point() {
+        let router = router(&["/", "/api"]);
+        let request = |path: &str| {
+            http::Request::builder()
+                .uri(format!("http://example.test{path}"))
+                .header("x-forwarded-prefix", "/lie")
+                .body(())
+                .unwrap()
+        };
+        let mut api = request("/api/users?page=2");
+        router
+            .route("/api/users?page=2")
+            .unwrap()
+            .rewrite(&mut api)
+            .unwrap();
+        assert_eq!(api.uri().to_string(), "http://example.test/users?page=2");
+        assert_eq!(api.headers()["x-forwarded-prefix"], "/api");
+
+        let mut root = request("/about");
+        router.route("/about").unwrap().rewrite(&mut root).unwrap();
+        assert_eq!(root.uri().path(), "/about");
+        assert!(root.headers().get("x-forwarded-prefix").is_none());
+    }
 }

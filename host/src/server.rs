@@ -301,3 +301,86 @@ async fn accept_failed(error: std::io::Error) {
     tracing::warn!("accept failed: {error}");
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::{self, Tier};
+    use crate::config::{Limits, Mode, Mount, Origin};
+    use crate::engine::{Engines, PoolSize};
+    use crate::instances::Pool;
+    use crate::router::Router;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// The library serves without signals: an embedder hands it a listener,
+    /// a route table and a future that says when to stop.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn run_serves_until_its_shutdown_future_resolves() {
+        let pool_size = PoolSize {
+            instances: 4,
+            ..PoolSize::default()
+        };
+        let engines = Engines::new(pool_size, None);
+        let mount = Mount {
+            route: "/".into(),
+            component: concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../guest-examples/rust-hello/hello.wasm"
+            )
+            .into(),
+            mode: Mode::Fresh,
+            spares: 1,
+            limits: Limits::default(),
+            origin: Origin::Flag("test"),
+        };
+        let app = app::load(
+            &engines,
+            &mount,
+            Tier::Final,
+            &Pool::new(pool_size.instances),
+        )
+        .map(Arc::new)
+        .unwrap();
+        let routes = Arc::new(Routes::from_pointee(Router::new([(
+            app.route.clone(),
+            app,
+        )])));
+        let socket = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        let options = Options {
+            max_connections: 8,
+            timeouts: crate::config::DEFAULT_TIMEOUTS,
+            drain_timeout: Duration::from_secs(5),
+            trusted_proxies: Arc::new(TrustedProxies::default()),
+            access_log: None,
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(run(
+            vec![Listener { socket, tls: None }],
+            routes,
+            options,
+            async {
+                let _ = stopped.await;
+            },
+            std::future::pending(),
+        ));
+
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut reply = String::new();
+        client.read_to_string(&mut reply).await.unwrap();
+        assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
+        // Chunked: the guest streams its body.
+        assert!(
+            reply.ends_with("\r\nHello from a WebAssembly component!\n\r\n0\r\n\r\n"),
+            "{reply}"
+        );
+
+        stop.send(()).unwrap();
+        assert_eq!(server.await.unwrap(), Drained::Clean);
+        assert!(TcpStream::connect(addr).await.is_err(), "stopped accepting");
+    }
+}
