@@ -20,14 +20,17 @@ fn fault_server_with(flags: &[&str]) -> Server {
     Server::start(WASMHOST, &args)
 }
 
-/// The other app answers, and promptly.
+/// The other app answers, and is not held up. The bound is generous on
+/// purpose: an app held up by the faulty one would wait for its 60 s
+/// timeout or for ever, and a loaded CI machine can take a second or two
+/// for a request; how fast it answers is measured in bench/, not here.
 fn assert_other_app_serves(server: &Server) {
     let started = Instant::now();
     let reply = get(&server.url("/other/")).unwrap();
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body, "Hello from a WebAssembly component!\n");
     assert!(
-        started.elapsed() < Duration::from_secs(1),
+        started.elapsed() < Duration::from_secs(10),
         "the other app took {:?}",
         started.elapsed()
     );

@@ -390,11 +390,14 @@ fn a_killed_process_costs_at_most_its_requests_in_flight_and_rejoins_when_restar
     wait_for_traffic(&restarted, 0, 20);
     let (sent, failures) = load.finish();
     // nginx retries an idempotent request whose server died, so even the
-    // requests in flight rarely fail; none may fail once it knows.
+    // requests in flight rarely fail; none may fail once it knows. It knows
+    // at its first failed attempt, so failures cluster at the kill; the
+    // bound is generous for a loaded machine and well inside the 5 s
+    // fail_timeout after which nginx would try the dead server again.
     assert!(failures.len() <= 4, "{failures:?}");
     for (at, error) in &failures {
         assert!(
-            at.duration_since(killed_at) < Duration::from_secs(1),
+            at.duration_since(killed_at) < Duration::from_secs(3),
             "failed {:?} after the kill: {error}",
             at.duration_since(killed_at)
         );

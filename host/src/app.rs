@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::Engine;
-use wasmtime::component::Linker;
+use wasmtime::component::{Component, Linker};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 /// The interface every app must export, without its version: any 0.2.x
@@ -107,6 +107,46 @@ pub enum Tier {
     Final,
 }
 
+/// Refuses what is not a component, saying what it is instead.
+fn require_component(bytes: &[u8], path: &Path) -> Result<()> {
+    let shown = path.display();
+    match sniff(bytes) {
+        WasmKind::Component => Ok(()),
+        WasmKind::CoreModule => bail!(
+            "{shown} is a core WebAssembly module, not a component; build it for the \
+             wasm32-wasip2 target (`cargo build --target wasm32-wasip2`) or wrap it with \
+             `wasm-tools component new`"
+        ),
+        WasmKind::NotWasm => bail!(
+            "{shown} is not a WebAssembly file (it does not start with the `\\0asm` magic \
+             bytes); pass the .wasm component your toolchain built"
+        ),
+    }
+}
+
+/// Refuses a component that does not export the HTTP handler, naming what
+/// it exports instead.
+fn require_handler_export(component: &Component, engine: &Engine, path: &Path) -> Result<()> {
+    let exports: Vec<String> = component
+        .component_type()
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    if exports.iter().any(|name| name.starts_with(HANDLER_EXPORT)) {
+        return Ok(());
+    }
+    let found = if exports.is_empty() {
+        "nothing".to_string()
+    } else {
+        exports.join(", ")
+    };
+    bail!(
+        "{} does not export wasi:http/incoming-handler (it exports {found}); \
+         build it for the wasi:http/proxy world",
+        path.display()
+    );
+}
+
 /// Validates and compiles `version` of `mount`'s file. Blocking, like
 /// [`load`].
 pub fn compile(
@@ -123,18 +163,7 @@ pub fn compile(
     } = version;
     let path = &mount.component;
     let shown = path.display();
-    match sniff(bytes) {
-        WasmKind::Component => {}
-        WasmKind::CoreModule => bail!(
-            "{shown} is a core WebAssembly module, not a component; build it for the \
-             wasm32-wasip2 target (`cargo build --target wasm32-wasip2`) or wrap it with \
-             `wasm-tools component new`"
-        ),
-        WasmKind::NotWasm => bail!(
-            "{shown} is not a WebAssembly file (it does not start with the `\\0asm` magic \
-             bytes); pass the .wasm component your toolchain built"
-        ),
-    }
+    require_component(bytes, path)?;
 
     let reset = Reset::for_component(bytes);
     let mut engine = engines.get(reset, Compiler::Cranelift)?;
@@ -155,22 +184,7 @@ pub fn compile(
         .with_context(|| format!("{shown} is not a valid component"))?;
 
     let t_compiled = started.elapsed();
-    let exports: Vec<String> = component
-        .component_type()
-        .exports(engine)
-        .map(|(name, _)| name.to_string())
-        .collect();
-    if !exports.iter().any(|name| name.starts_with(HANDLER_EXPORT)) {
-        let found = if exports.is_empty() {
-            "nothing".to_string()
-        } else {
-            exports.join(", ")
-        };
-        bail!(
-            "{shown} does not export wasi:http/incoming-handler (it exports {found}); \
-             build it for the wasi:http/proxy world"
-        );
-    }
+    require_handler_export(&component, engine, path)?;
 
     let instance_pre = linker
         .instantiate_pre(&component)

@@ -178,9 +178,18 @@ http {{
 
     /// The upstream and the server, shared by both forms.
     fn body(&self) -> String {
+        let mut out = String::new();
+        self.upstream(&mut out);
+        self.server_settings(&mut out);
+        self.locations(&mut out);
+        out.push_str("}\n");
+        out
+    }
+
+    /// The upstream block: every wasmhost process, and keep-alive to them.
+    fn upstream(&self, out: &mut String) {
         let config = self.config;
         let keepalive = nginx_time(upstream_keepalive(config.timeouts.keep_alive));
-        let mut out = String::new();
         out.push_str(
             "\
 upstream wasmhost {
@@ -202,7 +211,18 @@ upstream wasmhost {
     keepalive 32;
     keepalive_timeout {keepalive};
 }}
+",
+            ka = nginx_time(config.timeouts.keep_alive),
+        );
+    }
 
+    /// The server block's own settings: timeouts as wasmhost's, gzip, the
+    /// static files, and how requests are passed on.
+    fn server_settings(&self, out: &mut String) {
+        let config = self.config;
+        let _ = write!(
+            out,
+            "
 server {{
     listen {listen};
     server_name {server_name};
@@ -266,7 +286,11 @@ server {{
             server_name = self.server_name,
             root = self.static_root.display(),
         );
+    }
 
+    /// A location per app, with its body limit and timeout.
+    fn locations(&self, out: &mut String) {
+        let config = self.config;
         // The root app, or wasmhost's defaults when there is none (wasmhost
         // answers 404 for what no app serves).
         let root = config
@@ -310,8 +334,6 @@ server {{
 "
             );
         }
-        out.push_str("}\n");
-        out
     }
 }
 
