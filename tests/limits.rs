@@ -241,3 +241,65 @@ fn past_its_concurrency_and_queue_an_app_answers_503_at_once() {
         );
     }
 }
+
+#[test]
+fn past_the_guest_memory_budget_a_request_gets_503_and_the_budget_comes_back() {
+    // 100 MiB for all guests: one request holding 60 MiB leaves too little
+    // for a second one, which is refused rather than grown.
+    let server = two_apps(&["--memory-budget", "100MiB"]);
+    assert!(
+        server.wait_for_log(
+            "guest memory budget 0.1 GiB (--memory-budget)",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        server.log()
+    );
+    let holder = {
+        let url = server.url("/f/hold/60/3000");
+        std::thread::spawn(move || get(&url).unwrap())
+    };
+    assert!(
+        server.wait_for_log("holding 60 MiB", Duration::from_secs(30)),
+        "{}",
+        server.log()
+    );
+    let refused = get(&server.url("/f/alloc/60")).unwrap();
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert_eq!(
+        refused.body,
+        "503 Service Unavailable: the server's memory for applications is in use; try again shortly\n"
+    );
+    // A small request still fits beside the holder.
+    assert_eq!(get(&server.url("/")).unwrap().body, HELLO);
+    let held = holder.join().unwrap();
+    assert_eq!((held.status, held.body.as_str()), (200, "held 60 MiB\n"));
+    // Given back when the holder's instance is dropped, which happens just
+    // after its response: poll for it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut again = get(&server.url("/f/alloc/60")).unwrap();
+    while again.status == 503 && Instant::now() < deadline {
+        again = get(&server.url("/f/alloc/60")).unwrap();
+    }
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert!(
+        server.wait_for_log(
+            "the guest memory budget of 100 MiB is in use",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn the_default_memory_budget_is_said_at_startup() {
+    let server = two_apps(&[]);
+    assert!(
+        server.wait_for_log("guest memory budget ", Duration::from_secs(10)),
+        "{}",
+        server.log()
+    );
+    assert!(server.log().contains("(3/4 of the"), "{}", server.log());
+}

@@ -9,6 +9,7 @@ mod errors;
 mod faults;
 mod forwarding;
 mod graft;
+mod heads;
 mod limits;
 mod nginx;
 mod pool;
@@ -16,6 +17,7 @@ mod reload;
 mod reuse;
 mod serve;
 mod shutdown;
+mod stalls;
 mod timeouts;
 mod tls;
 

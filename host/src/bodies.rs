@@ -6,7 +6,10 @@
 //! that would cross it is replaced by a `wasi:http` body-size error, and the
 //! handler, told so by a flag, answers 413 if the guest had not answered
 //! yet. A body the client garbled (bad chunked encoding, cut short) is
-//! flagged the same way and answered with a 400.
+//! flagged the same way and answered with a 400. A client that sends
+//! nothing for the app's `body_timeout` while the guest waits for its body
+//! is flagged too: the guest's read fails, the handler stops the guest at
+//! once (freeing its place) and answers 408 if it had not answered.
 //!
 //! **The response body** as the guest writes it ([`GuestBody`]): a guest
 //! that traps mid-body must not look like one that finished.
@@ -27,11 +30,21 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::{Instant, Sleep};
 use wasmtime_wasi_http::Error;
 
 /// What went wrong with a request's body on the client's side, if anything.
 #[derive(Clone, Default)]
-pub struct BodyFault(Arc<AtomicU8>);
+pub struct BodyFault(Arc<FaultState>);
+
+#[derive(Default)]
+struct FaultState {
+    code: AtomicU8,
+    /// Told when the body stalls, for the handler to stop the guest.
+    stalled: Notify,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientFault {
@@ -39,13 +52,17 @@ pub enum ClientFault {
     TooLarge,
     /// It could not be read: bad chunked encoding, or the client went away.
     Malformed,
+    /// Nothing of it arrived for the app's `body_timeout` while the guest
+    /// waited for it.
+    Stalled,
 }
 
 impl BodyFault {
     pub fn get(&self) -> Option<ClientFault> {
-        match self.0.load(Ordering::Acquire) {
+        match self.0.code.load(Ordering::Acquire) {
             1 => Some(ClientFault::TooLarge),
             2 => Some(ClientFault::Malformed),
+            3 => Some(ClientFault::Stalled),
             _ => None,
         }
     }
@@ -54,8 +71,24 @@ impl BodyFault {
         let code = match fault {
             ClientFault::TooLarge => 1,
             ClientFault::Malformed => 2,
+            ClientFault::Stalled => 3,
         };
-        self.0.store(code, Ordering::Release);
+        self.0.code.store(code, Ordering::Release);
+        if fault == ClientFault::Stalled {
+            self.0.stalled.notify_waiters();
+        }
+    }
+
+    /// Resolves once the body has stalled.
+    pub async fn stalled(&self) {
+        loop {
+            // Made before the check, so a stall between the two is not lost.
+            let notified = self.0.stalled.notified();
+            if self.get() == Some(ClientFault::Stalled) {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 
@@ -64,17 +97,42 @@ pub struct LimitedBody<B> {
     /// Bytes still allowed.
     remaining: u64,
     limit: u64,
+    /// Time the guest may wait for the next bytes.
+    timeout: Duration,
+    /// Armed while the guest waits for bytes; made on the first wait.
+    timer: Option<Pin<Box<Sleep>>>,
+    /// Bytes arrived since the timer was last set.
+    moved: bool,
     fault: BodyFault,
 }
 
 impl<B> LimitedBody<B> {
-    pub fn new(inner: B, limit: u64, fault: BodyFault) -> Self {
+    pub fn new(inner: B, limit: u64, timeout: Duration, fault: BodyFault) -> Self {
         Self {
             inner,
             remaining: limit,
             limit,
+            timeout,
+            timer: None,
+            moved: true,
             fault,
         }
+    }
+
+    /// The guest waits for bytes that have not come: has it waited for
+    /// longer than the timeout since the last ones?
+    fn stalled(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.moved {
+            let deadline = Instant::now() + self.timeout;
+            match &mut self.timer {
+                Some(timer) => timer.as_mut().reset(deadline),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+            self.moved = false;
+        }
+        self.timer
+            .as_mut()
+            .is_some_and(|timer| timer.as_mut().poll(cx).is_ready())
     }
 }
 
@@ -90,8 +148,14 @@ where
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
-        if self.fault.get() == Some(ClientFault::TooLarge) {
-            return Poll::Ready(Some(Err(Error::HttpRequestBodySize(Some(self.limit)))));
+        match self.fault.get() {
+            Some(ClientFault::TooLarge) => {
+                return Poll::Ready(Some(Err(Error::HttpRequestBodySize(Some(self.limit)))));
+            }
+            Some(ClientFault::Stalled) => {
+                return Poll::Ready(Some(Err(Error::ConnectionReadTimeout)));
+            }
+            _ => {}
         }
         let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => frame,
@@ -100,8 +164,13 @@ where
                 return Poll::Ready(Some(Err(error.into())));
             }
             Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending if self.stalled(cx) => {
+                self.fault.raise(ClientFault::Stalled);
+                return Poll::Ready(Some(Err(Error::ConnectionReadTimeout)));
+            }
             Poll::Pending => return Poll::Pending,
         };
+        self.moved = true;
         if let Some(data) = frame.data_ref() {
             let len = data.len() as u64;
             if len > self.remaining {
@@ -122,17 +191,44 @@ where
     }
 }
 
-/// Set by the guest task when the guest failed, before its store is dropped.
+/// Shared by a streaming guest's task and its response body: the task
+/// raises it when the guest failed, before its store is dropped; the body
+/// says when the client is gone before the body's end, so the task stops
+/// the guest (and frees its place) then rather than at its timeout.
 #[derive(Clone, Default)]
-pub struct FailureFlag(Arc<AtomicBool>);
+pub struct FailureFlag(Arc<FlagState>);
+
+#[derive(Default)]
+struct FlagState {
+    failed: AtomicBool,
+    gone: AtomicBool,
+    told: Notify,
+}
 
 impl FailureFlag {
     pub fn raise(&self) {
-        self.0.store(true, Ordering::Release);
+        self.0.failed.store(true, Ordering::Release);
     }
 
     fn is_raised(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.0.failed.load(Ordering::Acquire)
+    }
+
+    fn client_gone(&self) {
+        self.0.gone.store(true, Ordering::Release);
+        self.0.told.notify_waiters();
+    }
+
+    /// Resolves once the response body was dropped before its end: the
+    /// client closed, reset the stream, or was cut for taking nothing.
+    pub async fn gone(&self) {
+        loop {
+            let notified = self.0.told.notified();
+            if self.0.gone.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 
@@ -141,6 +237,8 @@ pub struct GuestBody<B> {
     failure: FailureFlag,
     /// The app's route, for the log.
     app: Arc<str>,
+    /// The body reached its end (or its error).
+    ended: bool,
 }
 
 impl<B> GuestBody<B> {
@@ -149,6 +247,15 @@ impl<B> GuestBody<B> {
             inner,
             failure,
             app,
+            ended: false,
+        }
+    }
+}
+
+impl<B> Drop for GuestBody<B> {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.failure.client_gone();
         }
     }
 }
@@ -164,13 +271,20 @@ where
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
-        match Pin::new(&mut self.inner).poll_frame(cx) {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        // hyper stops polling once the body says it is at its end.
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_))))
+            || (matches!(polled, Poll::Ready(Some(Ok(_)))) && self.inner.is_end_stream())
+        {
+            self.ended = true;
+        }
+        match polled {
             Poll::Ready(None) if self.failure.is_raised() => {
                 Poll::Ready(Some(Err(Error::HttpResponseIncomplete)))
             }
             Poll::Ready(Some(Err(error))) => {
                 if !self.failure.is_raised() {
-                    tracing::warn!(app = %self.app, "guest abandoned its response body ({error}); response cut");
+                    crate::limited!(warn, app = %self.app, "guest abandoned its response body ({}); response cut", crate::log_rate::clip(&error.to_string()));
                 }
                 Poll::Ready(Some(Err(error)))
             }

@@ -11,6 +11,7 @@ use crate::config::{self, Config, Listen, Mount};
 use crate::engine::{Compiler, Engines, EpochTicker, PoolSize};
 use crate::forwarded::TrustedProxies;
 use crate::instances::Pool;
+use crate::limits::{self, MemoryBudget};
 use crate::reload;
 use crate::router::{Router, Routes};
 use crate::server::{self, Drained, Listener};
@@ -45,7 +46,8 @@ pub fn check(source: Source) -> Result<String> {
     let pool = PoolSize::default();
     let engines = Engines::new(pool, compile_cache(&source)?);
     // Final builds: nothing is served, and the cache is warm for `serve`.
-    let apps = load_all(&engines, &mounts, Tier::Final, &Pool::new(pool.instances))?;
+    let unbounded = Pool::new(pool.instances, MemoryBudget::new(u64::MAX));
+    let apps = load_all(&engines, &mounts, Tier::Final, &unbounded)?;
     let mut report: String = apps.iter().map(|app| describe(app) + "\n").collect();
     report += &format!("ok: {} app(s) valid\n", apps.len());
     Ok(report)
@@ -61,7 +63,8 @@ async fn serve_until_signalled(
     let (access_log, log_writer) = AccessLog::open(&config.access_log)?.unzip();
     let pool_size = PoolSize::default();
     let engines = Arc::new(Engines::new(pool_size, cache));
-    let pool = Pool::new(pool_size.instances);
+    let (budget, budget_line) = memory_budget(config.memory_budget);
+    let pool = Pool::new(pool_size.instances, budget);
 
     // Bind before compiling: a taken port is reported at once, and clients
     // that connect while a large app compiles wait in the backlog instead of
@@ -95,6 +98,8 @@ async fn serve_until_signalled(
     let _reloader = reload::start(reloads, sources, config.reload)
         .inspect_err(|error| tracing::warn!("hot reload is off: {error:#}"))
         .ok();
+    // Said once everything loaded: a startup error stays the only line.
+    tracing::info!("{budget_line}");
     announce(&apps, &listeners)?;
 
     let options = server::Options {
@@ -127,6 +132,31 @@ async fn serve_until_signalled(
         Drained::Cut => tracing::info!("stopped; some requests were cut"),
     }
     Ok(())
+}
+
+/// The guest memory budget, and the line that reports it at startup.
+fn memory_budget(configured: Option<u64>) -> (Arc<MemoryBudget>, String) {
+    let gib = |bytes: u64| bytes as f64 / f64::from(1u32 << 30);
+    let (limit, line) = match (configured, limits::default_memory_budget()) {
+        (Some(limit), _) => (
+            limit,
+            format!("guest memory budget {:.1} GiB (--memory-budget)", gib(limit)),
+        ),
+        (None, Some((limit, source, total))) => (
+            limit,
+            format!(
+                "guest memory budget {:.1} GiB (3/4 of {source}, {:.1} GiB; --memory-budget sets it)",
+                gib(limit),
+                gib(total)
+            ),
+        ),
+        (None, None) => (
+            u64::MAX,
+            "no guest memory budget: this machine's memory size cannot be read; --memory-budget sets one"
+                .to_string(),
+        ),
+    };
+    (MemoryBudget::new(limit), line)
 }
 
 /// A bound listener and, for TLS, its certificates (for the startup line).

@@ -7,6 +7,10 @@
 //!   trickling client (slowloris) is closed;
 //! - a connection with no request running and no byte arriving for
 //!   `keep_alive_timeout` is closed politely (HTTP/2 gets a GOAWAY);
+//! - a connection whose client takes nothing of a response (no write to
+//!   the socket succeeds, no response body is taken: a client that stopped
+//!   reading, or an HTTP/2 window left at zero) for `send_timeout` is
+//!   dropped, with every response on it;
 //! - on shutdown it finishes what it started and closes (below).
 //!
 //! Closing an idle HTTP/1 connection races the client: a request it sends
@@ -40,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 /// Under load a proxy uses every kept-alive connection well within it.
 pub const SHUTDOWN_LINGER: Duration = Duration::from_secs(1);
 
-/// A socket that notes when bytes arrive.
+/// A socket that notes when bytes arrive and how writes go.
 pub struct Watched<T> {
     io: T,
     activity: Arc<Activity>,
@@ -77,7 +81,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.activity.wrote(polled.is_ready());
+        polled
     }
 
     fn poll_write_vectored(
@@ -85,7 +91,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.activity.wrote(polled.is_ready());
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -123,7 +131,18 @@ struct Clock {
     /// on its way the header timeout.
     closing: bool,
     since: Instant,
+    /// A response has waited on the client since then, with the client's
+    /// progress count as it was (`Activity::sending`).
+    stuck: Option<(Instant, u64)>,
     timer: Pin<Box<Sleep>>,
+}
+
+/// What outlasted its timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expired {
+    Phase(Phase),
+    /// A response waited for `send_timeout` on a client taking nothing.
+    Send,
 }
 
 impl Clock {
@@ -134,12 +153,20 @@ impl Clock {
             phase: Phase::Head,
             closing: false,
             since: now,
+            stuck: None,
             timer: Box::pin(tokio::time::sleep_until(now + timeouts.header)),
         }
     }
 
     /// Reads `activity` into the phase.
     fn observe(&mut self, activity: &Activity) {
+        self.stuck = match (activity.sending(), self.stuck) {
+            ((false, _), _) => None,
+            ((true, progress), Some((since, before))) if progress == before => {
+                Some((since, before))
+            }
+            ((true, progress), _) => Some((Instant::now(), progress)),
+        };
         let ended = activity.take_ended();
         let arrived = activity.take_arrived();
         if activity.busy() {
@@ -165,22 +192,36 @@ impl Clock {
         self.since = Instant::now();
     }
 
-    /// The phase that outlasted its timeout, if one did; otherwise makes
-    /// sure the task is woken by the deadline.
-    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Option<Phase> {
+    /// What outlasted its timeout, if anything did; otherwise makes sure
+    /// the task is woken by the next deadline.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Option<Expired> {
         let limit = match self.phase {
-            Phase::Busy => return None,
-            Phase::Idle if self.closing => SHUTDOWN_LINGER,
-            Phase::Idle => self.timeouts.keep_alive,
-            Phase::Head => self.timeouts.header,
+            Phase::Busy => None,
+            Phase::Idle if self.closing => Some(SHUTDOWN_LINGER),
+            Phase::Idle => Some(self.timeouts.keep_alive),
+            Phase::Head => Some(self.timeouts.header),
         };
-        let deadline = self.since + limit;
+        let phase = limit.map(|limit| (self.since + limit, Expired::Phase(self.phase)));
+        let send = self
+            .stuck
+            .map(|(since, _)| (since + self.timeouts.send, Expired::Send));
+        let (deadline, expired) = match (phase, send) {
+            (Some(a), Some(b)) => {
+                if a.0 <= b.0 {
+                    a
+                } else {
+                    b
+                }
+            }
+            (Some(one), None) | (None, Some(one)) => one,
+            (None, None) => return None,
+        };
         if deadline < self.timer.deadline() {
             self.timer.as_mut().reset(deadline);
         }
         while self.timer.as_mut().poll(cx).is_ready() {
             if Instant::now() >= deadline {
-                return Some(self.phase);
+                return Some(expired);
             }
             self.timer.as_mut().reset(deadline);
         }
@@ -198,6 +239,9 @@ pub enum Ended<E> {
     /// Closing, it stayed idle (or did not finish) for `SHUTDOWN_LINGER`:
     /// dropped.
     Lingered,
+    /// Its client took nothing of a response for `send_timeout`: dropped,
+    /// and with it every response on it (their guests stopped).
+    SendTimedOut,
 }
 
 /// Drives `connection` to its end. `close` asks it to finish the requests it
@@ -236,7 +280,8 @@ where
             clock.observe(&activity);
             match clock.poll_expired(cx) {
                 None => return Poll::Pending,
-                Some(Phase::Head) => return Poll::Ready(Ended::HeadTimedOut),
+                Some(Expired::Send) => return Poll::Ready(Ended::SendTimedOut),
+                Some(Expired::Phase(Phase::Head)) => return Poll::Ready(Ended::HeadTimedOut),
                 Some(_) if clock.closing => return Poll::Ready(Ended::Lingered),
                 Some(_) => {
                     // Idle: close politely, then poll again, since closing

@@ -8,6 +8,7 @@ use crate::app::App;
 use crate::bodies::{BodyFault, ClientFault, FailureFlag, GuestBody, LimitedBody};
 use crate::instances::{Chores, Instance, Leftovers};
 use crate::limits::Exceeded;
+use crate::log_rate::clip;
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use http_body::Body as _;
@@ -39,12 +40,21 @@ enum Fault {
     NoResponse,
     /// The guest answered with a `wasi:http` error code instead of a response.
     ErrorCode,
+    /// The guest answered with an informational status (1xx), which is not
+    /// a final response: forwarded, it would break the exchange (a `101`
+    /// switches protocols nobody asked for; HTTP/2 resets the stream).
+    Informational,
     /// An instance tried to grow its memory past the app's limit.
     OutOfMemory,
     /// The guest ran for longer than the app's CPU time limit.
     CpuTime,
     /// The handler had not returned when the app's timeout passed.
     TimedOut,
+    /// Its instance could not grow: all guests' memory budget is in use.
+    Budget,
+    /// The client sent nothing of the request body for the app's
+    /// `body_timeout` while the guest waited for it.
+    BodyStalled,
 }
 
 /// Serves one request on `app`. What is left to do once the guest is done
@@ -58,7 +68,8 @@ pub async fn handle(
 ) -> Response<Body> {
     // A declared length over the limit is refused before any instance is
     // taken; a body that grows past it is cut as the guest reads it.
-    let body_limit = app.instances.limits().body_limit;
+    let limits = app.instances.limits();
+    let body_limit = limits.body_limit;
     if request.body().size_hint().lower() > body_limit {
         return too_large(&app, body_limit);
     }
@@ -66,7 +77,8 @@ pub async fn handle(
         return busy(&app);
     };
     let body_fault = BodyFault::default();
-    let request = request.map(|body| LimitedBody::new(body, body_limit, body_fault.clone()));
+    let request = request
+        .map(|body| LimitedBody::new(body, body_limit, limits.body_timeout, body_fault.clone()));
     let mut instance = app.instances.take().await;
     let (sender, receiver) = oneshot::channel();
     let (guest_request, outparam) = match resources(&mut instance, https, request, sender) {
@@ -88,7 +100,13 @@ pub async fn handle(
         outparam,
         failure.clone(),
     ));
-    let (response, outcome) = match wait(&app, guest, receiver, chores, &failure, started).await {
+    let waiting = Waiting {
+        chores,
+        failure: &failure,
+        body_fault: &body_fault,
+        started,
+    };
+    let (response, outcome) = match wait(&app, guest, receiver, waiting).await {
         Ok(answer) => answer,
         Err(timed_out) => return fault_response(timed_out),
     };
@@ -127,10 +145,14 @@ async fn wait(
     app: &Arc<App>,
     mut guest: Guest,
     mut receiver: oneshot::Receiver<GuestResponse>,
-    chores: &Chores,
-    failure: &FailureFlag,
-    started: Instant,
+    waiting: Waiting<'_>,
 ) -> Result<(Option<GuestResponse>, Result<(), Fault>), Fault> {
+    let Waiting {
+        chores,
+        failure,
+        body_fault,
+        started,
+    } = waiting;
     // Most guests finish in their first poll; only one that does not needs
     // the timer (arming one per request cost ~2% of a hello's CPU). Once the
     // guest has returned, a response it did not send never comes (even if it
@@ -146,7 +168,7 @@ async fn wait(
         response = &mut receiver => {
             let outcome = match response {
                 Ok(_) => {
-                    stream_on(app, guest, failure.clone(), deadline, timeout);
+                    stream_on(app, guest, failure.clone(), body_fault.clone(), deadline, timeout);
                     Ok(())
                 }
                 Err(_) => returned_within(app, guest, chores, deadline, timeout).await,
@@ -161,33 +183,50 @@ async fn wait(
             // Dropping the call stops the guest wherever it is; its instance
             // goes with it.
             drop(guest);
-            tracing::warn!(app = %app.route, "guest did not answer within the {timeout:?} timeout; stopped");
+            crate::limited!(warn, app = %app.route, "guest did not answer within the {timeout:?} timeout; stopped");
             Err(Fault::TimedOut)
+        }
+        () = body_fault.stalled() => {
+            // Its place is freed now, not at the timeout.
+            drop(guest);
+            crate::limited!(warn, app = %app.route, "client sent nothing of the request body for {:?}; guest stopped, answered 408", app.instances.limits().body_timeout);
+            Err(Fault::BodyStalled)
         }
     }
 }
 
+/// What [`wait`] watches besides the guest.
+struct Waiting<'a> {
+    chores: &'a Chores,
+    failure: &'a FailureFlag,
+    body_fault: &'a BodyFault,
+    started: Instant,
+}
+
 /// The guest sent its response head and streams the body: it runs on a
-/// task of its own, until its handler returns or the timeout passes.
+/// task of its own, until its handler returns, the timeout passes, the
+/// client is gone or its request body stalls. Dropping the guest ends the
+/// body (the flag, raised first, makes that end read as cut) and frees its
+/// place at once.
 fn stream_on(
     app: &Arc<App>,
     mut guest: Guest,
     failure: FailureFlag,
+    body_fault: BodyFault,
     deadline: Instant,
     timeout: Duration,
 ) {
     let app = app.clone();
     tokio::spawn(async move {
-        tokio::select! {
-            (_, leftovers) = &mut guest => leftovers.run().await,
-            () = tokio::time::sleep_until(deadline) => {
-                // Dropping the guest ends the body; the flag, raised first,
-                // makes that end read as cut.
-                failure.raise();
-                drop(guest);
-                tracing::warn!(app = %app.route, "guest still streaming after the {timeout:?} timeout; response cut");
-            }
-        }
+        let why = tokio::select! {
+            (_, leftovers) = &mut guest => return leftovers.run().await,
+            () = tokio::time::sleep_until(deadline) => format!("still streaming after the {timeout:?} timeout"),
+            () = failure.gone() => "its client stopped taking the response".to_string(),
+            () = body_fault.stalled() => "its client stopped sending the request body".to_string(),
+        };
+        failure.raise();
+        drop(guest);
+        crate::limited!(warn, app = %app.route, "guest {why}; response cut, guest stopped");
     });
 }
 
@@ -206,7 +245,7 @@ async fn returned_within(
             outcome
         }
         Err(_) => {
-            tracing::warn!(app = %app.route, "guest did not return within the {timeout:?} timeout; stopped");
+            crate::limited!(warn, app = %app.route, "guest did not return within the {timeout:?} timeout; stopped");
             Err(Fault::TimedOut)
         }
     }
@@ -222,17 +261,26 @@ fn respond(
     body_fault: &BodyFault,
 ) -> Response<Body> {
     let fault = match response {
+        Some(Ok(response)) if response.status().is_informational() => {
+            crate::limited!(
+                warn,
+                app = %app.route,
+                "guest answered with status {}, which is not a final response; answered 502",
+                response.status().as_u16()
+            );
+            Fault::Informational
+        }
         Some(Ok(response)) => {
             return response
                 .map(|body| GuestBody::new(body, failure, app.route.clone()).boxed_unsync());
         }
         Some(Err(code)) => {
-            tracing::warn!(app = %app.route, "guest answered with error code {code:?}");
+            crate::limited!(warn, app = %app.route, "guest answered with error code {}", clip(&format!("{code:?}")));
             Fault::ErrorCode
         }
         None => match outcome {
             Ok(()) => {
-                tracing::warn!(app = %app.route, "guest returned without sending a response");
+                crate::limited!(warn, app = %app.route, "guest returned without sending a response");
                 Fault::NoResponse
             }
             Err(fault) => fault,
@@ -242,6 +290,7 @@ fn respond(
     // client's request was the cause.
     match body_fault.get() {
         Some(ClientFault::TooLarge) => too_large(app, app.instances.limits().body_limit),
+        Some(ClientFault::Stalled) => fault_response(Fault::BodyStalled),
         Some(ClientFault::Malformed) => plain(
             StatusCode::BAD_REQUEST,
             "the request body could not be read",
@@ -263,10 +312,12 @@ async fn poll_once<F: Future + Unpin>(future: &mut F) -> Option<F::Output> {
 /// all taken.
 fn busy(app: &App) -> Response<Body> {
     tracing::debug!(app = %app.route, "app at its concurrency and queue limits; answered 503");
-    let mut response = plain(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "the application is at capacity; try again shortly",
-    );
+    try_again("the application is at capacity; try again shortly")
+}
+
+/// A `503` with `Retry-After`: the server is full for now.
+fn try_again(message: &str) -> Response<Body> {
+    let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, message);
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
@@ -275,7 +326,7 @@ fn busy(app: &App) -> Response<Body> {
 
 /// The answer to a request whose body is over the app's limit.
 fn too_large(app: &App, limit: u64) -> Response<Body> {
-    tracing::info!(app = %app.route, "request body over the limit of {limit} bytes; answered 413");
+    crate::limited!(info, app = %app.route, "request body over the limit of {limit} bytes; answered 413");
     plain(
         StatusCode::PAYLOAD_TOO_LARGE,
         &format!("the request body is larger than this app accepts ({limit} bytes)"),
@@ -293,10 +344,21 @@ fn fault_response(fault: Fault) -> Response<Body> {
             StatusCode::BAD_GATEWAY,
             "the application returned without a response",
         ),
+        Fault::Informational => plain(
+            StatusCode::BAD_GATEWAY,
+            "the application answered with an informational status, not a response",
+        ),
         Fault::CpuTime | Fault::TimedOut => plain(
             StatusCode::GATEWAY_TIMEOUT,
             "the application did not answer in time",
         ),
+        Fault::BodyStalled => plain(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body did not arrive in time",
+        ),
+        Fault::Budget => {
+            try_again("the server's memory for applications is in use; try again shortly")
+        }
     }
 }
 
@@ -330,14 +392,15 @@ fn fault_of(app: &App, error: &wasmtime::Error) -> Fault {
         .find_map(|cause| cause.downcast_ref::<Exceeded>());
     match exceeded {
         Some(exceeded) => {
-            tracing::warn!(app = %app.route, "guest {exceeded}");
+            crate::limited!(warn, app = %app.route, "guest {exceeded}");
             match exceeded {
                 Exceeded::Memory { .. } => Fault::OutOfMemory,
                 Exceeded::CpuTime(_) => Fault::CpuTime,
+                Exceeded::Budget(_) => Fault::Budget,
             }
         }
         None => {
-            tracing::warn!(app = %app.route, "guest trapped: {}", trap_message(error));
+            crate::limited!(warn, app = %app.route, "guest trapped: {}", clip(&trap_message(error)));
             Fault::Trapped
         }
     }

@@ -48,7 +48,7 @@
 
 use crate::config::{Limits, Mode, Mount};
 use crate::engine::Reset;
-use crate::limits;
+use crate::limits::{self, MemoryBudget};
 use crate::sandbox::Sandbox;
 use std::future::Future;
 use std::pin::Pin;
@@ -61,14 +61,20 @@ use wasmtime::component::Resource;
 use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 
-/// The process-wide budget of live instances, shared by every app: one
-/// permit per slot of the pooling allocator.
+/// What all apps' instances share: the slots of the pooling allocator (one
+/// permit each) and the guest memory budget.
 #[derive(Clone)]
-pub struct Pool(Arc<Semaphore>);
+pub struct Pool {
+    slots: Arc<Semaphore>,
+    memory: Arc<MemoryBudget>,
+}
 
 impl Pool {
-    pub fn new(slots: u32) -> Self {
-        Self(Arc::new(Semaphore::new(slots as usize)))
+    pub fn new(slots: u32, memory: Arc<MemoryBudget>) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(slots as usize)),
+            memory,
+        }
     }
 }
 
@@ -137,7 +143,7 @@ impl Instances {
         }
         let slot = self
             .pool
-            .0
+            .slots
             .clone()
             .acquire_owned()
             .await
@@ -244,7 +250,7 @@ impl Instances {
             if self.idle() >= self.spares {
                 return;
             }
-            let Ok(slot) = self.pool.0.clone().try_acquire_owned() else {
+            let Ok(slot) = self.pool.slots.clone().try_acquire_owned() else {
                 return;
             };
             let mut instance = self.new_instance(slot);
@@ -266,7 +272,12 @@ impl Instances {
     }
 
     fn new_instance(&self, slot: OwnedSemaphorePermit) -> Instance {
-        let sandbox = Sandbox::new(&self.stdout_prefix, &self.stderr_prefix, self.limits);
+        let sandbox = Sandbox::new(
+            &self.stdout_prefix,
+            &self.stderr_prefix,
+            self.limits,
+            self.pool.memory.clone(),
+        );
         let mut store = Store::new(self.pre.engine(), sandbox);
         store.limiter(|sandbox| sandbox.meter());
         // At every epoch tick a running guest yields to the runtime, so that

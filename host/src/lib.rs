@@ -8,9 +8,10 @@
 //!              HTTP/1.1 + HTTP/2 builder
 //! connection   drive the connection: header and keep-alive timeouts, polite
 //!              close on shutdown, the chores its requests left, between them
-//! service      per request: forwarding headers (forwarded), route once
-//!              (router), access-log record (access_log), Connection: close
-//!              when shutting down
+//! service      per request: head rules, one valid Host (request_head),
+//!              forwarding headers (forwarded), route once (router),
+//!              access-log record (access_log), Connection: close when
+//!              shutting down
 //! handler      body-size check, a place to run (admission), an instance
 //!              (instances), the guest's call, its faults as statuses; request
 //!              and response bodies cross the host through `bodies`
@@ -25,7 +26,8 @@
 //! and `wasmhost.toml` into one validated `Config`, plain data that the
 //! runtime reads (`paths` holds the URL segment rules it shares with the
 //! router); `commands` wires a `serve` or `check` together, `nginx` writes
-//! the nginx front, `signals` and `logging` belong to the binary.
+//! the nginx front, `signals` and `logging` belong to the binary, and
+//! `log_rate` bounds the log lines a client can trigger.
 //!
 //! [`server::run`] is the entry point for an embedder or a test: listeners,
 //! a route table and a shutdown future in, no signals.
@@ -44,10 +46,12 @@ pub mod guest_output;
 pub mod handler;
 pub mod instances;
 pub mod limits;
+pub mod log_rate;
 pub mod logging;
 pub mod nginx;
 pub mod paths;
 pub mod reload;
+pub mod request_head;
 pub mod router;
 pub mod sandbox;
 pub mod server;

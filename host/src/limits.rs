@@ -1,5 +1,6 @@
 //! Enforcing an app's limits on what one request may use inside its guest:
-//! memory per instance and CPU time while its guest runs. (The wall-clock
+//! memory per instance and CPU time while its guest runs; and the
+//! process-wide [`MemoryBudget`] that all guests' memory shares. (The wall-clock
 //! timeout is the handler's, the body size `bodies`', and how many requests
 //! run and wait at once `admission`'s.)
 //! A request over a limit fails alone, with its own status code and one log
@@ -7,6 +8,7 @@
 
 use crate::config::Limits;
 use crate::engine::EPOCH_TICK;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use wasmtime::{ResourceLimiter, StoreContextMut, UpdateDeadline};
@@ -19,10 +21,83 @@ pub enum Exceeded {
     Memory { desired: usize, limit: u64 },
     #[error("used its CPU time limit of {0:?} and was stopped")]
     CpuTime(Duration),
+    #[error("could not grow its memory: the guest memory budget of {} MiB is in use", mib(*.0))]
+    Budget(u64),
 }
 
 fn mib(bytes: u64) -> u64 {
     bytes.div_ceil(1 << 20)
+}
+
+/// The linear memory all guests together may hold. An instance reserves
+/// what it grows (its initial memory included) and gives it back when it
+/// is dropped; growth past the budget fails the request that asked for it
+/// (`503`), so the process is never taken past it by guests and killed for
+/// it. It counts memory as guests size it, which bounds what they can touch.
+#[derive(Debug)]
+pub struct MemoryBudget {
+    limit: u64,
+    used: AtomicU64,
+}
+
+impl MemoryBudget {
+    pub fn new(limit: u64) -> Arc<Self> {
+        Arc::new(Self {
+            limit,
+            used: AtomicU64::new(0),
+        })
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Bytes reserved now.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn reserve(&self, bytes: u64) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|total| *total <= self.limit)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, bytes: u64) {
+        self.used.fetch_sub(bytes, Ordering::AcqRel);
+    }
+}
+
+/// The default budget and what it was taken from: three quarters of the
+/// memory this process may use, the machine's or its cgroup's limit if
+/// lower, leaving the rest to wasmhost itself, connection buffers and the
+/// kernel.
+pub fn default_memory_budget() -> Option<(u64, &'static str, u64)> {
+    let machine = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            let kib: u64 = text
+                .lines()
+                .find_map(|line| line.strip_prefix("MemTotal:"))?
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .ok()?;
+            Some(kib << 10)
+        });
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok());
+    let (total, source) = match (machine, cgroup) {
+        (Some(machine), Some(cgroup)) if cgroup < machine => (cgroup, "the cgroup's memory.max"),
+        (Some(machine), _) => (machine, "the machine's memory"),
+        (None, Some(cgroup)) => (cgroup, "the cgroup's memory.max"),
+        (None, None) => return None,
+    };
+    Some((total / 4 * 3, source, total))
 }
 
 /// Enforces [`Limits`] on one store: its resource limiter for memory, and the
@@ -37,10 +112,19 @@ pub struct Meter {
     /// the request started. (Only an `Instant` is kept under the lock: a
     /// poisoned one is still valid.)
     resumed: Arc<Mutex<Option<Instant>>>,
+    /// The process-wide budget, and what this store holds of it.
+    budget: Arc<MemoryBudget>,
+    reserved: u64,
+}
+
+impl Drop for Meter {
+    fn drop(&mut self) {
+        self.budget.release(self.reserved);
+    }
 }
 
 impl Meter {
-    pub fn new(limits: Limits) -> Self {
+    pub fn new(limits: Limits, budget: Arc<MemoryBudget>) -> Self {
         let tick = EPOCH_TICK.as_millis().max(1);
         let ticks_allowed = (limits.cpu_limit.as_millis() / tick).max(1) as u64;
         Self {
@@ -48,6 +132,8 @@ impl Meter {
             ticks_allowed,
             ticks_used: 0,
             resumed: Arc::new(Mutex::new(None)),
+            budget,
+            reserved: 0,
         }
     }
 
@@ -94,7 +180,7 @@ impl Meter {
 impl ResourceLimiter for Meter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -107,6 +193,12 @@ impl ResourceLimiter for Meter {
                 limit: self.limits.memory_limit,
             }));
         }
+        // Called for a memory's first allocation too (from 0).
+        let more = desired.saturating_sub(current) as u64;
+        if !self.budget.reserve(more) {
+            return Err(wasmtime::Error::new(Exceeded::Budget(self.budget.limit)));
+        }
+        self.reserved += more;
         Ok(true)
     }
 
@@ -134,10 +226,13 @@ mod tests {
 
     #[test]
     fn the_cpu_budget_is_counted_in_ticks_of_the_running_guest() {
-        let mut meter = Meter::new(Limits {
-            cpu_limit: EPOCH_TICK * 3,
-            ..Limits::default()
-        });
+        let mut meter = Meter::new(
+            Limits {
+                cpu_limit: EPOCH_TICK * 3,
+                ..Limits::default()
+            },
+            MemoryBudget::new(u64::MAX),
+        );
         let ran_a_tick = |meter: &mut Meter| {
             *meter.resumed.lock().unwrap() = Some(Instant::now() - EPOCH_TICK);
         };
@@ -156,5 +251,21 @@ mod tests {
         // A new request's first tick is charged at once.
         meter.start_request();
         assert!(meter.tick().is_ok());
+    }
+
+    #[test]
+    fn the_budget_is_shared_refused_past_its_limit_and_returned_on_drop() {
+        let budget = MemoryBudget::new(100 << 20);
+        let meter = |budget: &Arc<MemoryBudget>| Meter::new(Limits::default(), budget.clone());
+        let (mut a, mut b) = (meter(&budget), meter(&budget));
+        assert!(a.memory_growing(0, 60 << 20, None).unwrap());
+        let refused = b.memory_growing(0, 60 << 20, None).unwrap_err();
+        assert!(matches!(refused.downcast_ref(), Some(Exceeded::Budget(_))));
+        assert!(b.memory_growing(0, 40 << 20, None).unwrap());
+        assert_eq!(budget.used(), 100 << 20);
+        drop(a);
+        assert_eq!(budget.used(), 40 << 20);
+        drop(b);
+        assert_eq!(budget.used(), 0);
     }
 }

@@ -10,7 +10,7 @@
 use crate::app::{self, App, Tier, Version};
 use crate::compile_cache::Digest;
 use crate::config::{Config, Listen, Mount};
-use crate::engine::{Compiler, Engines};
+use crate::engine::{self, Compiler, Engines};
 use crate::instances::Pool;
 use crate::router::{Router, Routes};
 use anyhow::{Context, Result, anyhow};
@@ -81,7 +81,9 @@ impl Reloads {
             .map(|(_, app)| app.clone())
     }
 
-    /// Compiles a new version on a blocking thread.
+    /// Compiles a new version on a blocking thread; the final build of a
+    /// version already serving (`Tier::Final`) on the background compiler
+    /// threads, where it never delays a newer version.
     async fn compile(
         &self,
         mount: &Mount,
@@ -96,7 +98,11 @@ impl Reloads {
                 digest: read.digest,
                 started: noticed,
             };
-            app::compile(&engines, &mount, version, tier, &pool)
+            let compile = || app::compile(&engines, &mount, version, tier, &pool);
+            match tier {
+                Tier::Final => engine::in_background(compile),
+                Tier::QuickFirst => compile(),
+            }
         })
         .await
         .map_err(|panicked| anyhow!("the compiler thread failed: {panicked}"))?

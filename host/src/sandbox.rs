@@ -5,7 +5,7 @@
 
 use crate::config::Limits;
 use crate::guest_output::{GuestOutput, Sink};
-use crate::limits::Meter;
+use crate::limits::{MemoryBudget, Meter};
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -27,7 +27,12 @@ impl Sandbox {
     }
 
     /// The prefixes tag the guest's stdout and stderr lines with the app.
-    pub fn new(stdout_prefix: &Arc<str>, stderr_prefix: &Arc<str>, limits: Limits) -> Self {
+    pub fn new(
+        stdout_prefix: &Arc<str>,
+        stderr_prefix: &Arc<str>,
+        limits: Limits,
+        budget: Arc<MemoryBudget>,
+    ) -> Self {
         let wasi = WasiCtx::builder()
             .stdout(GuestOutput::new(Sink::Stdout, stdout_prefix.clone()))
             .stderr(GuestOutput::new(Sink::Stderr, stderr_prefix.clone()))
@@ -37,7 +42,7 @@ impl Sandbox {
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             hooks: DenyOutbound,
-            meter: Meter::new(limits),
+            meter: Meter::new(limits, budget),
         }
     }
 }

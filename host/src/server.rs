@@ -8,6 +8,7 @@ use crate::config::Timeouts;
 use crate::connection::{self, Ended, Watched};
 use crate::forwarded::{Forwarding, TrustedProxies};
 use crate::instances::Chores;
+use crate::request_head::{MAX_HEAD_BYTES, MAX_HEADERS};
 use crate::router::Routes;
 use crate::service::{self, Activity};
 use anyhow::{Result, anyhow};
@@ -19,7 +20,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
@@ -27,28 +28,61 @@ use tokio_rustls::server::TlsStream;
 use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 
-/// Bytes a request head may take (request line and headers); larger gets a
-/// 431. nginx's default `large_client_header_buffers` allows 4 × 8 KiB lines.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
-
-/// Headers a request may have; more gets a 431.
-const MAX_HEADERS: usize = 100;
-
-/// Binds `addr`, with errors that say what to do about them.
+/// Binds `addr` and listens with the system's backlog, with errors that
+/// say what to do about them.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|error| match error.kind() {
-        ErrorKind::AddrInUse => anyhow!(
-            "{addr} is already in use; pick another --port or stop the process holding it"
-        ),
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4(),
+        SocketAddr::V6(_) => TcpSocket::new_v6(),
+    }
+    .and_then(|socket| {
+        // As std's and tokio's own listeners: a restart can bind at once
+        // while the old process's connections linger in TIME_WAIT.
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        Ok(socket)
+    })
+    .map_err(|error| bind_error(addr, error))?;
+    socket
+        .listen(backlog())
+        .map_err(|error| bind_error(addr, error))
+}
+
+fn bind_error(addr: SocketAddr, error: std::io::Error) -> anyhow::Error {
+    match error.kind() {
+        ErrorKind::AddrInUse => {
+            anyhow!("{addr} is already in use; pick another --port or stop the process holding it")
+        }
         ErrorKind::PermissionDenied => anyhow!(
             "not allowed to listen on {addr}; ports below 1024 need privileges, pick a --port above 1024"
         ),
-        ErrorKind::AddrNotAvailable => anyhow!(
-            "cannot listen on {addr}: no network interface has that address; check --host"
-        ),
+        ErrorKind::AddrNotAvailable => {
+            anyhow!("cannot listen on {addr}: no network interface has that address; check --host")
+        }
         _ => anyhow!("cannot listen on {addr}: {error}"),
-    })
+    }
 }
+
+/// Connections the kernel may queue for `accept`: the system's maximum
+/// (`net.core.somaxconn`, 4096 on current kernels), so that connections
+/// past `--max-connections` wait there as the README says, rather than in
+/// std's and tokio's 1024 or the old 128.
+fn backlog() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(DEFAULT_BACKLOG)
+}
+
+/// Where the system does not say.
+const DEFAULT_BACKLOG: u32 = 4096;
+
+/// Streams one HTTP/2 connection may have open at once (hyper's default is
+/// 200): a third of an app's default 300 places (100 running, 200 waiting),
+/// so one connection whose streams all wait on a stalled client cannot take
+/// them all, and still what browsers and h2load open before they have read
+/// the server's settings.
+pub const MAX_STREAMS: u32 = 100;
 
 /// How a shutdown ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -159,7 +193,13 @@ fn http_builder() -> auto::Builder<TokioExecutor> {
         .max_buf_size(MAX_HEAD_BYTES)
         .max_headers(MAX_HEADERS)
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+    // The same head limit as HTTP/1 (`request_head` counts the fields);
+    // hyper's HTTP/2 default is 16 KiB, which refused what HTTP/1 serves.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEAD_BYTES as u32)
+        .max_concurrent_streams(MAX_STREAMS);
     builder
 }
 
@@ -212,7 +252,11 @@ async fn serve_connection(
     let chores = Arc::new(Chores::default());
     let activity = Arc::new(Activity::new(accepting.stopping.clone()));
     let forwarding = Forwarding::new(peer, &options.trusted_proxies, tls.is_some());
+    let Ok(local) = stream.local_addr() else {
+        return drop(permit);
+    };
     let service = service::new(
+        local,
         accepting.routes.clone(),
         chores.clone(),
         activity.clone(),
@@ -243,6 +287,11 @@ async fn serve_connection(
             timeouts.header
         ),
         Ended::Lingered => {}
+        Ended::SendTimedOut => crate::limited!(
+            info,
+            "closed a connection from {peer}: it took nothing of its response for {:?}",
+            timeouts.send
+        ),
     }
     drop(permit);
 }
@@ -337,7 +386,10 @@ mod tests {
             &engines,
             &mount,
             Tier::Final,
-            &Pool::new(pool_size.instances),
+            &Pool::new(
+                pool_size.instances,
+                crate::limits::MemoryBudget::new(u64::MAX),
+            ),
         )
         .map(Arc::new)
         .unwrap();

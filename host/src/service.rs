@@ -1,14 +1,16 @@
 //! The hyper service of one connection: what happens to each request
 //! between hyper and its app. It marks the request running for the
-//! connection's clock, rewrites the forwarding headers (`forwarded`), routes
-//! the request once (`router`) and hands the result to both the access log
-//! and the handler, and, once the server is shutting down, asks an HTTP/1
-//! client to close after the response.
+//! connection's clock, checks its head (`request_head`), rewrites the
+//! forwarding headers (`forwarded`), routes the request once (`router`) and
+//! hands the result to both the access log and the handler, and, once the
+//! server is shutting down, asks an HTTP/1 client to close after the
+//! response.
 
 use crate::access_log::{AccessLog, Record};
 use crate::forwarded::Forwarding;
 use crate::handler::{self, Body};
 use crate::instances::Chores;
+use crate::request_head::{self, Refused};
 use crate::router::{Refusal, Routes};
 use bytes::Buf;
 use http::StatusCode;
@@ -16,14 +18,17 @@ use http::header::{CONNECTION, HeaderValue};
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use tokio_util::sync::CancellationToken;
 
-/// The service for one connection's requests.
+/// The service for one connection's requests; `local` is the listener's
+/// address.
 pub fn new(
+    local: SocketAddr,
     routes: Arc<Routes>,
     chores: Arc<Chores>,
     activity: Arc<Activity>,
@@ -38,10 +43,13 @@ pub fn new(
     hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
         let running = activity.begin(request.version());
         let http1 = request.version() < http::Version::HTTP_2;
+        let head = request_head::check(&mut request, local);
         let client = forwarding.apply(request.headers_mut());
         let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
         let table = routes.load();
-        let routed = table.route(path);
+        let routed = head
+            .map_err(Rejected::Head)
+            .and_then(|()| table.route(path).map_err(Rejected::Route));
         let mut record = access_log.as_ref().map(|log| {
             let app = match &routed {
                 Ok(routed) => routed.target.route.clone(),
@@ -50,7 +58,7 @@ pub fn new(
             Box::new(log.begin(&request, client.ip, app))
         });
         let app = routed.and_then(|routed| {
-            routed.rewrite(&mut request)?;
+            routed.rewrite(&mut request).map_err(Rejected::Route)?;
             Ok(routed.target.clone())
         });
         drop(table);
@@ -58,7 +66,7 @@ pub fn new(
         async move {
             let mut response = match app {
                 Ok(app) => handler::handle(app, &chores, client.https, request).await,
-                Err(refusal) => refused(refusal),
+                Err(rejected) => rejected.response(),
             };
             // Shutting down: the client closes this connection after the
             // response, instead of racing our close (connection.rs).
@@ -75,16 +83,41 @@ pub fn new(
     })
 }
 
-/// The answer to a request the router refused.
-fn refused(refusal: Refusal) -> http::Response<Body> {
-    match refusal {
-        Refusal::NotFound => {
-            handler::plain(StatusCode::NOT_FOUND, "no app is mounted at this path")
-        }
-        Refusal::BadPath => handler::plain(
-            StatusCode::BAD_REQUEST,
-            "the path leaves its app with `..` or is not a path",
-        ),
+/// A request that reaches no app.
+enum Rejected {
+    /// Its head breaks a rule of `request_head`.
+    Head(Refused),
+    /// The router found no app for it.
+    Route(Refusal),
+}
+
+impl Rejected {
+    fn response(&self) -> http::Response<Body> {
+        let (status, message) = match self {
+            Rejected::Head(Refused::TooManyHeaders) => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "the request has too many header fields",
+            ),
+            Rejected::Head(Refused::NoHost) => {
+                (StatusCode::BAD_REQUEST, "the request has no Host header")
+            }
+            Rejected::Head(Refused::RepeatedHost) => (
+                StatusCode::BAD_REQUEST,
+                "the request has more than one Host header",
+            ),
+            Rejected::Head(Refused::BadHost) => (
+                StatusCode::BAD_REQUEST,
+                "the Host header is not a host name or address with an optional port",
+            ),
+            Rejected::Route(Refusal::NotFound) => {
+                (StatusCode::NOT_FOUND, "no app is mounted at this path")
+            }
+            Rejected::Route(Refusal::BadPath) => (
+                StatusCode::BAD_REQUEST,
+                "the path leaves its app with `..` or is not a path",
+            ),
+        };
+        handler::plain(status, message)
     }
 }
 
@@ -104,6 +137,14 @@ pub struct Activity {
     ended: AtomicBool,
     /// Some byte arrived since the clock last looked.
     arrived: AtomicBool,
+    /// Writes to the socket that succeeded, and one is waiting now (the
+    /// client is not reading, or slowly).
+    writes: AtomicU64,
+    write_waiting: AtomicBool,
+    /// Response bodies hyper has not taken the next frame of since it was
+    /// ready (or since the head went out), and how often any was taken.
+    bodies_waiting: AtomicUsize,
+    bodies_taken: AtomicU64,
 }
 
 impl Activity {
@@ -114,7 +155,29 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             ended: AtomicBool::new(false),
             arrived: AtomicBool::new(false),
+            writes: AtomicU64::new(0),
+            write_waiting: AtomicBool::new(false),
+            bodies_waiting: AtomicUsize::new(0),
+            bodies_taken: AtomicU64::new(0),
         }
+    }
+
+    /// Notes how a write to the socket went: done, or waiting on the client.
+    pub fn wrote(&self, done: bool) {
+        if done {
+            self.writes.fetch_add(1, Ordering::Relaxed);
+        }
+        self.write_waiting.store(!done, Ordering::Relaxed);
+    }
+
+    /// Whether a response waits on the client, and a count that moves
+    /// whenever the client takes something.
+    pub fn sending(&self) -> (bool, u64) {
+        let waiting = self.write_waiting.load(Ordering::Relaxed)
+            || self.bodies_waiting.load(Ordering::Relaxed) > 0;
+        let progress =
+            self.writes.load(Ordering::Relaxed) + self.bodies_taken.load(Ordering::Relaxed);
+        (waiting, progress)
     }
 
     /// Marks a request running until the returned guard (kept with its
@@ -172,19 +235,51 @@ impl Drop for Running {
 
 /// A response body that keeps its request running until hyper has sent it
 /// (or dropped it), so a long response never looks like an idle connection;
-/// its access-log record, if any, counts the bytes and is written then.
+/// its access-log record, if any, counts the bytes and is written then. It
+/// also tells the connection's clock when it has a frame ready that hyper
+/// has not come for (from the head on, and after each frame it gave):
+/// hyper comes only when the client can take more, so a body left waiting
+/// is a client that takes nothing (`send_timeout`). A body waiting on its
+/// guest is not.
 pub struct Tracked<B> {
     body: B,
-    _running: Running,
+    running: Running,
     record: Option<Box<Record>>,
+    /// Counted in `bodies_waiting`.
+    waiting: bool,
 }
 
 impl<B> Tracked<B> {
     pub fn new(body: B, running: Running, record: Option<Box<Record>>) -> Self {
+        running.0.bodies_waiting.fetch_add(1, Ordering::Relaxed);
         Self {
             body,
-            _running: running,
+            running,
             record,
+            waiting: true,
+        }
+    }
+
+    fn set_waiting(&mut self, waiting: bool) {
+        if waiting != self.waiting {
+            self.waiting = waiting;
+            let count = &self.running.0.bodies_waiting;
+            if waiting {
+                count.fetch_add(1, Ordering::Relaxed);
+            } else {
+                count.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl<B> Drop for Tracked<B> {
+    fn drop(&mut self) {
+        if self.waiting {
+            self.running
+                .0
+                .bodies_waiting
+                .fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -197,7 +292,10 @@ impl<B: http_body::Body + Unpin> http_body::Body for Tracked<B> {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        self.running.0.bodies_taken.fetch_add(1, Ordering::Relaxed);
         let polled = Pin::new(&mut self.body).poll_frame(cx);
+        let ready = matches!(polled, Poll::Ready(Some(Ok(_)))) && !self.body.is_end_stream();
+        self.set_waiting(ready);
         if let (Some(record), Poll::Ready(Some(Ok(frame)))) = (&mut self.record, &polled)
             && let Some(data) = frame.data_ref()
         {

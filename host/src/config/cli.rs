@@ -81,6 +81,11 @@ pub struct Source {
     /// gets a 413 [default: 16MiB]
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub body_limit: Option<u64>,
+    /// Time between two reads of a request body while the app waits for
+    /// it, e.g. `10s`; a client slower than that gets a 408 and its request
+    /// ends [default: 30s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
+    pub body_timeout: Option<Duration>,
     /// Requests of any one app that may run at once [default: 100]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub concurrency: Option<u32>,
@@ -156,6 +161,11 @@ pub struct ServeArgs {
     /// to be accepted [default: 10000]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections: Option<u64>,
+    /// Memory all guests together may hold, e.g. `8GiB`; an instance that
+    /// would grow past it fails its request with a 503 [default: 3/4 of the
+    /// machine's memory, or of the cgroup's limit if lower]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub memory_budget: Option<u64>,
     /// Believe X-Forwarded-For, X-Real-IP, X-Forwarded-Proto and
     /// X-Forwarded-Host from peers in this network (e.g. `127.0.0.1`,
     /// `10.0.0.0/8`); repeatable. From anyone else they are replaced with
@@ -175,6 +185,11 @@ pub struct ServeArgs {
     /// nothing arriving before it is closed [default: 75s]
     #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
     pub keep_alive_timeout: Option<Duration>,
+    /// How long a response may wait on a client that takes nothing (no
+    /// write to its socket succeeds, no response body is taken) before its
+    /// connection is closed [default: 30s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
+    pub send_timeout: Option<Duration>,
     /// Worker threads for the async runtime [default: one per CPU].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,

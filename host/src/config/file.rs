@@ -22,8 +22,10 @@ pub struct File {
     pub threads: Option<u16>,
     pub shutdown_timeout: Option<Duration>,
     pub max_connections: Option<usize>,
+    pub memory_budget: Option<u64>,
     pub header_timeout: Option<Duration>,
     pub keep_alive_timeout: Option<Duration>,
+    pub send_timeout: Option<Duration>,
     pub trusted_proxies: Vec<IpNet>,
     pub access_log: Option<Destination>,
 }
@@ -39,8 +41,10 @@ struct RawFile {
     threads: Option<Spanned<u16>>,
     shutdown_timeout: Option<Spanned<String>>,
     max_connections: Option<Spanned<usize>>,
+    memory_budget: Option<Spanned<String>>,
     header_timeout: Option<Spanned<String>>,
     keep_alive_timeout: Option<Spanned<String>>,
+    send_timeout: Option<Spanned<String>>,
     #[serde(default)]
     trusted_proxies: Vec<Spanned<String>>,
     access_log: Option<Spanned<String>>,
@@ -89,6 +93,8 @@ struct RawApp {
     timeout: Option<Spanned<String>>,
     /// Request body size, e.g. "16MiB".
     body_limit: Option<Spanned<String>>,
+    /// Time between two reads of the request body, e.g. "30s".
+    body_timeout: Option<Spanned<String>>,
     /// Requests running at once.
     concurrency: Option<Spanned<u32>>,
     /// Requests waiting to run.
@@ -190,8 +196,14 @@ impl File {
                 .as_ref()
                 .map(|value| places.at_least_one(value, "max_connections"))
                 .transpose()?,
+            memory_budget: raw
+                .memory_budget
+                .as_ref()
+                .map(|value| places.parsed(value, "memory_budget", parse_size))
+                .transpose()?,
             header_timeout: optional_duration(&raw.header_timeout, "header_timeout")?,
             keep_alive_timeout: optional_duration(&raw.keep_alive_timeout, "keep_alive_timeout")?,
+            send_timeout: optional_duration(&raw.send_timeout, "send_timeout")?,
             trusted_proxies: raw
                 .trusted_proxies
                 .iter()
@@ -313,6 +325,9 @@ fn limits(entry: &RawApp, places: &Places) -> Result<Limits> {
     }
     if let Some(value) = &entry.timeout {
         limits.timeout = places.positive_duration(value, "timeout")?;
+    }
+    if let Some(value) = &entry.body_timeout {
+        limits.body_timeout = places.positive_duration(value, "body_timeout")?;
     }
     if let Some(value) = &entry.concurrency {
         limits.concurrency = places.at_least_one(value, "concurrency")?;

@@ -48,6 +48,7 @@ pub fn for_nginx(args: &ServeArgs) -> Result<Config> {
             .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
             .or(file.and_then(|f| f.max_connections))
             .unwrap_or(DEFAULT_MAX_CONNECTIONS),
+        memory_budget: args.memory_budget.or(file.and_then(|f| f.memory_budget)),
         trusted_proxies: if args.trusted_proxies.is_empty() {
             file.map(|f| f.trusted_proxies.clone()).unwrap_or_default()
         } else {
@@ -67,6 +68,10 @@ pub fn for_nginx(args: &ServeArgs) -> Result<Config> {
                 .keep_alive_timeout
                 .or(file.and_then(|f| f.keep_alive_timeout))
                 .unwrap_or(DEFAULT_TIMEOUTS.keep_alive),
+            send: args
+                .send_timeout
+                .or(file.and_then(|f| f.send_timeout))
+                .unwrap_or(DEFAULT_TIMEOUTS.send),
         },
     })
 }
@@ -194,6 +199,7 @@ fn mounts(source: &Source, file: Option<&File>) -> Result<Vec<Mount>> {
         limits.cpu_limit = source.cpu_limit.unwrap_or(limits.cpu_limit);
         limits.timeout = source.timeout.unwrap_or(limits.timeout);
         limits.body_limit = source.body_limit.unwrap_or(limits.body_limit);
+        limits.body_timeout = source.body_timeout.unwrap_or(limits.body_timeout);
         limits.concurrency = source.concurrency.unwrap_or(limits.concurrency);
         limits.queue = source.queue.unwrap_or(limits.queue);
     }
@@ -299,6 +305,11 @@ mod tests {
             global(["--max-connections", "3"], "max_connections = 5", |c| {
                 c.max_connections.to_string()
             }),
+            global(
+                ["--memory-budget", "3GiB"],
+                "memory_budget = \"5GiB\"",
+                |c| format!("{:?}", c.memory_budget),
+            ),
             global(["--header-timeout", "3s"], "header_timeout = \"5s\"", |c| {
                 format!("{:?}", c.timeouts.header)
             }),
@@ -312,6 +323,9 @@ mod tests {
                 "trusted_proxies = [\"10.0.0.5\"]",
                 |c| format!("{:?}", c.trusted_proxies),
             ),
+            global(["--send-timeout", "3s"], "send_timeout = \"5s\"", |c| {
+                format!("{:?}", c.timeouts.send)
+            }),
             global(["--access-log", "-"], "access_log = \"access.log\"", |c| {
                 format!("{:?}", c.access_log)
             }),
@@ -343,6 +357,9 @@ mod tests {
             }),
             per_app(["--body-limit", "3MiB"], "body_limit = \"5MiB\"", |c| {
                 app(c).limits.body_limit.to_string()
+            }),
+            per_app(["--body-timeout", "3s"], "body_timeout = \"5s\"", |c| {
+                format!("{:?}", app(c).limits.body_timeout)
             }),
             per_app(["--concurrency", "3"], "concurrency = 5", |c| {
                 app(c).limits.concurrency.to_string()

@@ -41,6 +41,9 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Connections open at once, across listeners.
     pub max_connections: usize,
+    /// Bytes of linear memory all guests together may hold; `None` for the
+    /// default, three quarters of the machine's (or the cgroup's) memory.
+    pub memory_budget: Option<u64>,
     /// How long a connection may wait on its client.
     pub timeouts: Timeouts,
     /// Peers whose forwarding headers are believed.
@@ -72,6 +75,9 @@ pub struct Timeouts {
     pub header: Duration,
     /// With no request running and nothing arriving.
     pub keep_alive: Duration,
+    /// With a response waiting on the client: no write to the socket and
+    /// no response body taken for this long, and the connection is closed.
+    pub send: Duration,
 }
 
 /// Defaults as nginx's `client_header_timeout` would have them if it were
@@ -82,6 +88,8 @@ pub struct Timeouts {
 pub const DEFAULT_TIMEOUTS: Timeouts = Timeouts {
     header: Duration::from_secs(30),
     keep_alive: Duration::from_secs(75),
+    // nginx's send_timeout.
+    send: Duration::from_secs(30),
 };
 
 /// A component mounted at a route.
@@ -133,6 +141,10 @@ pub struct Limits {
     pub timeout: Duration,
     /// Bytes of request body the guest may read.
     pub body_limit: u64,
+    /// Time between two reads of the request body while the guest waits
+    /// for it (nginx's `client_body_timeout`); a client slower than that
+    /// gets a `408`.
+    pub body_timeout: Duration,
     /// Requests of the app that may hold an instance at once.
     pub concurrency: u32,
     /// Requests that may wait for one of those places; more get a 503.
@@ -147,6 +159,8 @@ pub const DEFAULT_CPU_LIMIT: Duration = Duration::from_secs(10);
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Room for form posts and modest uploads; an app taking files raises it.
 pub const DEFAULT_BODY_LIMIT: u64 = 16 << 20;
+/// nginx's `client_body_timeout`.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// A tenth of the instance pool, so one app cannot take all of it.
 pub const DEFAULT_CONCURRENCY: u32 = 100;
 pub const DEFAULT_QUEUE: u32 = 200;
@@ -158,6 +172,7 @@ impl Default for Limits {
             cpu_limit: DEFAULT_CPU_LIMIT,
             timeout: DEFAULT_TIMEOUT,
             body_limit: DEFAULT_BODY_LIMIT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
             concurrency: DEFAULT_CONCURRENCY,
             queue: DEFAULT_QUEUE,
         }

@@ -10,7 +10,7 @@
 //! - `/echo`           streams the request body back
 //! - `/print`          writes to stdout and stderr, then 200
 //! - `/sandbox`        reports what the sandbox grants: env, preopens, outbound HTTP
-//! - `/seen`           reports the method, scheme, path and headers it received
+//! - `/seen`           reports the method, scheme, authority, path and headers it received
 //! - `/count`          how many requests this instance has served, this one included
 //! - `/loop`           computes forever without calling the host
 //! - `/alloc/<mib>`    allocates and touches that many MiB, then 200 `allocated <mib> MiB`
@@ -20,6 +20,9 @@
 //!                     forbidden header, an unparsable content-length and
 //!                     status 1000; 200 with what each call returned
 //! - `/short-body`     declares `content-length: 100`, writes 5 bytes, finishes
+//! - `/hold/<mib>/<ms>` allocates and touches that many MiB, keeps them for `ms`
+//!                     milliseconds, then 200 `held <mib> MiB`
+//! - `/status/<n>`     answers with status `n` and the body `status <n>`
 
 use wasi::http::outgoing_handler;
 use wasi::http::types::{
@@ -96,6 +99,23 @@ impl wasi::exports::http::incoming_handler::Guest for Fault {
                     _ => respond(out, 400, b"bad drip\n"),
                 }
             }
+            _ if route.starts_with("/hold/") => {
+                let mut parts = route["/hold/".len()..].split('/').map(str::parse::<u64>);
+                match (parts.next(), parts.next()) {
+                    (Some(Ok(mib)), Some(Ok(ms))) => {
+                        let block = vec![1u8; (mib as usize) << 20];
+                        println!("holding {mib} MiB");
+                        wasi::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
+                        std::hint::black_box(&block);
+                        respond(out, 200, format!("held {mib} MiB\n").as_bytes());
+                    }
+                    _ => respond(out, 400, b"bad hold\n"),
+                }
+            }
+            _ if route.starts_with("/status/") => match route["/status/".len()..].parse::<u16>() {
+                Ok(status) => respond(out, status, format!("status {status}\n").as_bytes()),
+                Err(_) => respond(out, 400, b"bad status\n"),
+            },
             _ if route.starts_with("/alloc/") => match route["/alloc/".len()..].parse::<usize>() {
                 Ok(mib) => {
                     let block = vec![1u8; mib << 20];
@@ -229,10 +249,11 @@ fn sandbox() -> String {
 
 fn seen(request: &IncomingRequest) -> String {
     let mut text = format!(
-        "method={:?}\nscheme={:?}\npath={}\n",
+        "method={:?}\nscheme={:?}\npath={}\nauthority={}\n",
         request.method(),
         request.scheme(),
-        request.path_with_query().unwrap_or_default()
+        request.path_with_query().unwrap_or_default(),
+        request.authority().unwrap_or_default()
     );
     for (name, value) in request.headers().entries() {
         text.push_str(&format!("{name}: {}\n", String::from_utf8_lossy(&value)));

@@ -1,0 +1,136 @@
+//! Clients that stall: one that stops sending its request body gets a 408
+//! after `--body-timeout` and its guest is stopped, freeing the app's place
+//! at that moment; one that stops reading its response has its connection
+//! dropped after `--send-timeout`, with the same effect. A client that is
+//! slow but moving is cut by neither.
+
+use crate::WASMHOST;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+use wasmhost_tests::{Guest, Server, get, guest};
+
+/// The fault guest at `/` with one place to run and none to wait, so a
+/// request holding the place shows as a 503 for the next.
+fn one_place(flags: &[&str]) -> Server {
+    let mut args = vec![
+        guest(Guest::Fault).to_str().unwrap(),
+        "--concurrency",
+        "1",
+        "--queue",
+        "0",
+    ];
+    args.extend_from_slice(flags);
+    Server::start(WASMHOST, &args)
+}
+
+fn connect(server: &Server) -> TcpStream {
+    let stream = TcpStream::connect(server.addresses(1)[0]).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream
+}
+
+#[test]
+fn a_stalled_request_body_gets_408_and_frees_its_place_at_once() {
+    let server = one_place(&["--body-timeout", "1s"]);
+    let mut stalled = connect(&server);
+    stalled
+        .write_all(b"POST /read-body HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n0123456789")
+        .unwrap();
+    // While it stalls it holds the app's one place.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut held = get(&server.url("/")).unwrap().status;
+    while held != 503 && std::time::Instant::now() < deadline {
+        held = get(&server.url("/")).unwrap().status;
+    }
+    assert_eq!(held, 503, "the stalled request should hold the place");
+
+    let mut reply = String::new();
+    let _ = stalled.read_to_string(&mut reply);
+    assert!(reply.starts_with("HTTP/1.1 408 "), "{reply}");
+    assert!(
+        reply.ends_with("408 Request Timeout: the request body did not arrive in time\n"),
+        "{reply}"
+    );
+    // The place came free with the 408, not at the 60 s timeout.
+    assert_eq!(get(&server.url("/")).unwrap().body, "hello\n");
+    assert!(
+        server.wait_for_log(
+            "client sent nothing of the request body for 1s; guest stopped, answered 408",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn a_slow_but_moving_request_body_is_not_cut() {
+    let server = one_place(&["--body-timeout", "1s"]);
+    let mut client = connect(&server);
+    client
+        .write_all(b"POST /read-body HTTP/1.1\r\nHost: t\r\nContent-Length: 8\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    // Eight bytes over ~2.4 s: each gap under the 1 s timeout, the whole
+    // well over it. The gaps are the behaviour under test, not a wait.
+    for byte in b"abcdefgh" {
+        std::thread::sleep(Duration::from_millis(300));
+        client.write_all(&[*byte]).unwrap();
+    }
+    let mut reply = String::new();
+    let _ = client.read_to_string(&mut reply);
+    assert!(reply.starts_with("HTTP/1.1 200 "), "{reply}");
+    assert!(reply.contains("read 8 bytes\n"), "{reply}");
+}
+
+#[test]
+fn a_client_that_stops_reading_is_dropped_at_the_send_timeout_and_frees_its_place() {
+    let server = one_place(&["--send-timeout", "1s"]);
+    let mut reader = connect(&server);
+    // Some 26 MB streamed; the client reads none of it.
+    reader
+        .write_all(b"GET /drip/2000000/0 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    assert!(
+        server.wait_for_log(
+            "it took nothing of its response for 1s",
+            Duration::from_secs(30)
+        ),
+        "{}",
+        server.log()
+    );
+    assert!(
+        server.wait_for_log(
+            "guest its client stopped taking the response; response cut, guest stopped",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        server.log()
+    );
+    // The place is free again.
+    assert_eq!(get(&server.url("/")).unwrap().body, "hello\n");
+    // What the client had been sent ends short of the body's end.
+    let mut received = Vec::new();
+    let _ = reader.read_to_end(&mut received);
+    assert!(
+        !received.ends_with(b"\r\n0\r\n\r\n"),
+        "the body ended cleanly"
+    );
+}
+
+#[test]
+fn a_slow_but_moving_reader_is_not_cut() {
+    let server = one_place(&["--send-timeout", "1s"]);
+    let mut reader = connect(&server);
+    // Ten lines, one every 300 ms: the connection waits on the guest, not
+    // the client, and the whole takes longer than the send timeout.
+    reader
+        .write_all(b"GET /drip/10/300 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut reply = String::new();
+    let _ = reader.read_to_string(&mut reply);
+    assert!(reply.contains("line 10\n"), "{reply}");
+    assert!(reply.ends_with("\r\n0\r\n\r\n"), "{reply}");
+}
