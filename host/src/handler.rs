@@ -18,7 +18,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::time::Instant;
 use wasmtime::component::Resource;
 use wasmtime_wasi_http::WasiHttpView;
@@ -63,6 +63,7 @@ enum Fault {
 pub async fn handle(
     app: Arc<App>,
     chores: &Chores,
+    connection_places: &Arc<Semaphore>,
     https: bool,
     request: http::Request<Incoming>,
 ) -> Response<Body> {
@@ -73,9 +74,17 @@ pub async fn handle(
     if request.body().size_hint().lower() > body_limit {
         return too_large(&app, body_limit);
     }
+    // The connection's share first: its requests past it wait here, not
+    // in the app's places.
+    let share = connection_places
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("a connection's places are never closed");
     let Some(admitted) = app.admission.admit(&app.route).await else {
         return busy(&app);
     };
+    let admitted = (admitted, share);
     let body_fault = BodyFault::default();
     let request = request
         .map(|body| LimitedBody::new(body, body_limit, limits.body_timeout, body_fault.clone()));
@@ -368,7 +377,7 @@ fn fault_response(fault: Fault) -> Response<Body> {
 /// complete.
 async fn run_guest(
     app: Arc<App>,
-    admitted: Admitted,
+    admitted: (Admitted, OwnedSemaphorePermit),
     mut instance: Instance,
     request: Resource<HostIncomingRequest>,
     outparam: Resource<HostResponseOutparam>,

@@ -23,6 +23,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 /// The service for one connection's requests; `local` is the listener's
@@ -65,7 +66,9 @@ pub fn new(
         let chores = chores.clone();
         async move {
             let mut response = match app {
-                Ok(app) => handler::handle(app, &chores, client.https, request).await,
+                Ok(app) => {
+                    handler::handle(app, &chores, &running.0.places, client.https, request).await
+                }
                 Err(rejected) => rejected.response(),
             };
             // Shutting down: the client closes this connection after the
@@ -145,7 +148,16 @@ pub struct Activity {
     /// ready (or since the head went out), and how often any was taken.
     bodies_waiting: AtomicUsize,
     bodies_taken: AtomicU64,
+    /// This connection's share of places to run in guests, taken before an
+    /// app's own: one connection (HTTP/2 streams, all stalled on their
+    /// client) cannot fill an app's places by itself.
+    places: Arc<Semaphore>,
 }
+
+/// Requests of one connection that may run in guests at once: a quarter of
+/// an app's default 100 places. More wait on the connection, holding no
+/// app's place.
+pub const PLACES_PER_CONNECTION: usize = 25;
 
 impl Activity {
     pub fn new(shutdown: CancellationToken) -> Self {
@@ -159,6 +171,7 @@ impl Activity {
             write_waiting: AtomicBool::new(false),
             bodies_waiting: AtomicUsize::new(0),
             bodies_taken: AtomicU64::new(0),
+            places: Arc::new(Semaphore::new(PLACES_PER_CONNECTION)),
         }
     }
 
