@@ -10,6 +10,7 @@ mod faults;
 mod forwarding;
 mod graft;
 mod heads;
+mod http2;
 mod limits;
 mod nginx;
 mod pool;

@@ -1,0 +1,134 @@
+//! HTTP/2 clients that misbehave on one connection, with a real HTTP/2
+//! client library: a stream whose header block is too large fails alone;
+//! streams that never open their flow-control window, or whose request
+//! bodies stall, are ended by the progress timeouts while another client's
+//! requests to the same app keep being answered.
+
+use crate::WASMHOST;
+use bytes::Bytes;
+use std::net::SocketAddr;
+use std::time::Duration;
+use wasmhost_tests::{Guest, Server, get, guest};
+
+fn fault_server(flags: &[&str]) -> Server {
+    let mut args = vec![guest(Guest::Fault).to_str().unwrap()];
+    args.extend_from_slice(flags);
+    Server::start(WASMHOST, &args)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// An HTTP/2 connection (prior knowledge) with the given stream window,
+/// and the task driving it, which ends when the server closes it.
+async fn connect(
+    addr: SocketAddr,
+    window: u32,
+) -> (
+    h2::client::SendRequest<Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (client, connection) = h2::client::Builder::new()
+        .initial_window_size(window)
+        .handshake(tcp)
+        .await
+        .unwrap();
+    (client, tokio::spawn(connection))
+}
+
+fn get_request(path: &str) -> http::Request<()> {
+    http::Request::get(format!("http://test{path}"))
+        .body(())
+        .unwrap()
+}
+
+#[test]
+fn an_oversized_header_block_fails_its_stream_not_the_connection() {
+    let server = fault_server(&[]);
+    let addr = server.addresses(1)[0];
+    runtime().block_on(async {
+        let (client, _connection) = connect(addr, 65_535).await;
+        let mut client = client.ready().await.unwrap();
+        let mut big = get_request("/");
+        big.headers_mut()
+            .insert("x-big", "a".repeat(70_000).parse().unwrap());
+        let (big, _) = client.send_request(big, true).unwrap();
+        let mut client = client.ready().await.unwrap();
+        let (small, _) = client.send_request(get_request("/"), true).unwrap();
+        assert_eq!(big.await.unwrap().status(), 431);
+        assert_eq!(small.await.unwrap().status(), 200);
+    });
+}
+
+#[test]
+fn streams_with_a_zero_window_are_dropped_at_the_send_timeout_while_others_are_served() {
+    let server = fault_server(&["--send-timeout", "1s"]);
+    let addr = server.addresses(1)[0];
+    let url = server.url("/");
+    runtime().block_on(async {
+        let (mut client, connection) = connect(addr, 0).await;
+        let mut heads = Vec::new();
+        for _ in 0..100 {
+            client = client.ready().await.unwrap();
+            let (response, _) = client
+                .send_request(get_request("/drip/100000/0"), true)
+                .unwrap();
+            heads.push(response);
+        }
+        // Another client of the same app is answered meanwhile.
+        let other = tokio::task::spawn_blocking(move || get(&url).unwrap().body);
+        assert_eq!(other.await.unwrap(), "hello\n");
+        // The server drops the connection that takes nothing.
+        let ended = tokio::time::timeout(Duration::from_secs(30), connection).await;
+        assert!(ended.is_ok(), "the zero-window connection was not dropped");
+        drop(heads);
+    });
+    assert!(
+        server.wait_for_log(
+            "it took nothing of its response for 1s",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        server.log()
+    );
+    // Its guests were stopped and their places freed.
+    assert_eq!(get(&server.url("/")).unwrap().body, "hello\n");
+}
+
+#[test]
+fn stalled_request_bodies_on_one_connection_get_408_while_others_are_served() {
+    let server = fault_server(&["--body-timeout", "1s"]);
+    let addr = server.addresses(1)[0];
+    let url = server.url("/");
+    runtime().block_on(async {
+        let (mut client, _connection) = connect(addr, 65_535).await;
+        let mut stalled = Vec::new();
+        for _ in 0..50 {
+            client = client.ready().await.unwrap();
+            let request = http::Request::post("http://test/read-body")
+                .header("content-length", "1000")
+                .body(())
+                .unwrap();
+            let (response, mut body) = client.send_request(request, false).unwrap();
+            body.send_data(Bytes::from_static(b"0123456789"), false)
+                .unwrap();
+            // The rest never comes; `body` is kept so the stream stays open.
+            stalled.push((response, body));
+        }
+        let other = tokio::task::spawn_blocking(move || get(&url).unwrap().body);
+        assert_eq!(other.await.unwrap(), "hello\n");
+        for (response, _body) in stalled {
+            let response = tokio::time::timeout(Duration::from_secs(30), response)
+                .await
+                .expect("a stalled stream was never answered")
+                .unwrap();
+            assert_eq!(response.status(), 408);
+        }
+    });
+}
