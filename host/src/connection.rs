@@ -249,10 +249,13 @@ pub enum Ended<E> {
 /// idle for the keep-alive timeout, or, for HTTP/2, when `shutdown` is
 /// cancelled.
 /// A closing connection idle for `SHUTDOWN_LINGER`, or whose client takes
-/// too long over a request head, is dropped.
+/// too long over a request head, is dropped; one whose client takes nothing
+/// for the send timeout is `reset` first (its unsent bytes discarded), then
+/// dropped.
 pub async fn drive<C, E>(
     connection: C,
     mut close: impl FnMut(Pin<&mut C>),
+    reset: impl FnOnce(),
     activity: Arc<Activity>,
     chores: Arc<Chores>,
     timeouts: Timeouts,
@@ -293,6 +296,9 @@ where
         }
     })
     .await;
+    if matches!(ended, Ended::SendTimedOut) {
+        reset();
+    }
     // The connection is over: nobody waits on this task any more, so what
     // its requests left runs here, unhurried.
     chores.finish(refill).await;

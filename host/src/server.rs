@@ -16,6 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -263,6 +264,7 @@ async fn serve_connection(
         forwarding,
         options.access_log.clone(),
     );
+    let fd = stream.as_raw_fd();
     let watched = Watched::new(stream, activity.clone());
     let io = match tls {
         None => Either::Left(watched),
@@ -277,7 +279,13 @@ async fn serve_connection(
     let close =
         |connection: Pin<&mut _>| auto::UpgradeableConnection::graceful_shutdown(connection);
     let stopping = accepting.stopping.clone();
-    match connection::drive(connection, close, activity, chores, timeouts, stopping).await {
+    // Called while the connection still owns the socket.
+    let reset = move || reset_on_close(fd);
+    match connection::drive(
+        connection, close, reset, activity, chores, timeouts, stopping,
+    )
+    .await
+    {
         Ended::Closed(Ok(())) => {}
         Ended::Closed(Err(error)) => {
             tracing::debug!("connection ended with an error: {error}");
@@ -342,6 +350,28 @@ async fn handshake(
 
 /// The first byte of every TLS connection: a handshake record.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// Makes closing the socket a reset (`SO_LINGER` 0) rather than a FIN
+/// queued behind unsent data, as nginx's `reset_timedout_connection`: for a
+/// client that reads nothing, the FIN would never arrive and the kernel
+/// would keep the unsent bytes until its retries ran out.
+fn reset_on_close(fd: RawFd) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: `fd` is the connection's socket, still open (the connection
+    // owning it has not been dropped), and `linger` outlives the call.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}
 
 /// Accept fails for the whole listener only on resource exhaustion (EMFILE,
 /// ENFILE, ENOBUFS); back off briefly so the loop does not spin while

@@ -22,6 +22,7 @@
 //! - `/short-body`     declares `content-length: 100`, writes 5 bytes, finishes
 //! - `/hold/<mib>/<ms>` allocates and touches that many MiB, keeps them for `ms`
 //!                     milliseconds, then 200 `held <mib> MiB`
+//! - `/big/<mib>`      streams that many MiB of `x` in 64 KiB writes
 //! - `/status/<n>`     answers with status `n` and the body `status <n>`
 
 use wasi::http::outgoing_handler;
@@ -112,6 +113,25 @@ impl wasi::exports::http::incoming_handler::Guest for Fault {
                     _ => respond(out, 400, b"bad hold\n"),
                 }
             }
+            _ if route.starts_with("/big/") => match route["/big/".len()..].parse::<usize>() {
+                Ok(mib) => {
+                    let (body, stream) = start(out, 200);
+                    let chunk = vec![b'x'; 64 << 10];
+                    for _ in 0..mib * 16 {
+                        let mut rest = &chunk[..];
+                        while !rest.is_empty() {
+                            stream.subscribe().block();
+                            let n = (stream.check_write().unwrap() as usize).min(rest.len());
+                            stream.write(&rest[..n]).unwrap();
+                            rest = &rest[n..];
+                        }
+                    }
+                    stream.blocking_flush().unwrap();
+                    drop(stream);
+                    OutgoingBody::finish(body, None).unwrap();
+                }
+                Err(_) => respond(out, 400, b"bad size\n"),
+            },
             _ if route.starts_with("/status/") => match route["/status/".len()..].parse::<u16>() {
                 Ok(status) => respond(out, status, format!("status {status}\n").as_bytes()),
                 Err(_) => respond(out, 400, b"bad status\n"),
