@@ -35,6 +35,35 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 use wasmtime_wasi_http::Error;
 
+/// Something that happens once, which a task can wait for.
+#[derive(Default)]
+struct Signal {
+    raised: AtomicBool,
+    notify: Notify,
+}
+
+impl Signal {
+    fn raise(&self) {
+        self.raised.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    fn is_raised(&self) -> bool {
+        self.raised.load(Ordering::Acquire)
+    }
+
+    async fn wait(&self) {
+        loop {
+            // Made before the check, so a raise between the two is not lost.
+            let notified = self.notify.notified();
+            if self.is_raised() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
 /// What went wrong with a request's body on the client's side, if anything.
 #[derive(Clone, Default)]
 pub struct BodyFault(Arc<FaultState>);
@@ -42,8 +71,8 @@ pub struct BodyFault(Arc<FaultState>);
 #[derive(Default)]
 struct FaultState {
     code: AtomicU8,
-    /// Told when the body stalls, for the handler to stop the guest.
-    stalled: Notify,
+    /// Raised when the body stalls, for the handler to stop the guest.
+    stalled: Signal,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,20 +104,13 @@ impl BodyFault {
         };
         self.0.code.store(code, Ordering::Release);
         if fault == ClientFault::Stalled {
-            self.0.stalled.notify_waiters();
+            self.0.stalled.raise();
         }
     }
 
     /// Resolves once the body has stalled.
     pub async fn stalled(&self) {
-        loop {
-            // Made before the check, so a stall between the two is not lost.
-            let notified = self.0.stalled.notified();
-            if self.get() == Some(ClientFault::Stalled) {
-                return;
-            }
-            notified.await;
-        }
+        self.0.stalled.wait().await;
     }
 }
 
@@ -201,8 +223,7 @@ pub struct FailureFlag(Arc<FlagState>);
 #[derive(Default)]
 struct FlagState {
     failed: AtomicBool,
-    gone: AtomicBool,
-    told: Notify,
+    gone: Signal,
 }
 
 impl FailureFlag {
@@ -215,20 +236,13 @@ impl FailureFlag {
     }
 
     fn client_gone(&self) {
-        self.0.gone.store(true, Ordering::Release);
-        self.0.told.notify_waiters();
+        self.0.gone.raise();
     }
 
     /// Resolves once the response body was dropped before its end: the
     /// client closed, reset the stream, or was cut for taking nothing.
     pub async fn gone(&self) {
-        loop {
-            let notified = self.0.told.notified();
-            if self.0.gone.load(Ordering::Acquire) {
-                return;
-            }
-            notified.await;
-        }
+        self.0.gone.wait().await;
     }
 }
 
