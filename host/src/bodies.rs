@@ -222,17 +222,17 @@ pub struct FailureFlag(Arc<FlagState>);
 
 #[derive(Default)]
 struct FlagState {
-    failed: AtomicBool,
+    failed: Signal,
     gone: Signal,
 }
 
 impl FailureFlag {
     pub fn raise(&self) {
-        self.0.failed.store(true, Ordering::Release);
+        self.0.failed.raise();
     }
 
     fn is_raised(&self) -> bool {
-        self.0.failed.load(Ordering::Acquire)
+        self.0.failed.is_raised()
     }
 
     fn client_gone(&self) {

@@ -92,8 +92,9 @@ pub async fn handle(
     let (sender, receiver) = oneshot::channel();
     let (guest_request, outparam) = match resources(&mut instance, https, request, sender) {
         Ok(pair) => pair,
-        // The only request hyper hands over that wasi:http refuses is one
-        // without an authority (an HTTP/1.0 request with no Host header).
+        // wasi:http refuses a request without an authority, and
+        // `request_head` gives every request one (an HTTP/1.0 request
+        // without Host the listener's address): this is a guard, not a path.
         Err(error) => {
             tracing::debug!(app = %app.route, "rejected request: {error:#}");
             return plain(StatusCode::BAD_REQUEST, "request has no Host header");
@@ -117,7 +118,7 @@ pub async fn handle(
     };
     let (response, outcome) = match wait(&app, guest, receiver, waiting).await {
         Ok(answer) => answer,
-        Err(timed_out) => return fault_response(timed_out),
+        Err(fault) => return fault_response(fault),
     };
     respond(&app, response, outcome, failure, &body_fault)
 }
