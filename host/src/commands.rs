@@ -4,6 +4,7 @@
 //! serving itself is `server::run`.
 
 use crate::access_log::AccessLog;
+use crate::allocator;
 use crate::app::{self, App, Tier};
 use crate::compile_cache::{Cache, Origin};
 use crate::config::cli::{ServeArgs, Source};
@@ -29,7 +30,10 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     let config = config::for_serve(&args)?;
     let cache = compile_cache(&args.source)?;
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    runtime.enable_all().thread_name("wasmhost-worker");
+    runtime
+        .enable_all()
+        .thread_name("wasmhost-worker")
+        .on_thread_park(allocator::give_back_freed);
     if let Some(threads) = config.threads {
         runtime.worker_threads(usize::from(threads));
     }
@@ -72,6 +76,8 @@ async fn serve_until_signalled(
     let (listeners, _certificate_watchers) = bind_all(&config.listeners).await?;
     let apps = load_at_startup(&engines, &config.mounts, &pool).await?;
     let _ticker = EpochTicker::start(engines.clone());
+    // Ends with the runtime.
+    tokio::spawn(allocator::every_second());
     for app in &apps {
         app.instances.refill().await;
     }

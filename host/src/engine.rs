@@ -3,6 +3,7 @@
 //! instance per request is cheap. There is one engine per way of resetting a
 //! pool slot's memory (see [`Reset`]), built the first time an app needs it.
 
+use crate::allocator;
 use crate::compile_cache::{Cache, Digest, Origin};
 use anyhow::{Context, Result};
 use std::collections::HashMap;
@@ -293,7 +294,13 @@ pub fn in_background<T: Send>(compile: impl FnOnce() -> T + Send) -> T {
             .ok()
     });
     match pool {
-        Some(pool) => pool.install(compile),
+        Some(pool) => {
+            let built = pool.install(compile);
+            // Its threads may now sleep until the next build, holding what
+            // the build allocated.
+            pool.broadcast(|_| allocator::give_back_all());
+            built
+        }
         None => compile(),
     }
 }

@@ -26,14 +26,16 @@
 //! and `wasmhost.toml` into one validated `Config`, plain data that the
 //! runtime reads (`paths` holds the URL segment rules it shares with the
 //! router); `commands` wires a `serve` or `check` together, `nginx` writes
-//! the nginx front, `signals` and `logging` belong to the binary, and
-//! `log_rate` bounds the log lines a client can trigger.
+//! the nginx front, `signals` and `logging` belong to the binary,
+//! `log_rate` bounds the log lines a client can trigger, and `allocator`
+//! holds the allocator and hands freed memory back from idle threads.
 //!
 //! [`server::run`] is the entry point for an embedder or a test: listeners,
 //! a route table and a shutdown future in, no signals.
 
 pub mod access_log;
 pub mod admission;
+pub mod allocator;
 pub mod app;
 pub mod bodies;
 pub mod commands;

@@ -4,13 +4,9 @@
 use clap::Parser;
 use std::process::ExitCode;
 
-/// Requests allocate on one worker thread and often free on the other (a
-/// spare made on one serves a request on the other); glibc's malloc then
-/// takes the other arena's lock, and its futex waits showed up in profiles.
-/// mimalloc frees across threads without a lock: fresh-instance throughput
-/// +11-15% on the Rust hello for ~18 MiB more RSS (bench/NOTES.md).
+/// Why mimalloc, and how its freed memory goes back: `wasmhost::allocator`.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: wasmhost::allocator::Global = wasmhost::allocator::Global;
 
 fn main() -> ExitCode {
     let cli = wasmhost::config::cli::Cli::parse();
