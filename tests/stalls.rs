@@ -1,6 +1,8 @@
-//! Clients that stall: one that stops sending its request body gets a 408
-//! after `--body-timeout` and its guest is stopped, freeing the app's place
-//! at that moment; one that stops reading its response has its connection
+//! Clients that stall: one that stops sending a small request body of
+//! declared length holds no app's place at all (the host reads such bodies
+//! whole first) and gets a 408 after `--body-timeout`; one that stops
+//! sending a larger body gets the 408 too and its guest is stopped, freeing
+//! the app's place at that moment; one that stops reading its response has its connection
 //! dropped after `--send-timeout`, with the same effect. A client that is
 //! slow but moving is cut by neither.
 
@@ -33,15 +35,63 @@ fn connect(server: &Server) -> TcpStream {
 }
 
 #[test]
-fn a_stalled_request_body_gets_408_and_frees_its_place_at_once() {
+fn a_stalled_small_body_holds_no_place_and_gets_408() {
+    let server = one_place(&["--body-timeout", "3s"]);
+    let mut stalled = connect(&server);
+    stalled
+        .write_all(b"POST /read-body HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n0123456789")
+        .unwrap();
+    stalled.set_nonblocking(true).unwrap();
+    // Until the stalled request is answered, the app's one place stays free.
+    let mut answered = Vec::new();
+    let mut statuses = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        let mut chunk = [0; 1024];
+        match stalled.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => answered.extend_from_slice(&chunk[..n]),
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(error) => panic!("{error}"),
+        }
+        if answered.ends_with(b"in time\n") {
+            break;
+        }
+        statuses.push(get(&server.url("/")).unwrap().status);
+    }
+    let answered = String::from_utf8_lossy(&answered);
+    assert!(answered.starts_with("HTTP/1.1 408 "), "{answered}");
+    let refused = statuses.iter().filter(|&&status| status != 200).count();
+    assert!(!statuses.is_empty());
+    assert_eq!(
+        refused,
+        0,
+        "{refused} of {} requests refused",
+        statuses.len()
+    );
+    assert!(
+        server.wait_for_log(
+            "client sent nothing of the request body for 3s; answered 408 before the guest ran",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn a_stalled_large_body_gets_408_and_frees_its_place_at_once() {
     // The timeout is the window in which the held place must be seen; on a
     // loaded CI machine a single GET has taken over a second.
     let server = one_place(&["--body-timeout", "5s"]);
     let mut stalled = connect(&server);
     stalled
-        .write_all(b"POST /read-body HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n0123456789")
+        .write_all(
+            b"POST /read-body HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n0123456789",
+        )
         .unwrap();
-    // While it stalls it holds the app's one place.
+    // Larger than the host reads ahead, so its guest runs and reads it;
+    // while it stalls it holds the app's one place.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let mut held = get(&server.url("/")).unwrap().status;
     while held != 503 && std::time::Instant::now() < deadline {

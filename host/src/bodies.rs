@@ -9,7 +9,10 @@
 //! flagged the same way and answered with a 400. A client that sends
 //! nothing for the app's `body_timeout` while the guest waits for its body
 //! is flagged too: the guest's read fails, the handler stops the guest at
-//! once (freeing its place) and answers 408 if it had not answered.
+//! once (freeing its place) and answers 408 if it had not answered. A small
+//! body of declared length is read whole before the request takes a place
+//! ([`LimitedBody::read_ahead`]), as nginx buffers request bodies, so a
+//! client that stalls one holds no app's place at all.
 //!
 //! **The response body** as the guest writes it ([`GuestBody`]): a guest
 //! that traps mid-body must not look like one that finished.
@@ -26,6 +29,7 @@
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -126,6 +130,10 @@ pub struct LimitedBody<B> {
     /// Bytes arrived since the timer was last set.
     moved: bool,
     fault: BodyFault,
+    /// Frames read ahead, before the guest ran; given to it first.
+    ahead: VecDeque<Frame<Bytes>>,
+    /// The client's body has ended (read ahead to its end).
+    ended: bool,
 }
 
 impl<B> LimitedBody<B> {
@@ -138,6 +146,8 @@ impl<B> LimitedBody<B> {
             timer: None,
             moved: true,
             fault,
+            ahead: VecDeque::new(),
+            ended: false,
         }
     }
 
@@ -158,18 +168,36 @@ impl<B> LimitedBody<B> {
     }
 }
 
-impl<B> Body for LimitedBody<B>
+impl<B> LimitedBody<B>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<Error>,
 {
-    type Data = Bytes;
-    type Error = Error;
+    /// Reads the whole body now, before the request takes an app's place,
+    /// for a body whose declared length is at most `up_to` bytes (a client
+    /// that declared a length has said it will send it all; a body of
+    /// unknown length may be a stream the client feeds as the guest
+    /// answers, and is left to stream). The same limit and `body_timeout`
+    /// apply as when the guest reads it. The fault that ended it early, if
+    /// any.
+    pub async fn read_ahead(&mut self, up_to: u64) -> Option<ClientFault> {
+        let declared = self.inner.size_hint().exact();
+        if self.inner.is_end_stream() || declared.is_none_or(|length| length > up_to) {
+            return None;
+        }
+        while !self.ended {
+            match std::future::poll_fn(|cx| self.poll_source(cx)).await {
+                Some(Ok(frame)) => self.ahead.push_back(frame),
+                Some(Err(_)) => return self.fault.get(),
+                None => self.ended = true,
+            }
+        }
+        None
+    }
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+    /// The next frame from the client, checked against the limit and the
+    /// timeout.
+    fn poll_source(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         match self.fault.get() {
             Some(ClientFault::TooLarge) => {
                 return Poll::Ready(Some(Err(Error::HttpRequestBodySize(Some(self.limit)))));
@@ -203,13 +231,49 @@ where
         }
         Poll::Ready(Some(Ok(frame)))
     }
+}
+
+impl<B> Body for LimitedBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<Error>,
+{
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        if let Some(frame) = self.ahead.pop_front() {
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        self.poll_source(cx)
+    }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.ahead.is_empty() && (self.ended || self.inner.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        let ahead: u64 = self
+            .ahead
+            .iter()
+            .filter_map(|frame| frame.data_ref())
+            .map(|data| data.len() as u64)
+            .sum();
+        if self.ended {
+            return SizeHint::with_exact(ahead);
+        }
+        let mut hint = self.inner.size_hint();
+        hint.set_lower(hint.lower() + ahead);
+        if let Some(upper) = hint.upper() {
+            hint.set_upper(upper + ahead);
+        }
+        hint
     }
 }
 

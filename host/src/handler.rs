@@ -57,6 +57,12 @@ enum Fault {
     BodyStalled,
 }
 
+/// A request body of declared length up to this is read whole before the
+/// request takes an app's place (`LimitedBody::read_ahead`): a client that
+/// stalls one holds only its own connection's share. At most 25 of them per
+/// connection (`service`'s share) bound what that buffers: 1.6 MiB.
+const READ_AHEAD: u64 = 64 * 1024;
+
 /// Serves one request on `app`. What is left to do once the guest is done
 /// (the spent instance, new spares) goes to `chores`, for the connection to
 /// do after the response is out.
@@ -81,13 +87,19 @@ pub async fn handle(
         .acquire_owned()
         .await
         .expect("a connection's places are never closed");
+    let body_fault = BodyFault::default();
+    let mut request = request
+        .map(|body| LimitedBody::new(body, body_limit, limits.body_timeout, body_fault.clone()));
+    if let Some(fault) = request.body_mut().read_ahead(READ_AHEAD).await {
+        if fault == ClientFault::Stalled {
+            crate::limited!(warn, app = %app.route, "client sent nothing of the request body for {:?}; answered 408 before the guest ran", limits.body_timeout);
+        }
+        return client_fault_response(&app, fault);
+    }
     let Some(admitted) = app.admission.admit(&app.route).await else {
         return busy(&app);
     };
     let admitted = (admitted, share);
-    let body_fault = BodyFault::default();
-    let request = request
-        .map(|body| LimitedBody::new(body, body_limit, limits.body_timeout, body_fault.clone()));
     let mut instance = app.instances.take().await;
     let (sender, receiver) = oneshot::channel();
     let (guest_request, outparam) = match resources(&mut instance, https, request, sender) {
@@ -299,13 +311,20 @@ fn respond(
     // Whatever the guest made of a body that was too large or garbled, the
     // client's request was the cause.
     match body_fault.get() {
-        Some(ClientFault::TooLarge) => too_large(app, app.instances.limits().body_limit),
-        Some(ClientFault::Stalled) => fault_response(Fault::BodyStalled),
-        Some(ClientFault::Malformed) => plain(
+        Some(client) => client_fault_response(app, client),
+        None => fault_response(fault),
+    }
+}
+
+/// The answer for a request whose client spoilt its body.
+fn client_fault_response(app: &App, fault: ClientFault) -> Response<Body> {
+    match fault {
+        ClientFault::TooLarge => too_large(app, app.instances.limits().body_limit),
+        ClientFault::Stalled => fault_response(Fault::BodyStalled),
+        ClientFault::Malformed => plain(
             StatusCode::BAD_REQUEST,
             "the request body could not be read",
         ),
-        None => fault_response(fault),
     }
 }
 
