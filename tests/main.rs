@@ -9,6 +9,7 @@ mod errors;
 mod faults;
 mod forwarding;
 mod graft;
+mod grants;
 mod heads;
 mod http2;
 mod limits;

@@ -301,8 +301,17 @@ fn summary(app: &App) -> String {
         Compiler::Winch => ", Cranelift build to follow",
         Compiler::Cranelift => "",
     };
+    // Names only: values are often secrets, and this goes to the log.
+    let env = &app.instances.grants().env;
+    let env = match env.len() {
+        0 => String::new(),
+        _ => {
+            let names: Vec<&str> = env.iter().map(|(name, _)| name.as_str()).collect();
+            format!(", env {}", names.join(" "))
+        }
+    };
     format!(
-        "{} ({} KiB, {compiled} in {} ms{later}, {}{spares})",
+        "{} ({} KiB, {compiled} in {} ms{later}, {}{spares}{env})",
         app.path.display(),
         app.size.div_ceil(1024),
         app.compile_time.as_millis(),

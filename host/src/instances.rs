@@ -46,7 +46,7 @@
 //! on it. Admission, the pool bound, spares, retiring and refilling stay
 //! the ones below; only `call` differs by guest kind.
 
-use crate::config::{Limits, Mode, Mount};
+use crate::config::{Grants, Limits, Mode, Mount};
 use crate::engine::Reset;
 use crate::limits::{self, MemoryBudget};
 use crate::sandbox::Sandbox;
@@ -108,6 +108,8 @@ pub struct Instances {
     refilling: AtomicBool,
     /// What each request may use.
     limits: Limits,
+    /// What each instance is given.
+    grants: Grants,
     stdout_prefix: Arc<str>,
     stderr_prefix: Arc<str>,
 }
@@ -129,6 +131,7 @@ impl Instances {
             spares,
             refilling: AtomicBool::new(false),
             limits: mount.limits,
+            grants: mount.grants.clone(),
             stdout_prefix: format!("[{route}] ").into(),
             stderr_prefix: format!("[{route}] stderr: ").into(),
         }
@@ -209,6 +212,10 @@ impl Instances {
         self.limits
     }
 
+    pub fn grants(&self) -> &Grants {
+        &self.grants
+    }
+
     pub fn spares(&self) -> usize {
         self.spares
     }
@@ -276,6 +283,7 @@ impl Instances {
             &self.stdout_prefix,
             &self.stderr_prefix,
             self.limits,
+            &self.grants,
             self.pool.memory.clone(),
         );
         let mut store = Store::new(self.pre.engine(), sandbox);

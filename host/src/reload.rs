@@ -404,7 +404,7 @@ impl Reloading {
     }
 
     /// Reads the configuration again and serves it: mounts added, removed,
-    /// or changed (file, contents, mode, spares, limits) are applied
+    /// or changed (file, contents, mode, spares, limits, grants) are applied
     /// together, and untouched mounts keep their app and its instances. If
     /// anything in it fails, nothing is applied. `force` recompiles every app.
     async fn apply_config(&mut self, noticed: Instant, force: bool) {
@@ -493,5 +493,6 @@ fn unchanged(app: &App, mount: &Mount, digest: Digest) -> bool {
         && app.instances.mode() == mount.mode
         && app.instances.spares() == mount.spares as usize
         && app.instances.limits() == mount.limits
+        && *app.instances.grants() == mount.grants
         && app.digest == digest
 }

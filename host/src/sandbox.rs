@@ -1,9 +1,9 @@
 //! The guest's sandbox: what a `Store` holds for its instance, the WASI and
 //! wasi:http contexts, the resource table they share, and the meter of its
 //! limits. A guest gets no environment variables, no files, no sockets and
-//! no outbound HTTP: nothing is granted by default.
+//! no outbound HTTP: nothing but what its app's `Grants` name.
 
-use crate::config::Limits;
+use crate::config::{Grants, Limits};
 use crate::guest_output::{GuestOutput, Sink};
 use crate::limits::{MemoryBudget, Meter};
 use std::sync::Arc;
@@ -31,11 +31,13 @@ impl Sandbox {
         stdout_prefix: &Arc<str>,
         stderr_prefix: &Arc<str>,
         limits: Limits,
+        grants: &Grants,
         budget: Arc<MemoryBudget>,
     ) -> Self {
         let wasi = WasiCtx::builder()
             .stdout(GuestOutput::new(Sink::Stdout, stdout_prefix.clone()))
             .stderr(GuestOutput::new(Sink::Stderr, stderr_prefix.clone()))
+            .envs(&grants.env)
             .build();
         Self {
             wasi,

@@ -410,6 +410,7 @@ mod tests {
             mode: Mode::Fresh,
             spares: 1,
             limits: Limits::default(),
+            grants: Default::default(),
             origin: Origin::Flag("test"),
         };
         let app = app::load(

@@ -3,7 +3,8 @@
 
 use super::settings::MAX_SPARES;
 use super::units::{
-    Destination, parse_duration, parse_network, parse_positive_duration, parse_size,
+    Destination, parse_duration, parse_env, parse_env_name, parse_network, parse_positive_duration,
+    parse_size,
 };
 use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
@@ -86,6 +87,16 @@ pub struct Source {
     /// ends [default: 30s]
     #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
     pub body_timeout: Option<Duration>,
+    /// Give every app's guest this environment variable, e.g.
+    /// `--env DATABASE_URL=postgres://db/app`; repeatable. Guests get no
+    /// environment but what is granted
+    #[arg(long = "env", value_name = "NAME=VALUE", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    /// Give every app's guest this variable of wasmhost's own environment,
+    /// read at load; repeatable. One that is unset is left out, with a
+    /// warning
+    #[arg(long = "inherit-env", value_name = "NAME", value_parser = parse_env_name)]
+    pub inherit_env: Vec<String>,
     /// Requests of any one app that may run at once [default: 100]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub concurrency: Option<u32>,

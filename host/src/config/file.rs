@@ -2,12 +2,17 @@
 //! naming the file, the line and the key. Paths in it are relative to the
 //! file. Unknown keys are errors: a typo must not be ignored.
 
-use super::settings::{CertPair, DEFAULT_SPARES, Limits, Listen, MAX_SPARES, Mode, Mount, Origin};
-use super::units::{Destination, parse_duration, parse_network, parse_size};
+use super::settings::{
+    CertPair, DEFAULT_SPARES, Grants, Limits, Listen, MAX_SPARES, Mode, Mount, Origin,
+};
+use super::units::{
+    Destination, check_env_name, inherit_env, parse_duration, parse_network, parse_size,
+};
 use crate::paths::normalise_prefix;
 use anyhow::{Result, anyhow, bail};
 use ipnet::IpNet;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -99,6 +104,10 @@ struct RawApp {
     concurrency: Option<Spanned<u32>>,
     /// Requests waiting to run.
     queue: Option<Spanned<u32>>,
+    /// Environment variables the guest is given, `{ NAME = "value" }`.
+    env: Option<Spanned<BTreeMap<String, String>>>,
+    /// Variables of wasmhost's own environment the guest is given.
+    inherit_env: Option<Vec<Spanned<String>>>,
 }
 
 /// Turns a byte span of the file into its place (file and line).
@@ -267,10 +276,40 @@ fn mounts(entries: &[RawApp], places: &Places, base: &Path) -> Result<Vec<Mount>
             mode: mode(entry, places)?,
             spares: spares(entry, places)?,
             limits: limits(entry, places)?,
+            grants: grants(entry, places)?,
             origin,
         });
     }
     Ok(mounts)
+}
+
+/// An `[[app]]` entry's grants: only what it names.
+fn grants(entry: &RawApp, places: &Places) -> Result<Grants> {
+    let mut grants = Grants::default();
+    if let Some(env) = &entry.env {
+        let place = places.at(env.span());
+        for (name, value) in env.get_ref() {
+            check_env_name(name).map_err(|e| anyhow!("{place}: env: {e}"))?;
+            if value.contains('\0') {
+                bail!("{place}: env: the value of {name} contains a NUL byte");
+            }
+            grants.set_env(name.clone(), value.clone());
+        }
+    }
+    for name in entry.inherit_env.iter().flatten() {
+        let place = places.at(name.span());
+        let name = name.get_ref();
+        check_env_name(name).map_err(|e| anyhow!("{place}: inherit_env: {e}"))?;
+        if grants.env.iter().any(|(set, _)| set == name) {
+            bail!("{place}: {name} is both in env and in inherit_env; keep one");
+        }
+        let inherited =
+            inherit_env(name, &format!("{place}: inherit_env")).map_err(|e| anyhow!("{e}"))?;
+        if let Some(value) = inherited {
+            grants.set_env(name.clone(), value);
+        }
+    }
+    Ok(grants)
 }
 
 fn mode(entry: &RawApp, places: &Places) -> Result<Mode> {

@@ -185,10 +185,12 @@ fn mounts(source: &Source, file: Option<&File>) -> Result<Vec<Mount>> {
             mode: Mode::Fresh,
             spares: DEFAULT_SPARES,
             limits: Limits::default(),
+            grants: Grants::default(),
             origin,
         });
     }
     mounts.extend(from_flags);
+    let inherited = inherited_by_flags(source)?;
     for mount in &mut mounts {
         if let Some(uses) = source.reuse {
             mount.mode = Mode::Reuse(uses);
@@ -202,8 +204,24 @@ fn mounts(source: &Source, file: Option<&File>) -> Result<Vec<Mount>> {
         limits.body_timeout = source.body_timeout.unwrap_or(limits.body_timeout);
         limits.concurrency = source.concurrency.unwrap_or(limits.concurrency);
         limits.queue = source.queue.unwrap_or(limits.queue);
+        for (name, value) in source.env.iter().chain(&inherited) {
+            mount.grants.set_env(name.clone(), value.clone());
+        }
     }
     Ok(mounts)
+}
+
+/// The variables `--inherit-env` names, read once for every app.
+fn inherited_by_flags(source: &Source) -> Result<Vec<(String, String)>> {
+    let mut inherited = Vec::new();
+    for name in &source.inherit_env {
+        if let Some(value) =
+            units::inherit_env(name, "--inherit-env").map_err(|e| anyhow!("{e}"))?
+        {
+            inherited.push((name.clone(), value));
+        }
+    }
+    Ok(inherited)
 }
 
 /// A mounted component must be a file that can be read.
@@ -339,6 +357,9 @@ mod tests {
             }),
             per_app(["--spares", "3"], "spares = 5", |c| {
                 app(c).spares.to_string()
+            }),
+            per_app(["--env", "A=3"], "env = { A = \"5\" }", |c| {
+                format!("{:?}", app(c).grants.env)
             }),
             per_app(["--memory-limit", "3MiB"], "memory_limit = \"5MiB\"", |c| {
                 app(c).limits.memory_limit.to_string()

@@ -104,8 +104,29 @@ pub struct Mount {
     pub spares: u32,
     /// What one request may use.
     pub limits: Limits,
+    /// What its guest is given beyond nothing.
+    pub grants: Grants,
     /// Where it was declared, for error messages.
     pub origin: Origin,
+}
+
+/// What an app's guest is granted; by default nothing (applied by
+/// `sandbox`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// The environment variables the guest sees, and only these: each
+    /// name once, in the order given.
+    pub env: Vec<(String, String)>,
+}
+
+impl Grants {
+    /// Sets `name`, replacing an earlier value.
+    pub fn set_env(&mut self, name: String, value: String) {
+        match self.env.iter_mut().find(|(existing, _)| *existing == name) {
+            Some(entry) => entry.1 = value,
+            None => self.env.push((name, value)),
+        }
+    }
 }
 
 /// How an app's instances are used.

@@ -1,7 +1,8 @@
 //! The units settings are written in, as the command line and
 //! `wasmhost.toml` both write them: sizes (`64MiB`), durations (`30s`),
-//! networks (`10.0.0.0/8`) and log destinations (`off`, `-`, a path). Each
-//! parser's error says what a good value looks like.
+//! networks (`10.0.0.0/8`), log destinations (`off`, `-`, a path) and
+//! environment variables granted to guests (`NAME=value`). Each parser's
+//! error says what a good value looks like.
 
 use ipnet::IpNet;
 use std::net::IpAddr;
@@ -91,6 +92,54 @@ impl Destination {
             "-" => Ok(Destination::Stdout),
             path => Ok(Destination::File(path.into())),
         }
+    }
+}
+
+/// An environment variable's name as a guest may be given it: not empty,
+/// no `=` and no NUL (the name could not be read back otherwise).
+pub fn check_env_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.contains(['=', '\0']) {
+        return Err(format!(
+            "`{name}` is not an environment variable name (not empty, no `=`); write e.g. DATABASE_URL"
+        ));
+    }
+    Ok(())
+}
+
+/// `--env NAME=VALUE`.
+pub fn parse_env(text: &str) -> Result<(String, String), String> {
+    let Some((name, value)) = text.split_once('=') else {
+        return Err(format!(
+            "`{text}` is not NAME=VALUE; write e.g. --env DATABASE_URL=postgres://db/app"
+        ));
+    };
+    check_env_name(name)?;
+    if value.contains('\0') {
+        return Err(format!("the value of {name} contains a NUL byte"));
+    }
+    Ok((name.to_string(), value.to_string()))
+}
+
+/// `--inherit-env NAME`.
+pub fn parse_env_name(text: &str) -> Result<String, String> {
+    check_env_name(text).map(|()| text.to_string())
+}
+
+/// The value of wasmhost's own `name`, for an app that inherits it; unset
+/// is `None`, with a warning naming it and `place` (an unset variable is
+/// often intended: one machine sets it, another does not).
+pub fn inherit_env(name: &str, place: &str) -> Result<Option<String>, String> {
+    match std::env::var(name) {
+        Ok(value) => Ok(Some(value)),
+        Err(std::env::VarError::NotPresent) => {
+            tracing::warn!(
+                "{place}: {name} is not set in wasmhost's environment; the guest does not get it"
+            );
+            Ok(None)
+        }
+        Err(std::env::VarError::NotUnicode(_)) => Err(format!(
+            "{place}: {name} in wasmhost's environment is not valid UTF-8; a guest can only be given text"
+        )),
     }
 }
 

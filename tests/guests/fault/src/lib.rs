@@ -68,6 +68,13 @@ impl wasi::exports::http::incoming_handler::Guest for Fault {
                 respond(out, 200, b"printed\n");
             }
             "/sandbox" => respond(out, 200, sandbox().as_bytes()),
+            "/env" => {
+                let lines: String = wasi::cli::environment::get_environment()
+                    .into_iter()
+                    .map(|(name, value)| format!("{name}={value}\n"))
+                    .collect();
+                respond(out, 200, lines.as_bytes());
+            }
             "/bad-headers" => bad_headers(out),
             "/short-body" => {
                 let headers = Fields::from_list(&[("content-length".into(), b"100".to_vec())]).unwrap();
