@@ -58,6 +58,23 @@ fn env_and_inherit_env_flags_give_every_app_exactly_those() {
     assert!(!log.contains("postgres://"), "{log}");
 }
 
+/// `wasmhost check ARGS…`, run to its end.
+fn check(args: &[&str]) -> wasmhost_tests::Finished {
+    let mut all = vec!["check"];
+    all.extend_from_slice(args);
+    run_to_exit(WASMHOST, &all, Duration::from_secs(180))
+}
+
+/// The error line of `wasmhost check` on a file whose one app (the fault
+/// guest at `/`, lines 1-3) goes on with `rest`.
+fn file_error(rest: &str) -> String {
+    let (_dir, config) = config_dir(&format!(
+        "[[app]]\nroute = \"/\"\ncomponent = \"{}\"\n{rest}",
+        fault()
+    ));
+    check(&["--config", &config]).error_line().to_string()
+}
+
 fn config_dir(text: &str) -> (TempDir, String) {
     let dir = TempDir::new().unwrap();
     let path = dir.path().join("wasmhost.toml");
@@ -100,11 +117,6 @@ fn a_flag_adds_to_every_apps_env_and_wins_over_the_file() {
 
 #[test]
 fn bad_env_grants_are_one_line_errors_naming_the_flag_or_the_line() {
-    let check = |args: &[&str]| {
-        let mut all = vec!["check"];
-        all.extend_from_slice(args);
-        run_to_exit(WASMHOST, &all, Duration::from_secs(180))
-    };
     // A bad flag value is clap's usage error, as for every flag.
     let flag = check(&[fault(), "--env", "NOVALUE"]);
     assert_eq!(flag.status.code(), Some(2), "{}", flag.stderr);
@@ -116,23 +128,13 @@ fn bad_env_grants_are_one_line_errors_naming_the_flag_or_the_line() {
     );
     assert!(!flag.stderr.contains("panicked"), "{}", flag.stderr);
 
-    let (_dir, config) = config_dir(&format!(
-        "[[app]]\nroute = \"/\"\ncomponent = \"{}\"\n\nenv = {{ \"A=B\" = \"x\" }}\n",
-        fault()
-    ));
-    let file = check(&["--config", &config]);
-    let line = file.error_line();
+    let line = file_error("\nenv = { \"A=B\" = \"x\" }\n");
     assert!(
         line.contains("wasmhost.toml:5: env: `A=B` is not an environment variable name"),
         "{line}"
     );
 
-    let (_dir, config) = config_dir(&format!(
-        "[[app]]\nroute = \"/\"\ncomponent = \"{}\"\nenv = {{ A = \"x\" }}\ninherit_env = [\"A\"]\n",
-        fault()
-    ));
-    let both = check(&["--config", &config]);
-    let line = both.error_line();
+    let line = file_error("env = { A = \"x\" }\ninherit_env = [\"A\"]\n");
     assert!(
         line.contains("wasmhost.toml:5: A is both in env and in inherit_env; keep one"),
         "{line}"
@@ -183,4 +185,126 @@ fn an_edited_grant_applies_at_the_reload_and_only_to_its_app() {
     );
     assert_eq!(get(&server.url("/a/env")).unwrap().body, "V=2\n");
     assert_eq!(get(&server.url("/b/env")).unwrap().body, "");
+}
+
+/// A directory to grant, `data/` (a file, a subdirectory, and links that
+/// try to leave it), beside a file outside it.
+fn data_dir() -> TempDir {
+    let dir = TempDir::new().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("sub")).unwrap();
+    std::fs::write(data.join("a.txt"), "granted\n").unwrap();
+    std::fs::write(data.join("sub/b.txt"), "below\n").unwrap();
+    std::fs::write(dir.path().join("outside.txt"), "secret\n").unwrap();
+    std::os::unix::fs::symlink(dir.path().join("outside.txt"), data.join("absolute-link")).unwrap();
+    std::os::unix::fs::symlink("../outside.txt", data.join("climbing-link")).unwrap();
+    std::os::unix::fs::symlink("sub/b.txt", data.join("inner-link")).unwrap();
+    dir
+}
+
+/// The status and body of `GET path`, sent as written (no client
+/// normalises its `..`).
+fn raw_get(server: &Server, path: &str) -> (u16, String) {
+    let reply = wasmhost_tests::raw_request(
+        server.addresses(1)[0],
+        &format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"),
+    );
+    let status = reply[9..12].parse().unwrap();
+    let (head, mut body) = reply.split_once("\r\n\r\n").unwrap_or((&reply, ""));
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return (status, body.to_string());
+    }
+    let mut text = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        text.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    (status, text)
+}
+
+#[test]
+fn a_granted_dir_is_readable_and_nothing_past_it() {
+    let dir = data_dir();
+    let grant_host = dir.path().join("data").display().to_string();
+    let grant = format!("{grant_host}:/data");
+    let server = serve(&[fault(), "--port", "0", "--dir", &grant]);
+    assert_eq!(
+        raw_get(&server, "/file/data/a.txt"),
+        (200, "granted\n".into())
+    );
+    assert_eq!(
+        raw_get(&server, "/file/data/sub/b.txt"),
+        (200, "below\n".into())
+    );
+    assert_eq!(
+        raw_get(&server, "/file/data/inner-link"),
+        (200, "below\n".into())
+    );
+    for escape in [
+        "/file/data/../outside.txt",
+        "/file/data/sub/../../outside.txt",
+        "/file/data/absolute-link",
+        "/file/data/climbing-link",
+        &format!("/file{}", dir.path().join("outside.txt").display()),
+    ] {
+        let (status, body) = raw_get(&server, escape);
+        assert_eq!(status, 403, "{escape}: {body}");
+        assert!(!body.contains("secret"), "{escape}: {body}");
+    }
+    assert!(
+        server
+            .log()
+            .contains(&format!(", dir {grant_host} at /data (ro))")),
+        "{}",
+        server.log()
+    );
+    // Read-only unless granted `:rw`.
+    assert_eq!(raw_get(&server, "/write/data/new.txt").0, 403);
+    assert!(!dir.path().join("data/new.txt").exists());
+}
+
+#[test]
+fn a_rw_dir_is_writable_and_a_dir_is_one_apps_only() {
+    let dir = data_dir();
+    let (_config_dir, config) = config_dir(&format!(
+        "[[listen]]\naddress = \"127.0.0.1:0\"\n\
+         [[app]]\nroute = \"/a\"\ncomponent = \"{fault}\"\ndirs = [\"{data}:/data:rw\"]\n\
+         [[app]]\nroute = \"/b\"\ncomponent = \"{fault}\"\n",
+        fault = fault(),
+        data = dir.path().join("data").display()
+    ));
+    let server = serve(&["--config", &config]);
+    assert_eq!(
+        raw_get(&server, "/a/write/data/new.txt"),
+        (200, "written\n".into())
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("data/new.txt")).unwrap(),
+        "written\n"
+    );
+    assert_eq!(raw_get(&server, "/b/file/data/a.txt").0, 403);
+    assert_eq!(raw_get(&server, "/a/file/data/a.txt").0, 200);
+}
+
+#[test]
+fn a_missing_dir_is_an_error_naming_the_flag_or_the_line() {
+    let flag = check(&[fault(), "--dir", "/no/such/dir:/data"]);
+    let line = flag.error_line();
+    assert!(
+        line.contains("--dir: cannot open the directory /no/such/dir"),
+        "{line}"
+    );
+    let line = file_error("dirs = [\"missing:/data\"]\n");
+    assert!(
+        line.contains("wasmhost.toml:4: cannot open the directory"),
+        "{line}"
+    );
+    assert!(line.contains("missing"), "{line}");
 }

@@ -310,8 +310,18 @@ fn summary(app: &App) -> String {
             format!(", env {}", names.join(" "))
         }
     };
+    let dirs: String = app
+        .instances
+        .grants()
+        .dirs
+        .iter()
+        .map(|dir| {
+            let access = if dir.writable { "rw" } else { "ro" };
+            format!(", dir {} at {} ({access})", dir.host.display(), dir.guest)
+        })
+        .collect();
     format!(
-        "{} ({} KiB, {compiled} in {} ms{later}, {}{spares}{env})",
+        "{} ({} KiB, {compiled} in {} ms{later}, {}{spares}{env}{dirs})",
         app.path.display(),
         app.size.div_ceil(1024),
         app.compile_time.as_millis(),

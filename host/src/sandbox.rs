@@ -8,7 +8,7 @@ use crate::guest_output::{GuestOutput, Sink};
 use crate::limits::{MemoryBudget, Meter};
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 pub struct Sandbox {
@@ -34,11 +34,26 @@ impl Sandbox {
         grants: &Grants,
         budget: Arc<MemoryBudget>,
     ) -> Self {
-        let wasi = WasiCtx::builder()
-            .stdout(GuestOutput::new(Sink::Stdout, stdout_prefix.clone()))
+        let mut wasi = WasiCtx::builder();
+        wasi.stdout(GuestOutput::new(Sink::Stdout, stdout_prefix.clone()))
             .stderr(GuestOutput::new(Sink::Stderr, stderr_prefix.clone()))
-            .envs(&grants.env)
-            .build();
+            .envs(&grants.env);
+        for dir in &grants.dirs {
+            let perms = match dir.writable {
+                true => FsPerms::ReadWrite,
+                false => FsPerms::ReadOnly,
+            };
+            // Checked at load; gone since (removed, renamed, unmounted), the
+            // guest runs without it and finds it missing.
+            if let Err(error) = wasi.preopened_dir(&dir.host, &dir.guest, perms) {
+                crate::limited!(
+                    warn,
+                    "cannot open the granted directory {}: {error:#}; the guest runs without it",
+                    dir.host.display()
+                );
+            }
+        }
+        let wasi = wasi.build();
         Self {
             wasi,
             http: WasiHttpCtx::new(),

@@ -3,8 +3,8 @@
 
 use super::settings::MAX_SPARES;
 use super::units::{
-    Destination, parse_duration, parse_env, parse_env_name, parse_network, parse_positive_duration,
-    parse_size,
+    Destination, parse_dir, parse_duration, parse_env, parse_env_name, parse_network,
+    parse_positive_duration, parse_size,
 };
 use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
@@ -97,6 +97,11 @@ pub struct Source {
     /// warning
     #[arg(long = "inherit-env", value_name = "NAME", value_parser = parse_env_name)]
     pub inherit_env: Vec<String>,
+    /// Give every app's guest this host directory, read-only unless `:rw`,
+    /// e.g. `--dir static:/static`; repeatable. The guest can reach nothing
+    /// outside it
+    #[arg(long = "dir", value_name = "HOST[:GUEST][:rw]", value_parser = parse_dir)]
+    pub dirs: Vec<(String, String, bool)>,
     /// Requests of any one app that may run at once [default: 100]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub concurrency: Option<u32>,

@@ -6,7 +6,7 @@ use super::settings::{
     CertPair, DEFAULT_SPARES, Grants, Limits, Listen, MAX_SPARES, Mode, Mount, Origin,
 };
 use super::units::{
-    Destination, check_env_name, inherit_env, parse_duration, parse_network, parse_size,
+    Destination, check_env_name, inherit_env, parse_dir, parse_duration, parse_network, parse_size,
 };
 use crate::paths::normalise_prefix;
 use anyhow::{Result, anyhow, bail};
@@ -108,6 +108,8 @@ struct RawApp {
     env: Option<Spanned<BTreeMap<String, String>>>,
     /// Variables of wasmhost's own environment the guest is given.
     inherit_env: Option<Vec<Spanned<String>>>,
+    /// Host directories the guest is given, `"HOST:GUEST[:rw]"`.
+    dirs: Option<Vec<Spanned<String>>>,
 }
 
 /// Turns a byte span of the file into its place (file and line).
@@ -276,7 +278,7 @@ fn mounts(entries: &[RawApp], places: &Places, base: &Path) -> Result<Vec<Mount>
             mode: mode(entry, places)?,
             spares: spares(entry, places)?,
             limits: limits(entry, places)?,
-            grants: grants(entry, places)?,
+            grants: grants(entry, places, base)?,
             origin,
         });
     }
@@ -284,7 +286,7 @@ fn mounts(entries: &[RawApp], places: &Places, base: &Path) -> Result<Vec<Mount>
 }
 
 /// An `[[app]]` entry's grants: only what it names.
-fn grants(entry: &RawApp, places: &Places) -> Result<Grants> {
+fn grants(entry: &RawApp, places: &Places, base: &Path) -> Result<Grants> {
     let mut grants = Grants::default();
     if let Some(env) = &entry.env {
         let place = places.at(env.span());
@@ -308,6 +310,11 @@ fn grants(entry: &RawApp, places: &Places) -> Result<Grants> {
         if let Some(value) = inherited {
             grants.set_env(name.clone(), value);
         }
+    }
+    for dir in entry.dirs.iter().flatten() {
+        let origin = places.at(dir.span());
+        let parsed = places.parsed(dir, "dirs", parse_dir)?;
+        grants.dirs.push(super::dir_grant(parsed, base, &origin)?);
     }
     Ok(grants)
 }

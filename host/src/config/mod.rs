@@ -191,6 +191,11 @@ fn mounts(source: &Source, file: Option<&File>) -> Result<Vec<Mount>> {
     }
     mounts.extend(from_flags);
     let inherited = inherited_by_flags(source)?;
+    let dirs = source
+        .dirs
+        .iter()
+        .map(|dir| dir_grant(dir.clone(), Path::new(""), &Origin::Flag("--dir")))
+        .collect::<Result<Vec<_>>>()?;
     for mount in &mut mounts {
         if let Some(uses) = source.reuse {
             mount.mode = Mode::Reuse(uses);
@@ -207,8 +212,29 @@ fn mounts(source: &Source, file: Option<&File>) -> Result<Vec<Mount>> {
         for (name, value) in source.env.iter().chain(&inherited) {
             mount.grants.set_env(name.clone(), value.clone());
         }
+        mount.grants.dirs.extend(dirs.iter().cloned());
     }
     Ok(mounts)
+}
+
+/// A granted host directory must be a directory now; a flag's path is
+/// relative to where wasmhost runs, a file's to the file.
+pub(crate) fn dir_grant(
+    (host, guest, writable): (String, String, bool),
+    base: &Path,
+    origin: &Origin,
+) -> Result<DirGrant> {
+    let host = base.join(host);
+    let shown = host.display();
+    match std::fs::metadata(&host) {
+        Ok(meta) if meta.is_dir() => Ok(DirGrant {
+            host,
+            guest,
+            writable,
+        }),
+        Ok(_) => bail!("{origin}: {shown} is not a directory; grant a directory"),
+        Err(error) => bail!("{origin}: cannot open the directory {shown}: {error}"),
+    }
 }
 
 /// The variables `--inherit-env` names, read once for every app.

@@ -117,6 +117,19 @@ pub struct Grants {
     /// The environment variables the guest sees, and only these: each
     /// name once, in the order given.
     pub env: Vec<(String, String)>,
+    /// Host directories the guest may open, each under its guest path.
+    pub dirs: Vec<DirGrant>,
+}
+
+/// A host directory given to a guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirGrant {
+    /// Checked to be a directory when the configuration was read.
+    pub host: PathBuf,
+    /// Where the guest finds it, e.g. `/static`.
+    pub guest: String,
+    /// Read-only unless this is set.
+    pub writable: bool,
 }
 
 impl Grants {

@@ -143,6 +143,28 @@ pub fn inherit_env(name: &str, place: &str) -> Result<Option<String>, String> {
     }
 }
 
+/// `HOST[:GUEST][:rw]` (`--dir`, and the entries of `dirs`): the host
+/// directory as written, where the guest sees it (the host path itself if
+/// not given), and whether it may write there (`:ro`, the default, may be
+/// written out).
+pub fn parse_dir(text: &str) -> Result<(String, String, bool), String> {
+    let (rest, writable) = match text.rsplit_once(':') {
+        Some((rest, "rw")) => (rest, true),
+        Some((rest, "ro")) => (rest, false),
+        _ => (text, false),
+    };
+    let (host, guest) = match rest.split_once(':') {
+        Some((host, guest)) => (host, guest),
+        None => (rest, rest),
+    };
+    if host.is_empty() || guest.is_empty() {
+        return Err(format!(
+            "`{text}` is not HOST[:GUEST][:rw]; write e.g. static:/static or data:/data:rw"
+        ));
+    }
+    Ok((host.to_string(), guest.to_string(), writable))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

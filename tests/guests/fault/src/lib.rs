@@ -100,6 +100,15 @@ impl wasi::exports::http::incoming_handler::Guest for Fault {
                     x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
                 }
             }
+            // A granted directory's files, through wasi:filesystem.
+            _ if route.starts_with("/file/") => match std::fs::read_to_string(&route["/file".len()..]) {
+                Ok(text) => respond(out, 200, text.as_bytes()),
+                Err(error) => respond(out, 403, format!("{error}\n").as_bytes()),
+            },
+            _ if route.starts_with("/write/") => match std::fs::write(&route["/write".len()..], b"written\n") {
+                Ok(()) => respond(out, 200, b"written\n"),
+                Err(error) => respond(out, 403, format!("{error}\n").as_bytes()),
+            },
             _ if route.starts_with("/drip/") => {
                 let mut parts = route["/drip/".len()..].split('/').map(str::parse::<u64>);
                 match (parts.next(), parts.next()) {
