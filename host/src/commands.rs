@@ -301,8 +301,9 @@ fn summary(app: &App) -> String {
         Compiler::Winch => ", Cranelift build to follow",
         Compiler::Cranelift => "",
     };
+    let grants = app.instances.grants();
     // Names only: values are often secrets, and this goes to the log.
-    let env = &app.instances.grants().env;
+    let env = &grants.env;
     let env = match env.len() {
         0 => String::new(),
         _ => {
@@ -310,9 +311,7 @@ fn summary(app: &App) -> String {
             format!(", env {}", names.join(" "))
         }
     };
-    let dirs: String = app
-        .instances
-        .grants()
+    let dirs: String = grants
         .dirs
         .iter()
         .map(|dir| {

@@ -6,7 +6,8 @@ use super::settings::{
     CertPair, DEFAULT_SPARES, Grants, Limits, Listen, MAX_SPARES, Mode, Mount, Origin,
 };
 use super::units::{
-    Destination, check_env_name, inherit_env, parse_dir, parse_duration, parse_network, parse_size,
+    Destination, check_env_name, check_env_value, inherit_env, parse_dir, parse_duration,
+    parse_network, parse_size,
 };
 use crate::paths::normalise_prefix;
 use anyhow::{Result, anyhow, bail};
@@ -291,10 +292,9 @@ fn grants(entry: &RawApp, places: &Places, base: &Path) -> Result<Grants> {
     if let Some(env) = &entry.env {
         let place = places.at(env.span());
         for (name, value) in env.get_ref() {
-            check_env_name(name).map_err(|e| anyhow!("{place}: env: {e}"))?;
-            if value.contains('\0') {
-                bail!("{place}: env: the value of {name} contains a NUL byte");
-            }
+            check_env_name(name)
+                .and_then(|()| check_env_value(name, value))
+                .map_err(|e| anyhow!("{place}: env: {e}"))?;
             grants.set_env(name.clone(), value.clone());
         }
     }

@@ -1,8 +1,8 @@
 //! The units settings are written in, as the command line and
 //! `wasmhost.toml` both write them: sizes (`64MiB`), durations (`30s`),
-//! networks (`10.0.0.0/8`), log destinations (`off`, `-`, a path) and
-//! environment variables granted to guests (`NAME=value`). Each parser's
-//! error says what a good value looks like.
+//! networks (`10.0.0.0/8`), log destinations (`off`, `-`, a path), and the
+//! environment variables (`NAME=value`) and directories (`HOST:GUEST:rw`)
+//! granted to guests. Each parser's error says what a good value looks like.
 
 use ipnet::IpNet;
 use std::net::IpAddr;
@@ -114,10 +114,17 @@ pub fn parse_env(text: &str) -> Result<(String, String), String> {
         ));
     };
     check_env_name(name)?;
-    if value.contains('\0') {
-        return Err(format!("the value of {name} contains a NUL byte"));
-    }
+    check_env_value(name, value)?;
     Ok((name.to_string(), value.to_string()))
+}
+
+/// A value a guest may be given: anything but a NUL byte, which would end
+/// it early.
+pub fn check_env_value(name: &str, value: &str) -> Result<(), String> {
+    match value.contains('\0') {
+        true => Err(format!("the value of {name} contains a NUL byte")),
+        false => Ok(()),
+    }
 }
 
 /// `--inherit-env NAME`.
