@@ -52,6 +52,7 @@ pub fn linker(engine: &Engine) -> Result<Linker<Sandbox>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    crate::sockets::shadow_name_lookup(&mut linker)?;
     Ok(linker)
 }
 

@@ -319,8 +319,19 @@ fn summary(app: &App) -> String {
             format!(", dir {} at {} ({access})", dir.host.display(), dir.guest)
         })
         .collect();
+    let outbound: String = grants
+        .outbound
+        .iter()
+        .map(|grant| format!(", outbound {grant}"))
+        .chain(
+            grants
+                .outbound_ca
+                .iter()
+                .map(|ca| format!(", outbound CA {}", ca.path.display())),
+        )
+        .collect();
     format!(
-        "{} ({} KiB, {compiled} in {} ms{later}, {}{spares}{env}{dirs})",
+        "{} ({} KiB, {compiled} in {} ms{later}, {}{spares}{env}{dirs}{outbound})",
         app.path.display(),
         app.size.div_ceil(1024),
         app.compile_time.as_millis(),

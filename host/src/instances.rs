@@ -49,7 +49,7 @@
 use crate::config::{Grants, Limits, Mode, Mount};
 use crate::engine::Reset;
 use crate::limits::{self, MemoryBudget};
-use crate::sandbox::Sandbox;
+use crate::sandbox::{Access, Sandbox};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -109,7 +109,7 @@ pub struct Instances {
     /// What each request may use.
     limits: Limits,
     /// What each instance is given.
-    grants: Grants,
+    access: Access,
     stdout_prefix: Arc<str>,
     stderr_prefix: Arc<str>,
 }
@@ -131,7 +131,7 @@ impl Instances {
             spares,
             refilling: AtomicBool::new(false),
             limits: mount.limits,
-            grants: mount.grants.clone(),
+            access: Access::new(route, &mount.grants, &mount.limits),
             stdout_prefix: format!("[{route}] ").into(),
             stderr_prefix: format!("[{route}] stderr: ").into(),
         }
@@ -213,7 +213,7 @@ impl Instances {
     }
 
     pub fn grants(&self) -> &Grants {
-        &self.grants
+        &self.access.grants
     }
 
     pub fn spares(&self) -> usize {
@@ -283,7 +283,7 @@ impl Instances {
             &self.stdout_prefix,
             &self.stderr_prefix,
             self.limits,
-            &self.grants,
+            &self.access,
             self.pool.memory.clone(),
         );
         let mut store = Store::new(self.pre.engine(), sandbox);

@@ -4,18 +4,42 @@
 //! no outbound HTTP: nothing but what its app's `Grants` name.
 
 use crate::config::{Grants, Limits};
+use crate::egress::Egress;
 use crate::guest_output::{GuestOutput, Sink};
 use crate::limits::{MemoryBudget, Meter};
+use crate::outbound::Outbound;
+use crate::sockets::Sockets;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
+/// What an app's instances are given, shared by all of them.
+pub struct Access {
+    pub grants: Grants,
+    /// The grants of hosts, as checked at run time.
+    pub egress: Arc<Egress>,
+    /// The app's pooled outbound HTTP client.
+    pub outbound: Arc<Outbound>,
+}
+
+impl Access {
+    pub fn new(route: &str, grants: &Grants, limits: &Limits) -> Self {
+        let egress = Arc::new(Egress::new(route, &grants.outbound));
+        Self {
+            outbound: Arc::new(Outbound::new(egress.clone(), grants, limits)),
+            egress,
+            grants: grants.clone(),
+        }
+    }
+}
+
 pub struct Sandbox {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     table: ResourceTable,
-    hooks: DenyOutbound,
+    hooks: Hooks,
+    sockets: Sockets,
     /// The app's limits, applied to this store.
     meter: Meter,
 }
@@ -26,14 +50,20 @@ impl Sandbox {
         &mut self.meter
     }
 
+    /// What this instance may do with wasi:sockets.
+    pub fn socket_grants(&self) -> &Sockets {
+        &self.sockets
+    }
+
     /// The prefixes tag the guest's stdout and stderr lines with the app.
     pub fn new(
         stdout_prefix: &Arc<str>,
         stderr_prefix: &Arc<str>,
         limits: Limits,
-        grants: &Grants,
+        access: &Access,
         budget: Arc<MemoryBudget>,
     ) -> Self {
+        let grants = &access.grants;
         let mut wasi = WasiCtx::builder();
         wasi.stdout(GuestOutput::new(Sink::Stdout, stdout_prefix.clone()))
             .stderr(GuestOutput::new(Sink::Stderr, stderr_prefix.clone()))
@@ -53,12 +83,14 @@ impl Sandbox {
                 );
             }
         }
+        let sockets = Sockets::new(&access.egress, &mut wasi);
         let wasi = wasi.build();
         Self {
             wasi,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            hooks: DenyOutbound,
+            hooks: Hooks(access.outbound.clone()),
+            sockets,
             meter: Meter::new(limits, budget),
         }
     }
@@ -89,15 +121,15 @@ impl WasiHttpView for Sandbox {
     }
 }
 
-/// Outbound HTTP from guests is refused until an allow-list exists: the
-/// guest sees `HTTP-request-denied`, never a connection.
-struct DenyOutbound;
+/// A guest's outbound requests go to its app's `Outbound`, which sends
+/// only what a grant allows.
+struct Hooks(Arc<Outbound>);
 
-impl WasiHttpHooks for DenyOutbound {
+impl WasiHttpHooks for Hooks {
     fn send_request(
         &mut self,
-        _request: http::Request<WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        request: http::Request<WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
     ) -> Box<
         dyn Future<
@@ -107,7 +139,12 @@ impl WasiHttpHooks for DenyOutbound {
                 )>,
             > + Send,
     > {
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+        let outbound = self.0.clone();
+        Box::new(async move {
+            let response = outbound.send(request, options).await?;
+            let sent: Box<dyn Future<Output = _> + Send> = Box::new(async { Ok(()) });
+            Ok((response, sent))
+        })
     }
 
     /// Writes a guest may queue on a response body before it waits for the

@@ -1,6 +1,7 @@
 //! The command line: clap types only. Validation that needs more than one flag
 //! or the file system happens in `config`.
 
+use super::outbound::OutboundGrant;
 use super::settings::MAX_SPARES;
 use super::units::{
     Destination, parse_dir, parse_duration, parse_env, parse_env_name, parse_network,
@@ -102,6 +103,23 @@ pub struct Source {
     /// outside it
     #[arg(long = "dir", value_name = "HOST[:GUEST][:rw]", value_parser = parse_dir)]
     pub dirs: Vec<(String, String, bool)>,
+    /// Let every app's guest reach this host, e.g.
+    /// `--allow-outbound https://api.example.com` or `tcp://127.0.0.1:6379`;
+    /// repeatable. Guests reach nothing but what is granted
+    #[arg(long = "allow-outbound", value_name = "URL", value_parser = OutboundGrant::parse)]
+    pub allow_outbound: Vec<OutboundGrant>,
+    /// A PEM file of the CA that signs every app's HTTPS upstreams, trusted
+    /// besides the public roots
+    #[arg(long, value_name = "FILE")]
+    pub outbound_ca: Option<PathBuf>,
+    /// Time an outbound request may take to connect, then to its response's
+    /// head, then between two reads of its body [default: 30s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
+    pub outbound_timeout: Option<Duration>,
+    /// Outbound requests of any one app in flight at once; more wait for
+    /// one to finish [default: 100]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub outbound_concurrency: Option<u32>,
     /// Requests of any one app that may run at once [default: 100]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub concurrency: Option<u32>,

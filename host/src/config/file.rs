@@ -2,6 +2,7 @@
 //! naming the file, the line and the key. Paths in it are relative to the
 //! file. Unknown keys are errors: a typo must not be ignored.
 
+use super::outbound::{OutboundCa, OutboundGrant};
 use super::settings::{
     CertPair, DEFAULT_SPARES, Grants, Limits, Listen, MAX_SPARES, Mode, Mount, Origin,
 };
@@ -111,6 +112,14 @@ struct RawApp {
     inherit_env: Option<Vec<Spanned<String>>>,
     /// Host directories the guest is given, `"HOST:GUEST[:rw]"`.
     dirs: Option<Vec<Spanned<String>>>,
+    /// Hosts the guest may reach, `"https://api.example.com"`.
+    allowed_outbound_hosts: Option<Vec<Spanned<String>>>,
+    /// A PEM file of the CA its HTTPS upstreams may be signed by.
+    outbound_ca: Option<Spanned<String>>,
+    /// Connect, first-byte and between-reads timeout of outbound requests.
+    outbound_timeout: Option<Spanned<String>>,
+    /// Outbound requests in flight at once.
+    outbound_concurrency: Option<Spanned<u32>>,
 }
 
 /// Turns a byte span of the file into its place (file and line).
@@ -316,6 +325,17 @@ fn grants(entry: &RawApp, places: &Places, base: &Path) -> Result<Grants> {
         let parsed = places.parsed(dir, "dirs", parse_dir)?;
         grants.dirs.push(super::dir_grant(parsed, base, &origin)?);
     }
+    for entry in entry.allowed_outbound_hosts.iter().flatten() {
+        let grant = places.parsed(entry, "allowed_outbound_hosts", OutboundGrant::parse)?;
+        super::warn_if_wide(&grant, &places.at(entry.span()).to_string());
+        grants.outbound.push(grant);
+    }
+    if let Some(ca) = &entry.outbound_ca {
+        let path = base.join(ca.get_ref());
+        let ca = OutboundCa::read(path)
+            .map_err(|e| anyhow!("{}: outbound_ca: {e}", places.at(ca.span())))?;
+        grants.outbound_ca = Some(ca);
+    }
     Ok(grants)
 }
 
@@ -380,6 +400,12 @@ fn limits(entry: &RawApp, places: &Places) -> Result<Limits> {
     }
     if let Some(value) = &entry.queue {
         limits.queue = *value.get_ref();
+    }
+    if let Some(value) = &entry.outbound_timeout {
+        limits.outbound_timeout = places.positive_duration(value, "outbound_timeout")?;
+    }
+    if let Some(value) = &entry.outbound_concurrency {
+        limits.outbound_concurrency = places.at_least_one(value, "outbound_concurrency")?;
     }
     Ok(limits)
 }

@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod file;
+pub mod outbound;
 pub mod settings;
 pub mod units;
 
@@ -196,6 +197,15 @@ fn mounts(source: &Source, file: Option<&File>) -> Result<Vec<Mount>> {
         .iter()
         .map(|dir| dir_grant(dir.clone(), Path::new(""), &Origin::Flag("--dir")))
         .collect::<Result<Vec<_>>>()?;
+    for grant in &source.allow_outbound {
+        warn_if_wide(grant, "--allow-outbound");
+    }
+    let outbound_ca = source
+        .outbound_ca
+        .clone()
+        .map(outbound::OutboundCa::read)
+        .transpose()
+        .map_err(|e| anyhow!("--outbound-ca: {e}"))?;
     for mount in &mut mounts {
         if let Some(uses) = source.reuse {
             mount.mode = Mode::Reuse(uses);
@@ -209,12 +219,33 @@ fn mounts(source: &Source, file: Option<&File>) -> Result<Vec<Mount>> {
         limits.body_timeout = source.body_timeout.unwrap_or(limits.body_timeout);
         limits.concurrency = source.concurrency.unwrap_or(limits.concurrency);
         limits.queue = source.queue.unwrap_or(limits.queue);
+        limits.outbound_timeout = source.outbound_timeout.unwrap_or(limits.outbound_timeout);
+        limits.outbound_concurrency = source
+            .outbound_concurrency
+            .unwrap_or(limits.outbound_concurrency);
         for (name, value) in source.env.iter().chain(&inherited) {
             mount.grants.set_env(name.clone(), value.clone());
         }
         mount.grants.dirs.extend(dirs.iter().cloned());
+        mount
+            .grants
+            .outbound
+            .extend(source.allow_outbound.iter().cloned());
+        if outbound_ca.is_some() {
+            mount.grants.outbound_ca = outbound_ca.clone();
+        }
     }
     Ok(mounts)
+}
+
+/// A grant of any host works, but is rarely what was meant.
+pub(crate) fn warn_if_wide(grant: &outbound::OutboundGrant, place: &str) {
+    if grant.is_wide() {
+        tracing::warn!(
+            "{place}: allowed_outbound_hosts entry \"{grant}\" lets the guest reach any host \
+             (internal addresses still need their own entry); name the hosts it needs"
+        );
+    }
 }
 
 /// A granted host directory must be a directory now; a flag's path is

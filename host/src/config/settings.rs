@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::outbound::{OutboundCa, OutboundGrant};
 use super::units::Destination;
 
 pub const DEFAULT_HOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -119,6 +120,10 @@ pub struct Grants {
     pub env: Vec<(String, String)>,
     /// Host directories the guest may open, each under its guest path.
     pub dirs: Vec<DirGrant>,
+    /// The hosts it may reach by HTTP, HTTPS and TCP.
+    pub outbound: Vec<OutboundGrant>,
+    /// The CA its HTTPS upstreams may be signed by, besides the public roots.
+    pub outbound_ca: Option<OutboundCa>,
 }
 
 /// A host directory given to a guest.
@@ -183,6 +188,11 @@ pub struct Limits {
     pub concurrency: u32,
     /// Requests that may wait for one of those places; more get a 503.
     pub queue: u32,
+    /// Time an outbound request may take to connect, and then to its
+    /// response's head, and between two reads of its body.
+    pub outbound_timeout: Duration,
+    /// Outbound requests of the app's guests in flight at once; more wait.
+    pub outbound_concurrency: u32,
 }
 
 /// Enough for an interpreter such as CPython (~40 MiB for a hello) with room
@@ -198,6 +208,9 @@ pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// A tenth of the instance pool, so one app cannot take all of it.
 pub const DEFAULT_CONCURRENCY: u32 = 100;
 pub const DEFAULT_QUEUE: u32 = 200;
+pub const DEFAULT_OUTBOUND_TIMEOUT: Duration = Duration::from_secs(30);
+/// As many as requests may run at once, so one outbound call each never waits.
+pub const DEFAULT_OUTBOUND_CONCURRENCY: u32 = 100;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -209,6 +222,8 @@ impl Default for Limits {
             body_timeout: DEFAULT_BODY_TIMEOUT,
             concurrency: DEFAULT_CONCURRENCY,
             queue: DEFAULT_QUEUE,
+            outbound_timeout: DEFAULT_OUTBOUND_TIMEOUT,
+            outbound_concurrency: DEFAULT_OUTBOUND_CONCURRENCY,
         }
     }
 }

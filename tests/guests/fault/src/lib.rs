@@ -24,6 +24,10 @@
 //!                     milliseconds, then 200 `held <mib> MiB`
 //! - `/big/<mib>`      streams that many MiB of `x` in 64 KiB writes
 //! - `/status/<n>`     answers with status `n` and the body `status <n>`
+//! - `/fetch?url=URL`  GETs URL (wasi:http outgoing-handler); the upstream's
+//!                     status and body, or 502 and the error code
+//! - `/connect?to=HOST:PORT` opens a TCP connection (wasi:sockets, through
+//!                     std); 200 `connected`, or 502 and the error
 
 use wasi::http::outgoing_handler;
 use wasi::http::types::{
@@ -68,6 +72,20 @@ impl wasi::exports::http::incoming_handler::Guest for Fault {
                 respond(out, 200, b"printed\n");
             }
             "/sandbox" => respond(out, 200, sandbox().as_bytes()),
+            "/fetch" => {
+                let url = path.split_once("?url=").map_or("", |(_, url)| url);
+                match fetch(url) {
+                    Ok((status, body)) => respond(out, status, &body),
+                    Err(error) => respond(out, 502, format!("{error}\n").as_bytes()),
+                }
+            }
+            "/connect" => {
+                let to = path.split_once("?to=").map_or("", |(_, to)| to);
+                match std::net::TcpStream::connect(to) {
+                    Ok(_) => respond(out, 200, b"connected\n"),
+                    Err(error) => respond(out, 502, format!("{error}\n").as_bytes()),
+                }
+            }
             "/env" => {
                 let lines: String = wasi::cli::environment::get_environment()
                     .into_iter()
@@ -281,6 +299,45 @@ fn sandbox() -> String {
         }
     };
     format!("env={env} preopens={preopens} outbound={outbound}\n")
+}
+
+/// GETs an absolute `http(s)://authority/path` URL.
+fn fetch(url: &str) -> Result<(u16, Vec<u8>), String> {
+    let (scheme, rest) = match url.split_once("://") {
+        Some(("http", rest)) => (Scheme::Http, rest),
+        Some(("https", rest)) => (Scheme::Https, rest),
+        _ => return Err(format!("not an http(s) URL: {url}")),
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(at) => (&rest[..at], &rest[at..]),
+        None => (rest, "/"),
+    };
+    let request = OutgoingRequest::new(Fields::new());
+    request.set_method(&Method::Get).unwrap();
+    request.set_scheme(Some(&scheme)).unwrap();
+    request.set_authority(Some(authority)).unwrap();
+    request.set_path_with_query(Some(path)).unwrap();
+    let future = outgoing_handler::handle(request, None).map_err(|code| format!("{code:?}"))?;
+    future.subscribe().block();
+    let response = match future.get() {
+        Some(Ok(Ok(response))) => response,
+        Some(Ok(Err(code))) => return Err(format!("{code:?}")),
+        other => return Err(format!("{other:?}")),
+    };
+    let status = response.status();
+    let body = response.consume().unwrap();
+    let stream = body.stream().unwrap();
+    let mut bytes = Vec::new();
+    loop {
+        match stream.blocking_read(64 << 10) {
+            Ok(chunk) => bytes.extend(chunk),
+            Err(StreamError::Closed) => break,
+            Err(StreamError::LastOperationFailed(e)) => return Err(e.to_debug_string()),
+        }
+    }
+    drop(stream);
+    drop(body);
+    Ok((status, bytes))
 }
 
 fn seen(request: &IncomingRequest) -> String {

@@ -1,0 +1,228 @@
+//! A guest's outbound HTTP (`wasi:http/outgoing-handler`): the app's
+//! grants checked (`egress`), then the request sent on the app's pooled
+//! client, within its timeout and its concurrency cap.
+//!
+//! wasmtime-wasi-http's own sender opens a connection for every request
+//! and closes it after the response, so every call pays a TCP (and TLS)
+//! handshake and leaves a socket in TIME_WAIT. Here each app has one
+//! hyper-util client whose keep-alive connections are shared by all its
+//! instances and requests; HTTPS upstreams that offer HTTP/2 get one
+//! connection for everything. One per app, not per process, because apps
+//! trust different CAs and are capped separately.
+
+use crate::config::outbound::{Host, Scheme};
+use crate::config::{Grants, Limits};
+use crate::egress::Egress;
+use crate::upstream::{ConnectError, Connector};
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::error::Error as _;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody};
+
+/// How long an idle upstream connection is kept for the next request.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The outbound HTTP of one app.
+pub struct Outbound {
+    egress: Arc<Egress>,
+    client: Client<Connector, WasiBody>,
+    /// One permit per request in flight, held until its response body ends.
+    in_flight: Arc<Semaphore>,
+    timeout: Duration,
+}
+
+impl Outbound {
+    pub fn new(egress: Arc<Egress>, grants: &Grants, limits: &Limits) -> Self {
+        let mut roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        if let Some(ca) = &grants.outbound_ca {
+            // Parsed when the configuration was read; one that does not
+            // make a trust anchor was refused then.
+            roots.add_parsable_certificates(ca.certs.iter().cloned());
+        }
+        let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let connector = Connector {
+            egress: egress.clone(),
+            tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
+            timeout: limits.outbound_timeout,
+        };
+        let concurrency = limits.outbound_concurrency as usize;
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(IDLE_TIMEOUT)
+            .pool_max_idle_per_host(concurrency)
+            .build(connector);
+        Self {
+            egress,
+            client,
+            in_flight: Arc::new(Semaphore::new(concurrency)),
+            timeout: limits.outbound_timeout,
+        }
+    }
+
+    /// Sends a guest's request, if a grant allows it. The guest's own
+    /// request options may shorten the app's timeout, never lengthen it.
+    pub async fn send(
+        &self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+    ) -> Result<http::Response<WasiBody>, Error> {
+        let uri = request.uri();
+        let scheme = match uri.scheme_str() {
+            Some("https") => Scheme::Https,
+            Some("http") => Scheme::Http,
+            _ => return Err(Error::HttpProtocolError),
+        };
+        let host = uri.host().ok_or(Error::HttpRequestUriInvalid)?;
+        let port = uri.port_u16().or(scheme.default_port()).unwrap_or_default();
+        if !self.egress.allows(scheme, Host::parse(host), port) {
+            return Err(Error::HttpRequestDenied);
+        }
+        let options = options.unwrap_or_default();
+        let within = |asked: Option<Duration>| asked.map_or(self.timeout, |t| t.min(self.timeout));
+        let head_timeout = within(options.connect_timeout) + within(options.first_byte_timeout);
+        let between_reads = within(options.between_bytes_timeout);
+        let head = async {
+            let permit = self
+                .in_flight
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
+            let response = self.client.request(request).await;
+            (permit, response)
+        };
+        let (permit, response) = tokio::time::timeout(head_timeout, head)
+            .await
+            .map_err(|_| Error::ConnectionReadTimeout)?;
+        let response = response.map_err(error_for_guest)?;
+        Ok(response.map(|body| {
+            UpstreamBody {
+                body,
+                between_reads,
+                idle: None,
+                permit: Some(permit),
+            }
+            .boxed_unsync()
+        }))
+    }
+}
+
+/// The wasi:http error a failed request gives the guest.
+fn error_for_guest(error: hyper_util::client::legacy::Error) -> Error {
+    let mut source = error.source();
+    while let Some(cause) = source {
+        if let Some(error) = cause.downcast_ref::<ConnectError>() {
+            return match error {
+                ConnectError::Internal(_) => Error::DestinationIpProhibited,
+                ConnectError::Lookup { .. } | ConnectError::NoAddress(_) => Error::DnsError {
+                    rcode: Some("name unresolvable".into()),
+                    info_code: None,
+                },
+                ConnectError::Timeout => Error::ConnectionTimeout,
+                ConnectError::Connect(_) => Error::ConnectionRefused,
+                ConnectError::Tls(error) if error.get_ref().is_some_and(is_certificate_error) => {
+                    Error::TlsCertificateError
+                }
+                ConnectError::Tls(_) => Error::TlsProtocolError,
+                ConnectError::NoHost => Error::HttpRequestUriInvalid,
+            };
+        }
+        if let Some(error) = cause.downcast_ref::<hyper::Error>() {
+            return hyper_error(error);
+        }
+        source = cause.source();
+    }
+    match error.is_connect() {
+        true => Error::ConnectionRefused,
+        false => Error::HttpProtocolError,
+    }
+}
+
+fn is_certificate_error(error: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    matches!(
+        error.downcast_ref::<rustls::Error>(),
+        Some(rustls::Error::InvalidCertificate(_))
+    )
+}
+
+fn hyper_error(error: &hyper::Error) -> Error {
+    if error.is_timeout() {
+        Error::HttpResponseTimeout
+    } else if error.is_incomplete_message() {
+        Error::HttpResponseIncomplete
+    } else if error.is_closed() || error.is_canceled() {
+        Error::ConnectionTerminated
+    } else {
+        Error::HttpProtocolError
+    }
+}
+
+/// An upstream's response body as the guest reads it: each read within
+/// the timeout, and the app's concurrency permit given back at its end.
+struct UpstreamBody {
+    body: hyper::body::Incoming,
+    between_reads: Duration,
+    /// Armed while a read waits.
+    idle: Option<Pin<Box<tokio::time::Sleep>>>,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        let Poll::Ready(frame) = polled else {
+            let between_reads = this.between_reads;
+            let idle = this
+                .idle
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(between_reads)));
+            ready!(idle.as_mut().poll(cx));
+            this.permit = None;
+            return Poll::Ready(Some(Err(Error::ConnectionReadTimeout)));
+        };
+        this.idle = None;
+        match frame {
+            Some(Ok(frame)) => Poll::Ready(Some(Ok(frame))),
+            Some(Err(error)) => {
+                this.permit = None;
+                Poll::Ready(Some(Err(hyper_error(&error))))
+            }
+            None => {
+                this.permit = None;
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
