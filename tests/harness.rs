@@ -5,6 +5,9 @@
 
 pub use {libc, rcgen, rustls, socket2, tempfile, ureq};
 
+mod upstream_server;
+pub use upstream_server::Upstream;
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -54,6 +57,8 @@ pub enum Guest {
     Fault,
     /// tests/guests/command: a `wasi:cli/run` command, not an HTTP handler.
     Command,
+    /// guest-examples/rust-redis-counter: a counter in Redis, over wasi:sockets.
+    RedisCounter,
 }
 
 /// Builds `guest` once per test run and returns the component's path.
@@ -62,6 +67,7 @@ pub fn guest(guest: Guest) -> &'static Path {
     static PYTHON_HELLO: OnceLock<PathBuf> = OnceLock::new();
     static FAULT: OnceLock<PathBuf> = OnceLock::new();
     static COMMAND: OnceLock<PathBuf> = OnceLock::new();
+    static REDIS_COUNTER: OnceLock<PathBuf> = OnceLock::new();
     let root = repo_root();
     match guest {
         Guest::RustHello => RUST_HELLO.get_or_init(|| {
@@ -76,6 +82,13 @@ pub fn guest(guest: Guest) -> &'static Path {
         }
         Guest::Command => COMMAND
             .get_or_init(|| cargo_wasm(&root.join("tests/guests"), "command", "command.wasm")),
+        Guest::RedisCounter => REDIS_COUNTER.get_or_init(|| {
+            cargo_wasm(
+                &root.join("guest-examples/rust-redis-counter"),
+                "rust-redis-counter",
+                "rust_redis_counter.wasm",
+            )
+        }),
         Guest::PythonHello => PYTHON_HELLO.get_or_init(|| {
             let out = guest_target_dir().join("python-hello.wasm");
             std::fs::create_dir_all(out.parent().unwrap()).unwrap();

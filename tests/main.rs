@@ -14,6 +14,7 @@ mod heads;
 mod http2;
 mod limits;
 mod nginx;
+mod outbound;
 mod pool;
 mod reload;
 mod reuse;
