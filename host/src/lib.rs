@@ -64,6 +64,7 @@ pub mod signals;
 pub mod sockets;
 pub mod tls;
 pub mod upstream;
+pub mod upstream_pool;
 
 use anyhow::Result;
 use config::cli::{Cli, Command};

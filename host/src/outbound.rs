@@ -1,25 +1,24 @@
 //! A guest's outbound HTTP (`wasi:http/outgoing-handler`): the app's
-//! grants checked (`egress`), then the request sent on the app's pooled
-//! client, within its timeout and its concurrency cap.
+//! grants checked (`egress`), then the request sent on the app's pool of
+//! upstream connections (`upstream_pool`), within its timeout and its
+//! concurrency cap.
 //!
 //! wasmtime-wasi-http's own sender opens a connection for every request
 //! and closes it after the response, so every call pays a TCP (and TLS)
-//! handshake and leaves a socket in TIME_WAIT. Here each app has one
-//! hyper-util client whose keep-alive connections are shared by all its
-//! instances and requests; HTTPS upstreams that offer HTTP/2 get one
-//! connection for everything. One per app, not per process, because apps
-//! trust different CAs and are capped separately.
+//! handshake and leaves a socket in TIME_WAIT. Here each app has one pool
+//! whose keep-alive connections are shared by all its instances and
+//! requests; HTTPS upstreams that offer HTTP/2 get one connection for
+//! everything. One per app, not per process, because apps trust different
+//! CAs and are capped separately.
 
 use crate::config::outbound::{Host, Scheme};
 use crate::config::{Grants, Limits};
 use crate::egress::Egress;
 use crate::upstream::{ConnectError, Connector};
+use crate::upstream_pool::{Lease, SendError, UpstreamPool};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use std::error::Error as _;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -27,13 +26,10 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody};
 
-/// How long an idle upstream connection is kept for the next request.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// The outbound HTTP of one app.
 pub struct Outbound {
     egress: Arc<Egress>,
-    client: Client<Connector, WasiBody>,
+    pool: UpstreamPool,
     /// One permit per request in flight, held until its response body ends.
     in_flight: Arc<Semaphore>,
     timeout: Duration,
@@ -63,15 +59,10 @@ impl Outbound {
             timeout: limits.outbound_timeout,
         };
         let concurrency = limits.outbound_concurrency as usize;
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(IDLE_TIMEOUT)
-            .pool_max_idle_per_host(concurrency)
-            .build(connector);
         Self {
             egress,
-            client,
+            // No origin needs more connections than requests in flight.
+            pool: UpstreamPool::new(connector, concurrency),
             in_flight: Arc::new(Semaphore::new(concurrency)),
             timeout: limits.outbound_timeout,
         }
@@ -90,9 +81,11 @@ impl Outbound {
             Some("http") => Scheme::Http,
             _ => return Err(Error::HttpProtocolError),
         };
-        let host = uri.host().ok_or(Error::HttpRequestUriInvalid)?;
         let port = uri.port_u16().or(scheme.default_port()).unwrap_or_default();
-        if !self.egress.allows(scheme, Host::parse(host), port) {
+        // Owned: the request moves into the pool with its URI.
+        let host = uri.host().ok_or(Error::HttpRequestUriInvalid)?.to_string();
+        let host = Host::parse(&host);
+        if !self.egress.allows(scheme, host, port) {
             return Err(Error::HttpRequestDenied);
         }
         let options = options.unwrap_or_default();
@@ -106,18 +99,19 @@ impl Outbound {
                 .acquire_owned()
                 .await
                 .expect("the semaphore is never closed");
-            let response = self.client.request(request).await;
+            let response = self.pool.send(scheme, host, port, request).await;
             (permit, response)
         };
         let (permit, response) = tokio::time::timeout(head_timeout, head)
             .await
             .map_err(|_| Error::ConnectionReadTimeout)?;
-        let response = response.map_err(error_for_guest)?;
+        let (response, lease) = response.map_err(error_for_guest)?;
         Ok(response.map(|body| {
             UpstreamBody {
                 body,
                 between_reads,
                 idle: None,
+                lease,
                 permit: Some(permit),
             }
             .boxed_unsync()
@@ -126,33 +120,22 @@ impl Outbound {
 }
 
 /// The wasi:http error a failed request gives the guest.
-fn error_for_guest(error: hyper_util::client::legacy::Error) -> Error {
-    let mut source = error.source();
-    while let Some(cause) = source {
-        if let Some(error) = cause.downcast_ref::<ConnectError>() {
-            return match error {
-                ConnectError::Internal(_) => Error::DestinationIpProhibited,
-                ConnectError::Lookup { .. } | ConnectError::NoAddress(_) => Error::DnsError {
-                    rcode: Some("name unresolvable".into()),
-                    info_code: None,
-                },
-                ConnectError::Timeout => Error::ConnectionTimeout,
-                ConnectError::Connect(_) => Error::ConnectionRefused,
-                ConnectError::Tls(error) if error.get_ref().is_some_and(is_certificate_error) => {
-                    Error::TlsCertificateError
-                }
-                ConnectError::Tls(_) => Error::TlsProtocolError,
-                ConnectError::NoHost => Error::HttpRequestUriInvalid,
-            };
-        }
-        if let Some(error) = cause.downcast_ref::<hyper::Error>() {
-            return hyper_error(error);
-        }
-        source = cause.source();
-    }
-    match error.is_connect() {
-        true => Error::ConnectionRefused,
-        false => Error::HttpProtocolError,
+fn error_for_guest(error: SendError) -> Error {
+    match error {
+        SendError::Http(error) => hyper_error(&error),
+        SendError::Connect(error) => match error {
+            ConnectError::Internal(_) => Error::DestinationIpProhibited,
+            ConnectError::Lookup { .. } | ConnectError::NoAddress(_) => Error::DnsError {
+                rcode: Some("name unresolvable".into()),
+                info_code: None,
+            },
+            ConnectError::Timeout => Error::ConnectionTimeout,
+            ConnectError::Connect(_) => Error::ConnectionRefused,
+            ConnectError::Tls(error) if error.get_ref().is_some_and(is_certificate_error) => {
+                Error::TlsCertificateError
+            }
+            ConnectError::Tls(_) => Error::TlsProtocolError,
+        },
     }
 }
 
@@ -176,12 +159,14 @@ fn hyper_error(error: &hyper::Error) -> Error {
 }
 
 /// An upstream's response body as the guest reads it: each read within
-/// the timeout, and the app's concurrency permit given back at its end.
+/// the timeout; at its end the connection goes back to the pool and the
+/// app's concurrency permit is given back.
 struct UpstreamBody {
     body: hyper::body::Incoming,
     between_reads: Duration,
     /// Armed while a read waits.
     idle: Option<Pin<Box<tokio::time::Sleep>>>,
+    lease: Lease,
     permit: Option<OwnedSemaphorePermit>,
 }
 
@@ -212,6 +197,7 @@ impl Body for UpstreamBody {
                 Poll::Ready(Some(Err(hyper_error(&error))))
             }
             None => {
+                this.lease.give_back();
                 this.permit = None;
                 Poll::Ready(None)
             }

@@ -1,5 +1,5 @@
-//! Opening a connection to an upstream for `outbound`'s pooled client: the
-//! name looked up, the addresses put through the app's internal-address
+//! Opening a connection to an upstream for an app's pool (`upstream_pool`):
+//! the name looked up, the addresses put through the app's internal-address
 //! rule (`egress`), TCP connected within the timeout, and TLS with the
 //! public roots and the app's own CA for `https`, offering HTTP/2.
 //!
@@ -9,23 +9,17 @@
 
 use crate::config::outbound::{Host, Scheme};
 use crate::egress::Egress;
-use hyper::rt::{Read, ReadBufCursor, Write};
-use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
-use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_util::either::Either;
 
-/// Makes an app's upstream connections; cloned into its client's pool.
-#[derive(Clone)]
+/// Makes an app's upstream connections.
 pub struct Connector {
     pub egress: Arc<Egress>,
     pub tls: tokio_rustls::TlsConnector,
@@ -48,34 +42,16 @@ pub enum ConnectError {
     Connect(io::Error),
     #[error("TLS: {0}")]
     Tls(io::Error),
-    #[error("the URL has no host")]
-    NoHost,
-}
-
-impl tower_service::Service<http::Uri> for Connector {
-    type Response = Upstream;
-    type Error = ConnectError;
-    type Future = Pin<Box<dyn Future<Output = Result<Upstream, ConnectError>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ConnectError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: http::Uri) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move { this.connect(uri).await })
-    }
 }
 
 impl Connector {
-    async fn connect(self, uri: http::Uri) -> Result<Upstream, ConnectError> {
-        let scheme = match uri.scheme() == Some(&http::uri::Scheme::HTTPS) {
-            true => Scheme::Https,
-            false => Scheme::Http,
-        };
-        let written = uri.host().ok_or(ConnectError::NoHost)?;
-        let host = Host::parse(written);
-        let port = uri.port_u16().or(scheme.default_port()).unwrap_or_default();
+    /// A connection to `host` on `port`, TLS for `https`.
+    pub async fn connect(
+        &self,
+        scheme: Scheme,
+        host: Host<'_>,
+        port: u16,
+    ) -> Result<Upstream, ConnectError> {
         let addresses = match host {
             Host::Address(ip) => vec![ip],
             Host::Name(name) => self.look_up(name, port).await?,
@@ -154,57 +130,7 @@ impl Connector {
 
 /// A connection to an upstream, plain or TLS.
 pub struct Upstream {
-    io: TokioIo<Either<TcpStream, TlsStream<TcpStream>>>,
-    /// TLS agreed on HTTP/2: the pool then shares this one connection.
-    h2: bool,
-}
-
-impl Connection for Upstream {
-    fn connected(&self) -> Connected {
-        let connected = Connected::new();
-        match self.h2 {
-            true => connected.negotiated_h2(),
-            false => connected,
-        }
-    }
-}
-
-impl Read for Upstream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: ReadBufCursor<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl Write for Upstream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
+    pub io: TokioIo<Either<TcpStream, TlsStream<TcpStream>>>,
+    /// TLS agreed on HTTP/2: one connection carries every request.
+    pub h2: bool,
 }

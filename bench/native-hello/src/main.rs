@@ -8,6 +8,8 @@
 //! - `/64k`   65,536 bytes of `x`
 //! - `/echo`  the request body, streamed back
 //! - `/cpu`   the same integer work as the component, then its result
+//! - `/connections` how many connections it has accepted (bench/outbound
+//!   serves it as an upstream and counts what a client opened)
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
@@ -16,6 +18,9 @@ use hyper::{Request, Response, body::Incoming, header};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static ACCEPTED: AtomicU64 = AtomicU64::new(0);
 
 const HELLO: &[u8] = b"Hello from a WebAssembly component!\n";
 const CPU_ROUNDS: u64 = 2_000_000;
@@ -43,6 +48,7 @@ async fn serve(request: Request<Incoming>) -> Result<Response<Body>, Infallible>
         "/64k" => full(vec![b'x'; 65536]),
         "/echo" => request.into_body().boxed(),
         "/cpu" => full(format!("{}\n", spin(std::hint::black_box(CPU_ROUNDS)))),
+        "/connections" => full(format!("{}\n", ACCEPTED.load(Ordering::Relaxed))),
         _ => full(Bytes::from_static(HELLO)),
     };
     let mut response = Response::new(body);
@@ -67,6 +73,7 @@ async fn main() -> std::io::Result<()> {
     eprintln!("serving on {}", listener.local_addr()?);
     loop {
         let (stream, _) = listener.accept().await?;
+        ACCEPTED.fetch_add(1, Ordering::Relaxed);
         stream.set_nodelay(true)?;
         let tls = tls.clone();
         tokio::spawn(async move {

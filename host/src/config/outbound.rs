@@ -19,7 +19,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 /// How a guest reaches an upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scheme {
     Http,
     Https,
