@@ -401,6 +401,7 @@ fn the_redis_counter_counts_with_its_grant_and_gets_its_own_error_without() {
     }
     drop(granted);
 
+    // Without any tcp entry the guest has no sockets at all.
     let denied = Server::start(WASMHOST, &[counter(), "--env", &env]);
     let reply = get(&denied.url("/")).unwrap();
     assert_eq!(reply.status, 503);
@@ -411,19 +412,21 @@ fn the_redis_counter_counts_with_its_grant_and_gets_its_own_error_without() {
         "{}",
         reply.body
     );
-    let line = format!(
-        "[/] outbound connection to tcp://127.0.0.1:{port} denied; to allow it add \
-         \"tcp://127.0.0.1:{port}\" to allowed_outbound_hosts"
-    );
-    assert!(denied.wait_for_log(&line, LOG_DEADLINE), "{line}");
+    drop(denied);
 
-    // Another port of the same host is another grant.
+    // Another port of the same host is another grant; the refusal names
+    // the entry to add.
     let other = format!("tcp://127.0.0.1:{}", port + 1);
     let wrong_port = Server::start(
         WASMHOST,
         &[counter(), "--env", &env, "--allow-outbound", &other],
     );
     assert_eq!(get(&wrong_port.url("/")).unwrap().status, 503);
+    let line = format!(
+        "[/] outbound connection to tcp://127.0.0.1:{port} denied; to allow it add \
+         \"tcp://127.0.0.1:{port}\" to allowed_outbound_hosts"
+    );
+    assert!(wrong_port.wait_for_log(&line, LOG_DEADLINE), "{line}");
     drop(wrong_port);
 
     // The count went on in Redis, not in the guest.
@@ -536,4 +539,53 @@ fn an_outbound_grant_added_to_the_file_applies_at_the_reload() {
         server.log()
     );
     assert_eq!(fetch(&server, "", &url), (200, "upstream /".into()));
+}
+
+#[test]
+fn past_outbound_concurrency_a_request_waits_for_one_to_finish() {
+    let upstream = Upstream::start();
+    let origin = format!("http://127.0.0.1:{}", upstream.port());
+    let server = Server::start(
+        WASMHOST,
+        &[
+            fault(),
+            "--allow-outbound",
+            &origin,
+            "--outbound-concurrency",
+            "1",
+            "--outbound-timeout",
+            "2s",
+        ],
+    );
+    let stalled = {
+        let url = server.url(&format!("/fetch?url={origin}/stall"));
+        std::thread::spawn(move || {
+            let reply = get(&url).unwrap();
+            (reply.status, reply.body)
+        })
+    };
+    // The stalled call holds the one place; the next waits for it to time
+    // out, then gets its answer.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while upstream.accepted() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the stalled call never connected"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let started = Instant::now();
+    let waited = fetch(&server, "", &format!("{origin}/after"));
+    // A lower bound only: a loaded machine makes it longer, never shorter.
+    let took = started.elapsed();
+    let (status, body) = stalled.join().unwrap();
+    assert_eq!(
+        (status, body.trim_end()),
+        (502, "ErrorCode::ConnectionReadTimeout")
+    );
+    assert_eq!(waited, (200, "upstream /after".into()));
+    assert!(
+        took >= Duration::from_secs(1),
+        "answered after {took:?}: it did not wait"
+    );
 }

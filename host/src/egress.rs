@@ -37,6 +37,13 @@ impl Egress {
         }
     }
 
+    /// Whether any grant is for TCP.
+    pub fn grants_tcp(&self) -> bool {
+        self.grants
+            .iter()
+            .any(|grant| grant.scheme.is_none_or(|s| s == Scheme::Tcp))
+    }
+
     /// Whether a grant lets the guest ask for `host` on `port` by `scheme`;
     /// if none does, the refusal is logged with the entry that would.
     pub fn allows(&self, scheme: Scheme, host: Host, port: u16) -> bool {

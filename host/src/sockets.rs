@@ -1,7 +1,7 @@
 //! wasi:sockets for guests: TCP connections to what the app's `tcp://`
 //! grants name (a database, a cache), and name lookups of those names
 //! only. No UDP, no listening, no binding but the implicit one of a
-//! connect. Without a TCP grant a guest reaches nothing.
+//! connect. Without a TCP grant a guest has no sockets at all.
 //!
 //! wasmtime-wasi checks each address a socket uses, but it has no check
 //! for the names a guest looks up; `shadow_name_lookup` puts one in front
@@ -38,28 +38,32 @@ pub struct Sockets {
 }
 
 impl Sockets {
-    /// Sets up `wasi` so that each connect and lookup asks `egress`.
-    /// Sockets are on even without a TCP grant, so that a refused connect
-    /// is logged with the entry that would allow it; creating a socket
-    /// reaches nothing.
+    /// Sets up `wasi` so that each connect and lookup asks `egress`. An
+    /// app without a TCP grant gets no sockets at all: each one a guest
+    /// creates is a descriptor of this process, and a guest creating them
+    /// in a loop would run the process out of them for every app.
     pub fn new(egress: &Arc<Egress>, wasi: &mut WasiCtxBuilder) -> Self {
         let looked_up: Arc<Mutex<Vec<String>>> = Arc::default();
         let names = looked_up.clone();
         let check = egress.clone();
-        wasi.allow_tcp(true)
-            .allow_ip_name_lookup(true)
-            .socket_addr_check(move |addr, use_| {
-                let egress = check.clone();
-                let names = names.lock().unwrap_or_else(PoisonError::into_inner).clone();
-                Box::pin(async move {
-                    match use_ {
-                        // The implicit bind of a connect.
-                        SocketAddrUse::TcpBind => addr.ip().is_unspecified() && addr.port() == 0,
-                        SocketAddrUse::TcpConnect => may_connect(&egress, addr, names).await,
-                        _ => false,
-                    }
-                })
-            });
+        if egress.grants_tcp() {
+            wasi.allow_tcp(true)
+                .allow_ip_name_lookup(true)
+                .socket_addr_check(move |addr, use_| {
+                    let egress = check.clone();
+                    let names = names.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                    Box::pin(async move {
+                        match use_ {
+                            // The implicit bind of a connect.
+                            SocketAddrUse::TcpBind => {
+                                addr.ip().is_unspecified() && addr.port() == 0
+                            }
+                            SocketAddrUse::TcpConnect => may_connect(&egress, addr, names).await,
+                            _ => false,
+                        }
+                    })
+                });
+        }
         Self {
             egress: egress.clone(),
             looked_up,

@@ -48,33 +48,50 @@ struct OriginKey {
 }
 
 /// The connections of one origin.
-pub struct Origin {
+struct Origin {
     state: Mutex<State>,
     /// A connection came back or closed: a waiting checkout looks again.
     changed: Notify,
     per_origin: usize,
 }
 
+/// An HTTP/1.1 connection: its sender, and the task that drives it. Dropped
+/// (an idle one gone stale, a request cut by its timeout or its guest), it
+/// ends the task: hyper would keep a connection whose response was given up
+/// waiting for that response, holding its place in the origin's count.
+struct Http1 {
+    sender: http1::SendRequest<WasiBody>,
+    task: tokio::task::AbortHandle,
+}
+
+impl Drop for Http1 {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 #[derive(Default)]
 struct State {
     /// Most recently used last, so few connections stay warm.
-    idle: Vec<(http1::SendRequest<WasiBody>, Instant)>,
+    idle: Vec<(Http1, Instant)>,
     shared: Option<http2::SendRequest<WasiBody>>,
     open: usize,
 }
 
 /// What a checkout got.
 enum Taken {
-    Idle(http1::SendRequest<WasiBody>),
+    Idle(Http1),
     Shared(http2::SendRequest<WasiBody>),
     /// Leave to open a connection, counted as open already.
     Open,
 }
 
 /// The connection a response came on, until its body has been read.
-pub enum Lease {
+pub struct Lease(Leased);
+
+enum Leased {
     Http1 {
-        sender: Option<http1::SendRequest<WasiBody>>,
+        connection: Option<Http1>,
         origin: Arc<Origin>,
     },
     Http2,
@@ -85,10 +102,10 @@ impl Lease {
     /// request. A lease dropped before that closes its connection, which
     /// still has the rest of a body on it.
     pub fn give_back(&mut self) {
-        if let Lease::Http1 { sender, origin } = self
-            && let Some(sender) = sender.take()
+        if let Leased::Http1 { connection, origin } = &mut self.0
+            && let Some(connection) = connection.take()
         {
-            origin.lock().idle.push((sender, Instant::now()));
+            origin.lock().idle.push((connection, Instant::now()));
             origin.changed.notify_one();
         }
     }
@@ -115,18 +132,18 @@ impl UpstreamPool {
         let absolute = request.uri().clone();
         loop {
             match origin.checkout().await {
-                Taken::Idle(mut sender) => {
-                    if sender.ready().await.is_err() {
-                        // Closed while idle; its task counted it.
+                Taken::Idle(mut connection) => {
+                    if connection.sender.ready().await.is_err() {
+                        // Closed while idle.
                         continue;
                     }
                     *request.uri_mut() = origin_form(&absolute);
-                    match sender.try_send_request(request).await {
+                    match connection.sender.try_send_request(request).await {
                         Ok(response) => {
-                            let lease = Lease::Http1 {
-                                sender: Some(sender),
+                            let lease = Lease(Leased::Http1 {
+                                connection: Some(connection),
                                 origin,
-                            };
+                            });
                             return Ok((response, lease));
                         }
                         Err(mut error) => match error.take_message() {
@@ -146,21 +163,22 @@ impl UpstreamPool {
                         .send_request(request)
                         .await
                         .map_err(SendError::Http)?;
-                    return Ok((response, Lease::Http2));
+                    return Ok((response, Lease(Leased::Http2)));
                 }
                 Taken::Open => {
                     let mut request = request;
                     return match self.open(&origin, scheme, host, port).await? {
-                        Opened::Http1(mut sender) => {
+                        Opened::Http1(mut connection) => {
                             *request.uri_mut() = origin_form(&absolute);
-                            let response = sender
+                            let response = connection
+                                .sender
                                 .send_request(request)
                                 .await
                                 .map_err(SendError::Http)?;
-                            let lease = Lease::Http1 {
-                                sender: Some(sender),
+                            let lease = Lease(Leased::Http1 {
+                                connection: Some(connection),
                                 origin,
-                            };
+                            });
                             Ok((response, lease))
                         }
                         Opened::Http2(mut sender) => {
@@ -168,7 +186,7 @@ impl UpstreamPool {
                                 .send_request(request)
                                 .await
                                 .map_err(SendError::Http)?;
-                            Ok((response, Lease::Http2))
+                            Ok((response, Lease(Leased::Http2)))
                         }
                     };
                 }
@@ -210,10 +228,9 @@ impl UpstreamPool {
                 .connect(scheme, host, port)
                 .await
                 .map_err(SendError::Connect)?;
-            let closed = {
-                let origin = origin.clone();
-                move || origin.closed()
-            };
+            // In the task, so that it is counted closed however the task
+            // ends, aborted included.
+            let counted = Counted(origin.clone());
             if upstream.h2 {
                 let (sender, connection) = http2::Builder::new(TokioExecutor::new())
                     .timer(TokioTimer::new())
@@ -221,8 +238,8 @@ impl UpstreamPool {
                     .await
                     .map_err(SendError::Http)?;
                 tokio::spawn(async move {
+                    let _counted = counted;
                     let _ = connection.await;
-                    closed();
                 });
                 origin.lock().shared = Some(sender.clone());
                 Ok(Opened::Http2(sender))
@@ -230,11 +247,14 @@ impl UpstreamPool {
                 let (sender, connection) = http1::handshake(upstream.io)
                     .await
                     .map_err(SendError::Http)?;
-                tokio::spawn(async move {
+                let task = tokio::spawn(async move {
+                    let _counted = counted;
                     let _ = connection.await;
-                    closed();
                 });
-                Ok(Opened::Http1(sender))
+                Ok(Opened::Http1(Http1 {
+                    sender,
+                    task: task.abort_handle(),
+                }))
             }
         };
         let mut counted = OpenCount(Some(origin));
@@ -248,8 +268,18 @@ impl UpstreamPool {
 }
 
 enum Opened {
-    Http1(http1::SendRequest<WasiBody>),
+    Http1(Http1),
     Http2(http2::SendRequest<WasiBody>),
+}
+
+/// An open connection's place in its origin's count, given back when its
+/// task ends.
+struct Counted(Arc<Origin>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.closed();
+    }
 }
 
 /// A connection counted open while it is being made: if that fails, or the
@@ -280,10 +310,10 @@ impl Origin {
                     }
                     state.shared = None;
                 }
-                while let Some((sender, since)) = state.idle.pop() {
+                while let Some((connection, since)) = state.idle.pop() {
                     // Dropped, a stale one closes; its task counts it.
-                    if !sender.is_closed() && since.elapsed() < IDLE_TIMEOUT {
-                        return Taken::Idle(sender);
+                    if !connection.sender.is_closed() && since.elapsed() < IDLE_TIMEOUT {
+                        return Taken::Idle(connection);
                     }
                 }
                 if state.open < self.per_origin {
