@@ -187,7 +187,8 @@ fn a_wildcard_grant_covers_subdomains_only() {
 }
 
 /// A CA (its PEM at `ca.pem` in `dir`) and an upstream server config with
-/// a certificate for 127.0.0.1 signed by it.
+/// a certificate for 127.0.0.1 signed by it (also written, as `leaf.pem`
+/// and `leaf.key`, for a wasmhost upstream).
 fn test_ca(dir: &Path) -> Arc<rustls::ServerConfig> {
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -201,6 +202,8 @@ fn test_ca(dir: &Path) -> Arc<rustls::ServerConfig> {
         .unwrap()
         .signed_by(&key, &ca)
         .unwrap();
+    std::fs::write(dir.join("leaf.pem"), leaf.pem()).unwrap();
+    std::fs::write(dir.join("leaf.key"), key.serialize_pem()).unwrap();
     let key = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -240,6 +243,60 @@ fn https_upstreams_are_verified_against_the_public_roots_and_the_apps_ca() {
         fetch(&public_roots_only, "", &url),
         (502, "ErrorCode::TlsCertificateError".to_string())
     );
+}
+
+#[test]
+fn an_upstream_that_offers_http2_gets_concurrent_requests_on_one_connection() {
+    // The upstream is a wasmhost too: TLS, ALPN h2, its access log saying
+    // which protocol each request came by.
+    let dir = TempDir::new().unwrap();
+    test_ca(dir.path());
+    let path = |file: &str| dir.path().join(file).to_str().unwrap().to_string();
+    let upstream = Server::start(
+        WASMHOST,
+        &[
+            fault(),
+            "--tls-cert",
+            &path("leaf.pem"),
+            "--tls-key",
+            &path("leaf.key"),
+            "--access-log",
+            "-",
+        ],
+    );
+    let origin = format!("https://127.0.0.1:{}", upstream.addr.port());
+    let server = Server::start(
+        WASMHOST,
+        &[
+            fault(),
+            "--allow-outbound",
+            &origin,
+            "--outbound-ca",
+            &path("ca.pem"),
+        ],
+    );
+    let replies =
+        wasmhost_tests::get_concurrently(&server.url(&format!("/fetch?url={origin}/count")), 8);
+    for reply in &replies {
+        assert_eq!(
+            reply.as_ref().map(|(status, _)| *status),
+            Ok(200),
+            "{replies:?}"
+        );
+    }
+    assert!(
+        upstream.wait_for_count("\"GET /count HTTP/2.0\" 200 ", 8, LOG_DEADLINE),
+        "{}",
+        upstream.log()
+    );
+    // Kept alive for the next request: what is open now is what was made.
+    let ss = Command::new("ss")
+        .args(["-Htn", "state", "established"])
+        .arg(format!("( dport = :{} )", upstream.addr.port()))
+        .output()
+        .expect("ss (tests/run installs iproute2)");
+    let open = String::from_utf8_lossy(&ss.stdout).lines().count();
+    assert_eq!(open, 1, "{}", String::from_utf8_lossy(&ss.stdout));
 }
 
 #[test]

@@ -27,6 +27,9 @@ use wasmtime_wasi_http::WasiBody;
 /// and one closed as a request is written costs that request.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Origins remembered before those without connections are forgotten.
+const ORIGINS_KEPT: usize = 256;
+
 /// Why a request got no response.
 pub enum SendError {
     Connect(ConnectError),
@@ -49,6 +52,8 @@ struct OriginKey {
 
 /// The connections of one origin.
 struct Origin {
+    /// HTTPS, where HTTP/2 may be offered.
+    tls: bool,
     state: Mutex<State>,
     /// A connection came back or closed: a waiting checkout looks again.
     changed: Notify,
@@ -76,6 +81,11 @@ struct State {
     idle: Vec<(Http1, Instant)>,
     shared: Option<http2::SendRequest<WasiBody>>,
     open: usize,
+    /// Whether this origin's connections turned out HTTP/2, once one has
+    /// been made. Until then an HTTPS origin makes one connection at a
+    /// time, so a burst of first requests shares one HTTP/2 connection
+    /// instead of each making its own.
+    http2: Option<bool>,
 }
 
 /// What a checkout got.
@@ -105,7 +115,14 @@ impl Lease {
         if let Leased::Http1 { connection, origin } = &mut self.0
             && let Some(connection) = connection.take()
         {
-            origin.lock().idle.push((connection, Instant::now()));
+            let mut state = origin.lock();
+            // What went stale while this one was busy is closed now, not
+            // at some later checkout.
+            state
+                .idle
+                .retain(|(idle, since)| !idle.sender.is_closed() && since.elapsed() < IDLE_TIMEOUT);
+            state.idle.push((connection, Instant::now()));
+            drop(state);
             origin.changed.notify_one();
         }
     }
@@ -201,10 +218,16 @@ impl UpstreamPool {
         };
         let key = OriginKey { scheme, host, port };
         let mut origins = self.origins.lock().unwrap_or_else(PoisonError::into_inner);
+        if origins.len() >= ORIGINS_KEPT && !origins.contains_key(&key) {
+            // A wildcard grant lets a guest name any number of origins:
+            // forget those with nothing open and no request on them.
+            origins.retain(|_, origin| Arc::strong_count(origin) > 1 || origin.lock().open > 0);
+        }
         origins
             .entry(key)
             .or_insert_with(|| {
                 Arc::new(Origin {
+                    tls: scheme == Scheme::Https,
                     state: Mutex::default(),
                     changed: Notify::new(),
                     per_origin: self.per_origin,
@@ -241,7 +264,11 @@ impl UpstreamPool {
                     let _counted = counted;
                     let _ = connection.await;
                 });
-                origin.lock().shared = Some(sender.clone());
+                let mut state = origin.lock();
+                state.shared = Some(sender.clone());
+                state.http2 = Some(true);
+                drop(state);
+                origin.changed.notify_waiters();
                 Ok(Opened::Http2(sender))
             } else {
                 let (sender, connection) = http1::handshake(upstream.io)
@@ -251,6 +278,9 @@ impl UpstreamPool {
                     let _counted = counted;
                     let _ = connection.await;
                 });
+                if origin.lock().http2.replace(false).is_none() {
+                    origin.changed.notify_waiters();
+                }
                 Ok(Opened::Http1(Http1 {
                     sender,
                     task: task.abort_handle(),
@@ -316,7 +346,8 @@ impl Origin {
                         return Taken::Idle(connection);
                     }
                 }
-                if state.open < self.per_origin {
+                let first_pending = self.tls && state.http2.is_none() && state.open > 0;
+                if state.open < self.per_origin && !first_pending {
                     state.open += 1;
                     return Taken::Open;
                 }
