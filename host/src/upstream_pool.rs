@@ -4,12 +4,14 @@
 //!
 //! An HTTP/1.1 connection comes back the moment its response body has been
 //! read to its end, before the guest sees the end, so the next request
-//! finds it idle. hyper-util's pooled client hands a connection back from
-//! a task of its own, a little later, and races each checkout that finds
-//! none idle with a new connect: at 4 requests in flight it had opened 5
-//! connections, and at 16, 13 (bench/NOTES.md). Here connections opened
-//! stay at the most requests an origin had in flight. An HTTP/2
-//! connection (offered by TLS, by ALPN) is shared by all requests.
+//! finds it idle; connections opened stay at the most requests an origin
+//! had in flight, and never pass the cap. hyper-util's pooled client
+//! bounds only idle connections: it hands one back from a task of its own,
+//! a little later, and races a checkout that finds none idle with a new
+//! connect (17 opened for 16 in flight in bench/outbound, bench/NOTES.md),
+//! and a connection whose request was given up stays open waiting for the
+//! response. An HTTP/2 connection (offered by TLS, by ALPN) is shared by
+//! all requests.
 
 use crate::config::outbound::{Host, Scheme};
 use crate::upstream::{ConnectError, Connector};
