@@ -59,6 +59,8 @@ pub enum Guest {
     Command,
     /// guest-examples/rust-redis-counter: a counter in Redis, over wasi:sockets.
     RedisCounter,
+    /// guest-examples/rust-p3: a WASI 0.3 app (`wasi:http/handler@0.3.0`).
+    RustP3,
 }
 
 /// Builds `guest` once per test run and returns the component's path.
@@ -68,6 +70,7 @@ pub fn guest(guest: Guest) -> &'static Path {
     static FAULT: OnceLock<PathBuf> = OnceLock::new();
     static COMMAND: OnceLock<PathBuf> = OnceLock::new();
     static REDIS_COUNTER: OnceLock<PathBuf> = OnceLock::new();
+    static RUST_P3: OnceLock<PathBuf> = OnceLock::new();
     let root = repo_root();
     match guest {
         Guest::RustHello => RUST_HELLO.get_or_init(|| {
@@ -82,6 +85,13 @@ pub fn guest(guest: Guest) -> &'static Path {
         }
         Guest::Command => COMMAND
             .get_or_init(|| cargo_wasm(&root.join("tests/guests"), "command", "command.wasm")),
+        Guest::RustP3 => RUST_P3.get_or_init(|| {
+            cargo_wasm(
+                &root.join("guest-examples/rust-p3"),
+                "rust-p3",
+                "rust_p3.wasm",
+            )
+        }),
         Guest::RedisCounter => REDIS_COUNTER.get_or_init(|| {
             cargo_wasm(
                 &root.join("guest-examples/rust-redis-counter"),

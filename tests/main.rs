@@ -15,6 +15,7 @@ mod http2;
 mod limits;
 mod nginx;
 mod outbound;
+mod p3;
 mod pool;
 mod reload;
 mod reuse;

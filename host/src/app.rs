@@ -5,7 +5,7 @@
 use crate::admission::Admission;
 use crate::compile_cache::{Digest, Origin};
 use crate::config::Mount;
-use crate::engine::{Compiler, Engines, QUICK_FIRST_FROM, Reset};
+use crate::engine::{Compiler, Engines, QUICK_FIRST_FROM, Reset, World};
 use crate::instances::{Instances, Pool};
 use crate::sandbox::Sandbox;
 use anyhow::{Context, Result, bail};
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::handler::ProxyPre;
 
 /// The interface every app must export, without its version: any 0.2.x
 /// release is accepted.
@@ -48,11 +48,17 @@ pub struct App {
 /// components built by ordinary toolchains, which import `wasi:cli` and
 /// `wasi:filesystem`, link) plus `wasi:http`. What a guest may actually use is
 /// decided per request by the `WasiCtx`, which grants nothing.
-pub fn linker(engine: &Engine) -> Result<Linker<Sandbox>> {
+pub fn linker(engine: &Engine, world: World) -> Result<Linker<Sandbox>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     crate::sockets::shadow_name_lookup(&mut linker)?;
+    if world == World::Http03 {
+        // A 0.3 component built by an ordinary toolchain imports 0.2 too
+        // (Rust's std does), so it gets both.
+        wasmtime_wasi::p3::add_to_linker(&mut linker)?;
+        wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
+    }
     Ok(linker)
 }
 
@@ -167,17 +173,18 @@ pub fn compile(
     require_component(bytes, path)?;
 
     let reset = Reset::for_component(bytes);
-    let mut engine = engines.get(reset, Compiler::Cranelift)?;
+    let world = World::of_component(bytes);
+    let mut engine = engines.get(reset, Compiler::Cranelift, world)?;
     let mut compiler = Compiler::Cranelift;
     if tier == Tier::QuickFirst
         && bytes.len() >= QUICK_FIRST_FROM
         && !engines.cached(&engine, &digest)
     {
         compiler = Compiler::Winch;
-        engine = engines.get(reset, compiler)?;
+        engine = engines.get(reset, compiler, world)?;
     }
     let engine = &engine;
-    let linker = linker(engine)?;
+    let linker = linker(engine, world)?;
     let t_prepared = started.elapsed();
     let (component, origin) = engines
         .compile(engine, compiler, bytes, &digest)
@@ -185,19 +192,28 @@ pub fn compile(
         .with_context(|| format!("{shown} is not a valid component"))?;
 
     let t_compiled = started.elapsed();
-    require_handler_export(&component, engine, path)?;
+    if world == World::Http02 {
+        require_handler_export(&component, engine, path)?;
+    }
 
     let instance_pre = linker
         .instantiate_pre(&component)
         .map_err(anyhow::Error::from)
         .with_context(|| {
-            format!("{shown} needs an import wasmhost does not provide (it serves WASI 0.2 and wasi:http 0.2)")
+            format!("{shown} needs an import wasmhost does not provide (it serves WASI 0.2 and 0.3, wasi:http 0.2 and 0.3)")
         })?;
-    let pre = ProxyPre::new(instance_pre)
-        .map_err(anyhow::Error::from)
-        .with_context(|| {
-            format!("{shown} exports wasi:http/incoming-handler with the wrong type")
-        })?;
+    let pre = match world {
+        World::Http02 => wasmtime_wasi_http::p2::bindings::ProxyPre::new(instance_pre)
+            .map(ProxyPre::P2)
+            .map_err(anyhow::Error::from)
+            .with_context(|| {
+                format!("{shown} exports wasi:http/incoming-handler with the wrong type")
+            })?,
+        World::Http03 => wasmtime_wasi_http::p3::bindings::ServicePre::new(instance_pre)
+            .map(ProxyPre::P3)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("{shown} exports wasi:http/handler with the wrong type"))?,
+    };
 
     tracing::debug!(
         "{shown}: engine and linker ready at {t_prepared:?}, {origin:?} at {t_compiled:?}, linked at {:?}",
@@ -207,7 +223,13 @@ pub fn compile(
     Ok(App {
         route: mount.route.clone(),
         path: path.to_path_buf(),
-        instances: Arc::new(Instances::new(pre, reset, mount, pool.clone())),
+        instances: Arc::new(Instances::new(
+            pre,
+            engine.clone(),
+            reset,
+            mount,
+            pool.clone(),
+        )),
         admission: Admission::new(limits.concurrency, limits.queue),
         size: bytes.len() as u64,
         digest,

@@ -330,8 +330,12 @@ fn summary(app: &App) -> String {
                 .map(|ca| format!(", outbound CA {}", ca.path.display())),
         )
         .collect();
+    let world = match app.instances.is_p3() {
+        true => "wasi:http 0.3, ",
+        false => "",
+    };
     format!(
-        "{} ({} KiB, {compiled} in {} ms{later}, {}{spares}{env}{dirs}{outbound})",
+        "{} ({} KiB, {world}{compiled} in {} ms{later}, {}{spares}{env}{dirs}{outbound})",
         app.path.display(),
         app.size.div_ceil(1024),
         app.compile_time.as_millis(),

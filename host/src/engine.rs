@@ -121,13 +121,56 @@ pub enum Compiler {
 /// in well under a second (the Rust hello: ~60 ms).
 pub const QUICK_FIRST_FROM: usize = 4 << 20;
 
-/// The process's engines, one per [`Reset`] and [`Compiler`], each built on
-/// first use. They share nothing but the pool sizes: a component compiled
+/// Which wasi:http a component serves, read from its exports before it is
+/// compiled: a WASI 0.3 one needs an engine with the component model's
+/// async features, which a 0.2 one is better off without.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum World {
+    /// `wasi:http/incoming-handler@0.2`
+    Http02,
+    /// `wasi:http/handler@0.3`
+    Http03,
+}
+
+impl World {
+    /// The world of the component in `bytes`: 0.3 if its top level exports
+    /// `wasi:http/handler@0.3.*`, else 0.2 (whose check, and its error,
+    /// come once it is compiled). Reads the export names only, without
+    /// validating: a 0.3 component does not validate without the async
+    /// features, and telling is what picks them.
+    pub fn of_component(bytes: &[u8]) -> World {
+        let mut depth = 0usize;
+        for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+            match payload {
+                Ok(wasmparser::Payload::Version { .. }) => depth += 1,
+                Ok(wasmparser::Payload::End(_)) => depth = depth.saturating_sub(1),
+                Ok(wasmparser::Payload::ComponentExportSection(exports)) if depth == 1 => {
+                    let p3 = exports
+                        .into_iter()
+                        .flatten()
+                        .any(|export| export.name.name.starts_with(HANDLER_03));
+                    if p3 {
+                        return World::Http03;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        World::Http02
+    }
+}
+
+/// The export a WASI 0.3 HTTP component serves from.
+pub const HANDLER_03: &str = "wasi:http/handler@0.3";
+
+/// The process's engines, one per [`Reset`], [`Compiler`] and [`World`],
+/// each built on first use. They share nothing but the pool sizes: a component compiled
 /// by one cannot be instantiated by another.
 pub struct Engines {
     pool: PoolSize,
     cache: Option<Cache>,
-    built: Mutex<HashMap<(Reset, Compiler), Engine>>,
+    built: Mutex<HashMap<(Reset, Compiler, World), Engine>>,
     /// The fallback warning is printed once, not once per engine.
     warned: AtomicBool,
 }
@@ -142,23 +185,24 @@ impl Engines {
         }
     }
 
-    /// The engine for `reset` and `compiler`, building it if no app has
-    /// needed it yet.
-    pub fn get(&self, reset: Reset, compiler: Compiler) -> Result<Engine> {
+    /// The engine for `reset`, `compiler` and `world`, building it if no
+    /// app has needed it yet.
+    pub fn get(&self, reset: Reset, compiler: Compiler, world: World) -> Result<Engine> {
         // Nothing panics while holding it; a poisoned map is still valid.
         let mut built = self.built.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(engine) = built.get(&(reset, compiler)) {
+        if let Some(engine) = built.get(&(reset, compiler, world)) {
             return Ok(engine.clone());
         }
-        let (engine, allocation) = self.build(reset, compiler)?;
+        let (engine, allocation) = self.build(reset, compiler, world)?;
         tracing::debug!(
             ?reset,
             ?compiler,
+            ?world,
             ?allocation,
             instances = self.pool.instances,
             "engine built"
         );
-        built.insert((reset, compiler), engine.clone());
+        built.insert((reset, compiler, world), engine.clone());
         Ok(engine)
     }
 
@@ -197,8 +241,13 @@ impl Engines {
 
     /// Prefers the pooling allocator and falls back to on-demand allocation
     /// with one warning.
-    fn build(&self, reset: Reset, compiler: Compiler) -> Result<(Engine, Allocation)> {
-        match Engine::new(&config(compiler, Some((self.pool, reset)))) {
+    fn build(
+        &self,
+        reset: Reset,
+        compiler: Compiler,
+        world: World,
+    ) -> Result<(Engine, Allocation)> {
+        match Engine::new(&config(compiler, world, Some((self.pool, reset)))) {
             Ok(engine) => Ok((engine, Allocation::Pooling)),
             Err(error) => {
                 if !self.warned.swap(true, Ordering::Relaxed) {
@@ -208,7 +257,7 @@ impl Engines {
                          Raise `ulimit -v` to get pooling back"
                     );
                 }
-                let engine = Engine::new(&config(compiler, None))
+                let engine = Engine::new(&config(compiler, world, None))
                     .map_err(anyhow::Error::from)
                     .context("creating the WebAssembly engine")?;
                 Ok((engine, Allocation::OnDemand))
@@ -217,7 +266,7 @@ impl Engines {
     }
 }
 
-fn config(compiler: Compiler, pool: Option<(PoolSize, Reset)>) -> Config {
+fn config(compiler: Compiler, world: World, pool: Option<(PoolSize, Reset)>) -> Config {
     let mut config = Config::new();
     config.strategy(match compiler {
         Compiler::Cranelift => Strategy::Cranelift,
@@ -225,9 +274,18 @@ fn config(compiler: Compiler, pool: Option<(PoolSize, Reset)>) -> Config {
     });
     config.wasm_component_model(true);
     config.epoch_interruption(true);
-    // Every call goes through `call_async` on a fresh store; the concurrent
-    // (component-model-async) machinery would only add per-store setup cost.
-    config.concurrency_support(false);
+    // A 0.2 call goes through `call_async` on a fresh store; the concurrent
+    // (component-model-async) machinery would only add per-store setup
+    // cost. A 0.3 component is made of it.
+    match world {
+        World::Http02 => {
+            config.concurrency_support(false);
+        }
+        World::Http03 => {
+            config.wasm_component_model_async(true);
+            config.concurrency_support(true);
+        }
+    }
     if let Some((size, reset)) = pool {
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling(size, reset)));
     }

@@ -33,7 +33,7 @@ pub type Body = UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error>;
 type GuestResponse = Result<Response<HyperOutgoingBody>, ErrorCode>;
 
 /// How the guest ended a request that produced no response.
-enum Fault {
+pub(crate) enum Fault {
     /// Trap, panic or failed instantiation: the app is broken for this request.
     Trapped,
     /// The handler returned without setting its response-outparam.
@@ -101,6 +101,9 @@ pub async fn handle(
     };
     let admitted = (admitted, share);
     let mut instance = app.instances.take().await;
+    if app.instances.is_p3() {
+        return crate::p3_request::serve(app, admitted, instance, https, request).await;
+    }
     let (sender, receiver) = oneshot::channel();
     let (guest_request, outparam) = match resources(&mut instance, https, request, sender) {
         Ok(pair) => pair,
@@ -363,7 +366,7 @@ fn too_large(app: &App, limit: u64) -> Response<Body> {
 }
 
 /// The host's answer for a request the guest did not answer.
-fn fault_response(fault: Fault) -> Response<Body> {
+pub(crate) fn fault_response(fault: Fault) -> Response<Body> {
     match fault {
         Fault::Trapped | Fault::ErrorCode | Fault::OutOfMemory => plain(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -415,7 +418,7 @@ async fn run_guest(
 }
 
 /// Logs a guest failure on one line and tells which it was.
-fn fault_of(app: &App, error: &wasmtime::Error) -> Fault {
+pub(crate) fn fault_of(app: &App, error: &wasmtime::Error) -> Fault {
     let exceeded = error
         .chain()
         .find_map(|cause| cause.downcast_ref::<Exceeded>());

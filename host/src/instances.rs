@@ -56,9 +56,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Context;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use wasmtime::Engine;
 use wasmtime::Store;
 use wasmtime::component::Resource;
-use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
+use wasmtime_wasi_http::handler::{Proxy, ProxyPre};
 use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 
 /// What all apps' instances share: the slots of the pooling allocator (one
@@ -81,7 +82,8 @@ impl Pool {
 /// A store and, once instantiated, the component instance in it.
 pub struct Instance {
     pub store: Store<Sandbox>,
-    proxy: Option<Proxy>,
+    /// Once instantiated ([`Instances::start`]).
+    pub proxy: Option<Proxy>,
     /// Requests started on this instance.
     uses: u32,
     /// Its place in the pool, held while it lives, idle or busy.
@@ -90,7 +92,9 @@ pub struct Instance {
 
 /// The instances of one app.
 pub struct Instances {
+    /// A wasi:http 0.2 or 0.3 component, ready to instantiate.
     pre: ProxyPre<Sandbox>,
+    engine: Engine,
     /// How a retired instance's pool slot is reset, which says where
     /// dropping it is cheap.
     reset: Reset,
@@ -115,7 +119,13 @@ pub struct Instances {
 }
 
 impl Instances {
-    pub fn new(pre: ProxyPre<Sandbox>, reset: Reset, mount: &Mount, pool: Pool) -> Self {
+    pub fn new(
+        pre: ProxyPre<Sandbox>,
+        engine: Engine,
+        reset: Reset,
+        mount: &Mount,
+        pool: Pool,
+    ) -> Self {
         // Enough idle instances for every worker thread to find one, few
         // enough that idle memory stays small.
         let max_idle = std::thread::available_parallelism().map_or(4, |n| n.get() * 2);
@@ -123,6 +133,7 @@ impl Instances {
         let route = &mount.route;
         Self {
             pre,
+            engine,
             reset,
             pool,
             mode: mount.mode,
@@ -162,17 +173,31 @@ impl Instances {
         request: Resource<HostIncomingRequest>,
         outparam: Resource<HostResponseOutparam>,
     ) -> wasmtime::Result<()> {
+        self.start(instance).await?;
+        let Some(Proxy::P2(proxy)) = &instance.proxy else {
+            wasmtime::bail!("a wasi:http 0.3 guest is called through `p3_request`");
+        };
+        proxy
+            .wasi_http_incoming_handler()
+            .call_handle(&mut instance.store, request, outparam)
+            .await
+    }
+
+    /// Readies `instance` for a request: instantiated if it is new, its
+    /// CPU budget started afresh.
+    pub async fn start(&self, instance: &mut Instance) -> wasmtime::Result<()> {
         if instance.proxy.is_none() {
             instance.proxy = Some(self.pre.instantiate_async(&mut instance.store).await?);
         }
         instance.uses += 1;
         instance.store.data_mut().meter().start_request();
         instance.store.set_epoch_deadline(1);
-        let proxy = instance.proxy.as_ref().expect("instantiated just above");
-        proxy
-            .wasi_http_incoming_handler()
-            .call_handle(&mut instance.store, request, outparam)
-            .await
+        Ok(())
+    }
+
+    /// Whether the app serves wasi:http 0.3 (`wasi:http/handler`).
+    pub fn is_p3(&self) -> bool {
+        matches!(self.pre, ProxyPre::P3(_))
     }
 
     /// Takes back the instance of a request whose guest is done: kept for
@@ -286,7 +311,7 @@ impl Instances {
             &self.access,
             self.pool.memory.clone(),
         );
-        let mut store = Store::new(self.pre.engine(), sandbox);
+        let mut store = Store::new(&self.engine, sandbox);
         store.limiter(|sandbox| sandbox.meter());
         // At every epoch tick a running guest yields to the runtime, so that
         // one computing without host calls cannot hold a worker thread, and

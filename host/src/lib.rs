@@ -14,7 +14,8 @@
 //!              shutting down
 //! handler      body-size check, a place to run (admission), an instance
 //!              (instances), the guest's call, its faults as statuses; request
-//!              and response bodies cross the host through `bodies`
+//!              and response bodies cross the host through `bodies`; a WASI
+//!              0.3 guest's call goes through `p3_request` instead
 //! instances    take an instance (idle, spare or new from the pool), call
 //!              wasi:http/incoming-handler.handle in its sandbox (sandbox,
 //!              limits, guest_output), give it back, retire it, refill spares
@@ -29,6 +30,9 @@
 //! the nginx front, `signals` and `logging` belong to the binary,
 //! `log_rate` bounds the log lines a client can trigger, and `allocator`
 //! holds the allocator and hands freed memory back from idle threads.
+//! What a guest may reach outside: `egress` (its grants, checked at run
+//! time), `outbound` (its HTTP requests) over `upstream_pool` and
+//! `upstream` (connections), and `sockets` (wasi:sockets TCP).
 //!
 //! [`server::run`] is the entry point for an embedder or a test: listeners,
 //! a route table and a shutdown future in, no signals.
@@ -53,6 +57,7 @@ pub mod log_rate;
 pub mod logging;
 pub mod nginx;
 pub mod outbound;
+pub mod p3_request;
 pub mod paths;
 pub mod reload;
 pub mod request_head;
