@@ -109,3 +109,79 @@ fn a_p3_app_sends_trailers() {
     assert_eq!(stdout, "with trailers\n", "{stderr}");
     assert!(stderr.contains("< x-checksum: done"), "{stderr}");
 }
+
+#[test]
+fn swapping_between_p2_and_p3_versions_under_load_fails_no_request() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const P2: &str = "Hello from a WebAssembly component!\n";
+    const P3: &str = "Hello from a WASI 0.3 component!\n";
+    let file = |body: &str| match body {
+        P2 => guest(Guest::RustHello),
+        _ => guest(Guest::RustP3),
+    };
+    let dir = wasmhost_tests::tempfile::TempDir::new().unwrap();
+    let app = dir.path().join("app.wasm");
+    std::fs::copy(file(P3), &app).unwrap();
+    let server = Server::start(WASMHOST, &[app.to_str().unwrap()]);
+    let url = server.url("/");
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, stop) = (url.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let (mut served, mut wrong) = (0u32, Vec::new());
+                while !stop.load(Ordering::Relaxed) {
+                    match get(&url) {
+                        Ok(reply)
+                            if reply.status == 200 && (reply.body == P2 || reply.body == P3) =>
+                        {
+                            served += 1
+                        }
+                        other => wrong.push(format!("{:?}", other.map(|r| (r.status, r.body)))),
+                    }
+                }
+                (served, wrong)
+            })
+        })
+        .collect();
+    for (swap, version) in [P2, P3, P2, P3].into_iter().enumerate() {
+        let staging = app.with_extension("wasm.new");
+        std::fs::copy(file(version), &staging).unwrap();
+        std::fs::rename(&staging, &app).unwrap();
+        assert!(
+            server.wait_for_count("reloaded / (", swap + 1, Duration::from_secs(60)),
+            "swap {swap}:\n{}",
+            server.log()
+        );
+        assert_eq!(get(&url).unwrap().body, version, "after swap {swap}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    for client in clients {
+        let (served, wrong) = client.join().unwrap();
+        assert!(wrong.is_empty(), "failed or unknown replies: {wrong:?}");
+        total += served;
+    }
+    assert!(
+        total >= 100,
+        "the load was too light to mean anything: {total}"
+    );
+}
+
+#[test]
+fn a_p3_request_in_flight_is_answered_across_a_graceful_shutdown() {
+    let mut server = Server::start(WASMHOST, &[p3()]);
+    let slow = {
+        let url = server.url("/sleep/1000");
+        std::thread::spawn(move || get(&url).map(|r| (r.status, r.body)))
+    };
+    assert!(server.wait_for_log("sleeping 1000 ms", Duration::from_secs(30)));
+    server.signal(wasmhost_tests::libc::SIGTERM);
+    let reply = slow.join().unwrap().unwrap();
+    assert_eq!(reply, (200, "slept 1000 ms\n".to_string()));
+    let status = server
+        .wait_exit(Duration::from_secs(30))
+        .expect("wasmhost exits");
+    assert!(status.success(), "{status:?}\n{}", server.log());
+}

@@ -176,7 +176,10 @@ pub fn compile(
     let world = World::of_component(bytes);
     let mut engine = engines.get(reset, Compiler::Cranelift, world)?;
     let mut compiler = Compiler::Cranelift;
+    // Winch is kept to 0.2 components: the async component model's code
+    // has not been tried with it here.
     if tier == Tier::QuickFirst
+        && world == World::Http02
         && bytes.len() >= QUICK_FIRST_FROM
         && !engines.cached(&engine, &digest)
     {

@@ -3,7 +3,8 @@
 //!
 //! - `/`              `Hello from a WASI 0.3 component!`
 //! - `/echo`          streams the request body back as it arrives
-//! - `/sleep/<ms>`    waits (without holding a thread), then `slept <ms> ms`
+//! - `/sleep/<ms>`    prints `sleeping <ms> ms`, waits (without holding a
+//!                    thread), then answers `slept <ms> ms`
 //! - `/count`         requests this instance has started, this one included
 //! - `/trap`          panics: the host answers 500
 //! - `/trailers`      `with trailers`, and a trailer `x-checksum: done`
@@ -35,6 +36,7 @@ impl Guest for App {
             "/trailers" => Ok(with_trailers()),
             _ if route.starts_with("/sleep/") => match route["/sleep/".len()..].parse::<u64>() {
                 Ok(ms) => {
+                    println!("sleeping {ms} ms");
                     wasi::clocks::monotonic_clock::wait_for(ms * 1_000_000).await;
                     Ok(text(format!("slept {ms} ms\n")))
                 }
