@@ -68,24 +68,16 @@ fn check(args: &[&str]) -> wasmhost_tests::Finished {
 /// The error line of `wasmhost check` on a file whose one app (the fault
 /// guest at `/`, lines 1-3) goes on with `rest`.
 fn file_error(rest: &str) -> String {
-    let (_dir, config) = config_dir(&format!(
+    let (_dir, config) = wasmhost_tests::config_file(&format!(
         "[[app]]\nroute = \"/\"\ncomponent = \"{}\"\n{rest}",
         fault()
     ));
     check(&["--config", &config]).error_line().to_string()
 }
 
-fn config_dir(text: &str) -> (TempDir, String) {
-    let dir = TempDir::new().unwrap();
-    let path = dir.path().join("wasmhost.toml");
-    std::fs::write(&path, text).unwrap();
-    let path = path.to_str().unwrap().to_string();
-    (dir, path)
-}
-
 #[test]
 fn grants_are_per_app_in_the_config_file() {
-    let (_dir, config) = config_dir(&format!(
+    let (_dir, config) = wasmhost_tests::config_file(&format!(
         "[[listen]]\naddress = \"127.0.0.1:0\"\n\
          [[app]]\nroute = \"/a\"\ncomponent = \"{fault}\"\n\
          env = {{ DATABASE_URL = \"postgres://db/app\" }}\n\
@@ -103,7 +95,7 @@ fn grants_are_per_app_in_the_config_file() {
 
 #[test]
 fn a_flag_adds_to_every_apps_env_and_wins_over_the_file() {
-    let (_dir, config) = config_dir(&format!(
+    let (_dir, config) = wasmhost_tests::config_file(&format!(
         "[[listen]]\naddress = \"127.0.0.1:0\"\n\
          [[app]]\nroute = \"/\"\ncomponent = \"{}\"\nenv = {{ MODE = \"file\", KEEP = \"yes\" }}\n",
         fault()
@@ -158,7 +150,7 @@ fn an_edited_grant_applies_at_the_reload_and_only_to_its_app() {
         )
     };
     let listen = "[[listen]]\naddress = \"127.0.0.1:0\"\n";
-    let (_dir, config) = config_dir(&format!(
+    let (_dir, config) = wasmhost_tests::config_file(&format!(
         "{listen}{}{}",
         app("/a", "env = { V = \"1\" }\n"),
         app("/b", "")
@@ -273,7 +265,7 @@ fn a_granted_dir_is_readable_and_nothing_past_it() {
 #[test]
 fn a_rw_dir_is_writable_and_a_dir_is_one_apps_only() {
     let dir = data_dir();
-    let (_config_dir, config) = config_dir(&format!(
+    let (_config_dir, config) = wasmhost_tests::config_file(&format!(
         "[[listen]]\naddress = \"127.0.0.1:0\"\n\
          [[app]]\nroute = \"/a\"\ncomponent = \"{fault}\"\ndirs = [\"{data}:/data:rw\"]\n\
          [[app]]\nroute = \"/b\"\ncomponent = \"{fault}\"\n",

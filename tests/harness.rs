@@ -588,3 +588,13 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// A `wasmhost.toml` holding `text` in a directory of its own: the
+/// directory (removed on drop) and the file's path.
+pub fn config_file(text: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::TempDir::new().unwrap();
+    let path = dir.path().join("wasmhost.toml");
+    std::fs::write(&path, text).unwrap();
+    let path = path.to_str().unwrap().to_string();
+    (dir, path)
+}

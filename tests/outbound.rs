@@ -30,14 +30,6 @@ fn fetch(server: &Server, route: &str, url: &str) -> (u16, String) {
     (reply.status, reply.body.trim_end().to_string())
 }
 
-fn config_dir(text: &str) -> (TempDir, String) {
-    let dir = TempDir::new().unwrap();
-    let path = dir.path().join("wasmhost.toml");
-    std::fs::write(&path, text).unwrap();
-    let path = path.to_str().unwrap().to_string();
-    (dir, path)
-}
-
 #[test]
 fn without_a_grant_a_request_is_denied_and_logged_once_with_the_entry_to_add() {
     let upstream = Upstream::start();
@@ -81,7 +73,7 @@ fn a_granted_upstream_is_reached_over_pooled_connections() {
 #[test]
 fn grants_are_per_app_and_per_port() {
     let (a, b) = (Upstream::start(), Upstream::start());
-    let (_dir, config) = config_dir(&format!(
+    let (_dir, config) = wasmhost_tests::config_file(&format!(
         "[[listen]]\naddress = \"127.0.0.1:0\"\n\
          [[app]]\nroute = \"/a\"\ncomponent = \"{fault}\"\n\
          allowed_outbound_hosts = [\"http://127.0.0.1:{port}\"]\n\
@@ -331,7 +323,7 @@ fn an_upstream_that_does_not_answer_times_out_and_costs_only_its_request() {
 
 #[test]
 fn check_prints_each_apps_outbound_grants() {
-    let (_dir, config) = config_dir(&format!(
+    let (_dir, config) = wasmhost_tests::config_file(&format!(
         "[[app]]\nroute = \"/api\"\ncomponent = \"{}\"\n\
          allowed_outbound_hosts = [\"https://api.example.com\", \"tcp://db.internal:5432\"]\n",
         fault()
@@ -354,7 +346,7 @@ fn check_prints_each_apps_outbound_grants() {
 #[test]
 fn bad_outbound_grants_are_one_line_errors_naming_the_line() {
     let error = |rest: &str| {
-        let (_dir, config) = config_dir(&format!(
+        let (_dir, config) = wasmhost_tests::config_file(&format!(
             "[[app]]\nroute = \"/\"\ncomponent = \"{}\"\n{rest}",
             fault()
         ));
@@ -575,7 +567,7 @@ fn an_outbound_grant_added_to_the_file_applies_at_the_reload() {
             fault()
         )
     };
-    let (_dir, config) = config_dir(&app(""));
+    let (_dir, config) = wasmhost_tests::config_file(&app(""));
     let server = Server::start_exact(WASMHOST, &["--config", &config]);
     let url = format!("http://127.0.0.1:{}/", upstream.port());
     assert_eq!(
