@@ -13,7 +13,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::Engine;
-use wasmtime::component::{Component, Linker};
+use wasmtime::StoreContextMut;
+use wasmtime::component::{Component, Linker, Resource};
+use wasmtime_wasi::p2::bindings::sockets::ip_name_lookup::{Host as _, ResolveAddressStream};
+use wasmtime_wasi::p2::bindings::sockets::network::{ErrorCode, Network};
+use wasmtime_wasi::sockets::WasiSocketsView;
 use wasmtime_wasi_http::handler::ProxyPre;
 
 /// The interface every app must export, without its version: any 0.2.x
@@ -52,7 +56,7 @@ pub fn linker(engine: &Engine, world: World) -> Result<Linker<Sandbox>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-    crate::sockets::shadow_name_lookup(&mut linker)?;
+    shadow_name_lookup(&mut linker)?;
     if world == World::Http03 {
         // A 0.3 component built by an ordinary toolchain imports 0.2 too
         // (Rust's std does), so it gets both.
@@ -240,6 +244,28 @@ pub fn compile(
         origin,
         compiler,
     })
+}
+
+/// Puts the grant check in front of wasmtime-wasi's `resolve-addresses`.
+fn shadow_name_lookup(linker: &mut Linker<Sandbox>) -> Result<()> {
+    linker.allow_shadowing(true);
+    linker.instance(crate::sockets::NAME_LOOKUP)?.func_wrap(
+        "resolve-addresses",
+        |mut store: StoreContextMut<'_, Sandbox>,
+         (network, name): (Resource<Network>, String)|
+         -> wasmtime::Result<(Result<Resource<ResolveAddressStream>, ErrorCode>,)> {
+            if !store.data().socket_grants().may_look_up(&name) {
+                return Ok((Err(ErrorCode::AccessDenied),));
+            }
+            let mut view = store.data_mut().sockets();
+            match view.resolve_addresses(network, name) {
+                Ok(stream) => Ok((Ok(stream),)),
+                Err(error) => Ok((Err(error.downcast()?),)),
+            }
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
 }
 
 #[cfg(test)]

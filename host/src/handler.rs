@@ -6,13 +6,13 @@
 use crate::admission::Admitted;
 use crate::app::App;
 use crate::bodies::{BodyFault, ClientFault, FailureFlag, GuestBody, LimitedBody};
+pub use crate::guest_faults::{Body, plain};
+use crate::guest_faults::{Fault, fault_of, fault_response, try_again};
 use crate::instances::{Chores, Instance, Leftovers};
-use crate::limits::Exceeded;
 use crate::log_rate::clip;
-use bytes::Bytes;
-use http::{Response, StatusCode, header};
+use http::{Response, StatusCode};
 use http_body::Body as _;
-use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -26,36 +26,8 @@ use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 
-/// Response bodies: streamed from the guest, or a short message from the host.
-pub type Body = UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error>;
-
 /// What the guest sends through its response-outparam.
 type GuestResponse = Result<Response<HyperOutgoingBody>, ErrorCode>;
-
-/// How the guest ended a request that produced no response.
-pub(crate) enum Fault {
-    /// Trap, panic or failed instantiation: the app is broken for this request.
-    Trapped,
-    /// The handler returned without setting its response-outparam.
-    NoResponse,
-    /// The guest answered with a `wasi:http` error code instead of a response.
-    ErrorCode,
-    /// The guest answered with an informational status (1xx), which is not
-    /// a final response: forwarded, it would break the exchange (a `101`
-    /// switches protocols nobody asked for; HTTP/2 resets the stream).
-    Informational,
-    /// An instance tried to grow its memory past the app's limit.
-    OutOfMemory,
-    /// The guest ran for longer than the app's CPU time limit.
-    CpuTime,
-    /// The handler had not returned when the app's timeout passed.
-    TimedOut,
-    /// Its instance could not grow: all guests' memory budget is in use.
-    Budget,
-    /// The client sent nothing of the request body for the app's
-    /// `body_timeout` while the guest waited for it.
-    BodyStalled,
-}
 
 /// A request body of declared length up to this is read whole before the
 /// request takes an app's place (`LimitedBody::read_ahead`): a client that
@@ -347,15 +319,6 @@ fn busy(app: &App) -> Response<Body> {
     try_again("the application is at capacity; try again shortly")
 }
 
-/// A `503` with `Retry-After`: the server is full for now.
-fn try_again(message: &str) -> Response<Body> {
-    let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, message);
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-    response
-}
-
 /// The answer to a request whose body is over the app's limit.
 fn too_large(app: &App, limit: u64) -> Response<Body> {
     crate::limited!(info, app = %app.route, "request body over the limit of {limit} bytes; answered 413");
@@ -363,35 +326,6 @@ fn too_large(app: &App, limit: u64) -> Response<Body> {
         StatusCode::PAYLOAD_TOO_LARGE,
         &format!("the request body is larger than this app accepts ({limit} bytes)"),
     )
-}
-
-/// The host's answer for a request the guest did not answer.
-pub(crate) fn fault_response(fault: Fault) -> Response<Body> {
-    match fault {
-        Fault::Trapped | Fault::ErrorCode | Fault::OutOfMemory => plain(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the application failed while handling this request",
-        ),
-        Fault::NoResponse => plain(
-            StatusCode::BAD_GATEWAY,
-            "the application returned without a response",
-        ),
-        Fault::Informational => plain(
-            StatusCode::BAD_GATEWAY,
-            "the application answered with an informational status, not a response",
-        ),
-        Fault::CpuTime | Fault::TimedOut => plain(
-            StatusCode::GATEWAY_TIMEOUT,
-            "the application did not answer in time",
-        ),
-        Fault::BodyStalled => plain(
-            StatusCode::REQUEST_TIMEOUT,
-            "the request body did not arrive in time",
-        ),
-        Fault::Budget => {
-            try_again("the server's memory for applications is in use; try again shortly")
-        }
-    }
 }
 
 /// Calls the guest's handler; how that went, and what is left to do now
@@ -415,55 +349,4 @@ async fn run_guest(
     });
     let leftovers = app.instances.give_back(instance, outcome.is_ok());
     (outcome, leftovers)
-}
-
-/// Logs a guest failure on one line and tells which it was.
-pub(crate) fn fault_of(app: &App, error: &wasmtime::Error) -> Fault {
-    let exceeded = error
-        .chain()
-        .find_map(|cause| cause.downcast_ref::<Exceeded>());
-    match exceeded {
-        Some(exceeded) => {
-            crate::limited!(warn, app = %app.route, "guest {exceeded}");
-            match exceeded {
-                Exceeded::Memory { .. } => Fault::OutOfMemory,
-                Exceeded::CpuTime(_) => Fault::CpuTime,
-                Exceeded::Budget(_) => Fault::Budget,
-            }
-        }
-        None => {
-            crate::limited!(warn, app = %app.route, "guest trapped: {}", clip(&trap_message(error)));
-            Fault::Trapped
-        }
-    }
-}
-
-/// The root cause of a guest failure on one line (the full chain carries a
-/// multi-line wasm backtrace, which goes to the debug log instead).
-fn trap_message(error: &wasmtime::Error) -> String {
-    tracing::debug!("guest failure in full: {error:?}");
-    match error.downcast_ref::<wasmtime::Trap>() {
-        Some(trap) => trap.to_string(),
-        None => error.root_cause().to_string(),
-    }
-}
-
-/// A short plain-text response made by the host itself.
-pub fn plain(status: StatusCode, message: &str) -> Response<Body> {
-    let text = format!(
-        "{} {}: {message}\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("")
-    );
-    let mut response = Response::new(
-        Full::new(Bytes::from(text))
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
 }

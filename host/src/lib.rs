@@ -15,7 +15,8 @@
 //! handler      body-size check, a place to run (admission), an instance
 //!              (instances), the guest's call, its faults as statuses; request
 //!              and response bodies cross the host through `bodies`; a WASI
-//!              0.3 guest's call goes through `p3_request` instead
+//!              0.3 guest's call goes through `p3_request` instead; both
+//!              answer faults through `guest_faults`
 //! instances    take an instance (idle, spare or new from the pool), call
 //!              wasi:http/incoming-handler.handle in its sandbox (sandbox,
 //!              limits, guest_output), give it back, retire it, refill spares
@@ -49,6 +50,7 @@ pub mod connection;
 pub mod egress;
 pub mod engine;
 pub mod forwarded;
+pub mod guest_faults;
 pub mod guest_output;
 pub mod handler;
 pub mod instances;

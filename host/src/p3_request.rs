@@ -9,7 +9,7 @@
 
 use crate::app::App;
 use crate::bodies::LimitedBody;
-use crate::handler::{Body, Fault, fault_of, fault_response, plain};
+use crate::guest_faults::{Body, Fault, fault_of, fault_response, plain};
 use crate::instances::Instance;
 use crate::sandbox::Sandbox;
 use bytes::Bytes;

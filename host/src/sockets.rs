@@ -4,23 +4,17 @@
 //! connect. Without a TCP grant a guest has no sockets at all.
 //!
 //! wasmtime-wasi checks each address a socket uses, but it has no check
-//! for the names a guest looks up; `shadow_name_lookup` puts one in front
-//! of its `resolve-addresses`. A connect then sees only an address, so the
+//! for the names a guest looks up; `app::shadow_name_lookup` puts
+//! [`Sockets::may_look_up`] in front of its `resolve-addresses`. A connect then sees only an address, so the
 //! names this instance looked up (and a grant allowed) are kept, and a
 //! connect to an address is allowed when one of them resolves to it.
 
 use crate::config::outbound::{Host, Scheme};
 use crate::egress::{Egress, is_internal};
-use crate::sandbox::Sandbox;
-use anyhow::Result;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use wasmtime::StoreContextMut;
-use wasmtime::component::{Linker, Resource};
 use wasmtime_wasi::WasiCtxBuilder;
-use wasmtime_wasi::p2::bindings::sockets::ip_name_lookup::{Host as _, ResolveAddressStream};
-use wasmtime_wasi::p2::bindings::sockets::network::{ErrorCode, Network};
-use wasmtime_wasi::sockets::{SocketAddrUse, WasiSocketsView};
+use wasmtime_wasi::sockets::SocketAddrUse;
 
 /// Names one instance keeps for its connects; a guest that looks up more
 /// is refused the connects to the ones past this many.
@@ -28,7 +22,7 @@ const NAMES_KEPT: usize = 32;
 
 /// The interface whose lookup is shadowed, at the version wasmtime-wasi
 /// defines it; a guest importing an older 0.2 one is linked to it too.
-const NAME_LOOKUP: &str = "wasi:sockets/ip-name-lookup@0.2.12";
+pub const NAME_LOOKUP: &str = "wasi:sockets/ip-name-lookup@0.2.12";
 
 /// The sockets of one instance.
 pub struct Sockets {
@@ -123,26 +117,4 @@ async fn may_connect(egress: &Egress, addr: SocketAddr, names: Vec<String>) -> b
     }
     // Logs the refusal with the entry that would allow it.
     egress.allows(Scheme::Tcp, address, port)
-}
-
-/// Puts the grant check in front of wasmtime-wasi's `resolve-addresses`.
-pub fn shadow_name_lookup(linker: &mut Linker<Sandbox>) -> Result<()> {
-    linker.allow_shadowing(true);
-    linker.instance(NAME_LOOKUP)?.func_wrap(
-        "resolve-addresses",
-        |mut store: StoreContextMut<'_, Sandbox>,
-         (network, name): (Resource<Network>, String)|
-         -> wasmtime::Result<(Result<Resource<ResolveAddressStream>, ErrorCode>,)> {
-            if !store.data().socket_grants().may_look_up(&name) {
-                return Ok((Err(ErrorCode::AccessDenied),));
-            }
-            let mut view = store.data_mut().sockets();
-            match view.resolve_addresses(network, name) {
-                Ok(stream) => Ok((Ok(stream),)),
-                Err(error) => Ok((Err(error.downcast()?),)),
-            }
-        },
-    )?;
-    linker.allow_shadowing(false);
-    Ok(())
 }
