@@ -614,7 +614,7 @@ fn past_outbound_concurrency_a_request_waits_for_one_to_finish() {
         })
     };
     // The stalled call holds the one place; the next waits for it to time
-    // out, then gets its answer.
+    // out (2 s), then has its own 2 s to get its answer.
     let deadline = Instant::now() + Duration::from_secs(30);
     while upstream.accepted() == 0 {
         assert!(

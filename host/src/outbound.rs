@@ -90,21 +90,27 @@ impl Outbound {
         }
         let options = options.unwrap_or_default();
         let within = |asked: Option<Duration>| asked.map_or(self.timeout, |t| t.min(self.timeout));
-        let head_timeout = within(options.connect_timeout) + within(options.first_byte_timeout);
-        let between_reads = within(options.between_bytes_timeout);
-        let head = async {
-            let permit = self
-                .in_flight
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("the semaphore is never closed");
-            let response = self.pool.send(scheme, host, port, request).await;
-            (permit, response)
+        // The connect and the wait for the head together, as the guest's
+        // own connect and first-byte timeouts add up.
+        let head_timeout = match (options.connect_timeout, options.first_byte_timeout) {
+            (None, None) => self.timeout,
+            (connect, first_byte) => within(Some(
+                connect.unwrap_or(self.timeout) + first_byte.unwrap_or(self.timeout),
+            )),
         };
-        let (permit, response) = tokio::time::timeout(head_timeout, head)
+        let between_reads = within(options.between_bytes_timeout);
+        // Past the cap a request waits for a place, within its guest's own
+        // request timeout; its head timeout starts once it has one.
+        let permit = self
+            .in_flight
+            .clone()
+            .acquire_owned()
             .await
-            .map_err(|_| Error::ConnectionReadTimeout)?;
+            .expect("the semaphore is never closed");
+        let response =
+            tokio::time::timeout(head_timeout, self.pool.send(scheme, host, port, request))
+                .await
+                .map_err(|_| Error::ConnectionReadTimeout)?;
         let (response, lease) = response.map_err(error_for_guest)?;
         Ok(response.map(|body| {
             UpstreamBody {

@@ -112,12 +112,12 @@ pub struct Source {
     /// besides the public roots
     #[arg(long, value_name = "FILE")]
     pub outbound_ca: Option<PathBuf>,
-    /// Time an outbound request may take to connect, then to its response's
+    /// Time an outbound request may take to connect and get its response's
     /// head, then between two reads of its body [default: 30s]
     #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
     pub outbound_timeout: Option<Duration>,
     /// Outbound requests of any one app in flight at once; more wait for
-    /// one to finish [default: 100]
+    /// one to finish, within the app's --timeout [default: 100]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub outbound_concurrency: Option<u32>,
     /// Requests of any one app that may run at once [default: 100]

@@ -188,10 +188,11 @@ pub struct Limits {
     pub concurrency: u32,
     /// Requests that may wait for one of those places; more get a 503.
     pub queue: u32,
-    /// Time an outbound request may take to connect, and then to its
-    /// response's head, and between two reads of its body.
+    /// Time an outbound request may take to connect and get its response's
+    /// head, and then between two reads of its body.
     pub outbound_timeout: Duration,
-    /// Outbound requests of the app's guests in flight at once; more wait.
+    /// Outbound requests of the app's guests in flight at once; more wait
+    /// (within the app's `timeout`).
     pub outbound_concurrency: u32,
 }
 
