@@ -115,6 +115,14 @@ fn config_mistakes_name_the_file_the_line_and_the_key() {
             ":4: concurrency must be at least 1",
         ),
         (
+            "[[app]]\nroute = \"/\"\ncomponent = \"hello.wasm\"\nconcurrency_per_instance = 8\n",
+            ":4: concurrency_per_instance = 8 needs reuse: a fresh instance serves one request; add reuse = N",
+        ),
+        (
+            "[[app]]\nroute = \"/\"\ncomponent = \"hello.wasm\"\nreuse = 9\nconcurrency_per_instance = 0\n",
+            ":5: concurrency_per_instance must be at least 1",
+        ),
+        (
             "header_timeout = \"0s\"\n",
             ":1: header_timeout must be more than 0",
         ),

@@ -1,11 +1,13 @@
 //! WASI 0.3 apps (`wasi:http/handler@0.3.0`, guest-examples/rust-p3):
 //! served next to 0.2 ones, with streaming bodies both ways, trailers, the
-//! per-request timeout and a trap costing only its request.
+//! per-request timeout and a trap costing only its request; and requests
+//! sharing an instance (`--concurrency-per-instance`), each with its own
+//! timeout, all ended by a trap.
 
 use crate::WASMHOST;
 use std::process::Command;
 use std::time::Duration;
-use wasmhost_tests::{Guest, Server, get, get_concurrently, guest, post, run_to_exit};
+use wasmhost_tests::{Guest, Reply, Server, get, get_concurrently, guest, post, run_to_exit};
 
 fn p3() -> &'static str {
     guest(Guest::RustP3).to_str().unwrap()
@@ -184,4 +186,117 @@ fn a_p3_request_in_flight_is_answered_across_a_graceful_shutdown() {
         .wait_exit(Duration::from_secs(30))
         .expect("wasmhost exits");
     assert!(status.success(), "{status:?}\n{}", server.log());
+}
+
+/// `get` on `count` threads at once, each reply with its headers.
+fn get_on_threads(url: &str, count: usize) -> Vec<std::thread::JoinHandle<Reply>> {
+    (0..count)
+        .map(|_| {
+            let url = url.to_string();
+            std::thread::spawn(move || get(&url).expect("a reply"))
+        })
+        .collect()
+}
+
+/// Which request of its instance a reply answered (the guest counts).
+fn instance_request(reply: &Reply) -> u32 {
+    reply
+        .header("x-instance-request")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no x-instance-request in {:?}", reply.headers))
+}
+
+const SHARED: &[&str] = &[
+    "--reuse",
+    "1000",
+    "--concurrency-per-instance",
+    "20",
+    "--spares",
+    "0",
+];
+
+#[test]
+fn twenty_concurrent_waits_share_one_instance() {
+    let server = Server::start(WASMHOST, &[&[p3()][..], SHARED].concat());
+    let url = server.url("/sleep/500");
+    let first = get_on_threads(&url, 1);
+    // Once a request on it waits, the instance takes more.
+    assert!(server.wait_for_log("sleeping 500 ms", Duration::from_secs(30)));
+    let started = std::time::Instant::now();
+    let rest = get_on_threads(&url, 19);
+    let mut seen = Vec::new();
+    for thread in rest {
+        let reply = thread.join().unwrap();
+        assert_eq!((reply.status, reply.body.as_str()), (200, "slept 500 ms\n"));
+        seen.push(instance_request(&reply));
+    }
+    // One after another, 19 waits of 500 ms would take 9.5 s.
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
+    seen.push(instance_request(
+        &first.into_iter().next().unwrap().join().unwrap(),
+    ));
+    seen.sort();
+    assert_eq!(
+        seen,
+        (1..=20).collect::<Vec<_>>(),
+        "not all on one instance"
+    );
+}
+
+#[test]
+fn a_timeout_in_a_shared_instance_ends_only_its_request() {
+    let server = Server::start(WASMHOST, &[&[p3(), "--timeout", "1s"][..], SHARED].concat());
+    let long = get_on_threads(&server.url("/sleep/5000"), 1);
+    assert!(server.wait_for_log("sleeping 5000 ms", Duration::from_secs(30)));
+    for thread in get_on_threads(&server.url("/sleep/200"), 3) {
+        let reply = thread.join().unwrap();
+        assert_eq!((reply.status, reply.body.as_str()), (200, "slept 200 ms\n"));
+        assert!(
+            instance_request(&reply) > 1,
+            "not on the long request's instance"
+        );
+    }
+    let long = long.into_iter().next().unwrap().join().unwrap();
+    assert_eq!(long.status, 504, "{}", long.body);
+    assert!(server.wait_for_log(
+        "guest did not answer within the 1s timeout",
+        Duration::from_secs(10)
+    ));
+    // Its guest task may still run: that instance serves no more.
+    let after = get(&server.url("/")).unwrap();
+    assert_eq!((after.status, instance_request(&after)), (200, 1));
+}
+
+#[test]
+fn a_trap_in_a_shared_instance_ends_every_request_on_it_and_is_logged_once() {
+    let server = Server::start(WASMHOST, &[&[p3()][..], SHARED].concat());
+    let url = server.url("/sleep/20000");
+    let mut waiting = get_on_threads(&url, 1);
+    assert!(server.wait_for_log("sleeping 20000 ms", Duration::from_secs(30)));
+    waiting.extend(get_on_threads(&url, 2));
+    assert!(server.wait_for_count("sleeping 20000 ms", 3, Duration::from_secs(30)));
+    let trapped = get(&server.url("/trap")).unwrap();
+    assert_eq!(trapped.status, 500, "{}", trapped.body);
+    for thread in waiting {
+        let reply = thread.join().unwrap();
+        assert_eq!(reply.status, 500, "{}", reply.body);
+    }
+    assert!(
+        server.wait_for_log(
+            "it ended the 4 requests on its instance",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        server.log()
+    );
+    assert_eq!(
+        server.log().matches("guest trapped").count(),
+        1,
+        "{}",
+        server.log()
+    );
+    // The instance is gone; a new one serves.
+    let after = get(&server.url("/")).unwrap();
+    assert_eq!((after.status, instance_request(&after)), (200, 1));
 }

@@ -7,6 +7,7 @@ use crate::compile_cache::{Digest, Origin};
 use crate::config::Mount;
 use crate::engine::{Compiler, Engines, QUICK_FIRST_FROM, Reset, World};
 use crate::instances::{Instances, Pool};
+use crate::p3_driver::Open;
 use crate::sandbox::Sandbox;
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -32,6 +33,8 @@ pub struct App {
     pub path: PathBuf,
     /// Where each request's instance comes from, and where it goes after.
     pub instances: Arc<Instances>,
+    /// Its WASI 0.3 instances that take more requests while serving some.
+    pub open: Arc<Open>,
     /// Places for its requests to run and to wait.
     pub admission: Admission,
     /// Size of the file, for the startup report.
@@ -237,6 +240,7 @@ pub fn compile(
             mount,
             pool.clone(),
         )),
+        open: Arc::default(),
         admission: Admission::new(limits.concurrency, limits.queue),
         size: bytes.len() as u64,
         digest,

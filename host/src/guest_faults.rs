@@ -3,17 +3,18 @@
 //! 0.2 path (`handler`) and the 0.3 one (`p3_request`), so the same fault
 //! gets the same status and the same line in both.
 
-use crate::app::App;
 use crate::limits::Exceeded;
 use crate::log_rate::clip;
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
+use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode as P3ErrorCode;
 
 /// Response bodies: streamed from the guest, or a short message from the host.
 pub type Body = UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error>;
 
 /// How the guest ended a request that produced no response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     /// Trap, panic or failed instantiation: the app is broken for this request.
     Trapped,
@@ -39,24 +40,47 @@ pub enum Fault {
 }
 
 /// Logs a guest failure on one line and tells which it was.
-pub fn fault_of(app: &App, error: &wasmtime::Error) -> Fault {
-    let exceeded = error
-        .chain()
-        .find_map(|cause| cause.downcast_ref::<Exceeded>());
-    match exceeded {
-        Some(exceeded) => {
-            crate::limited!(warn, app = %app.route, "guest {exceeded}");
-            match exceeded {
-                Exceeded::Memory { .. } => Fault::OutOfMemory,
-                Exceeded::CpuTime(_) => Fault::CpuTime,
-                Exceeded::Budget(_) => Fault::Budget,
-            }
-        }
-        None => {
-            crate::limited!(warn, app = %app.route, "guest trapped: {}", clip(&trap_message(error)));
-            Fault::Trapped
+pub fn fault_of(route: &str, error: &wasmtime::Error) -> Fault {
+    log_fault(route, error, 1);
+    classify(error)
+}
+
+/// Which fault `error` is, without a word in the log.
+pub fn classify(error: &wasmtime::Error) -> Fault {
+    if error.downcast_ref::<P3ErrorCode>().is_some() {
+        return Fault::ErrorCode;
+    }
+    match exceeded(error) {
+        Some(Exceeded::Memory { .. }) => Fault::OutOfMemory,
+        Some(Exceeded::CpuTime(_)) => Fault::CpuTime,
+        Some(Exceeded::Budget(_)) => Fault::Budget,
+        None => Fault::Trapped,
+    }
+}
+
+/// Logs a guest failure on one line; `ended` is how many requests it ended
+/// (those that shared a WASI 0.3 instance end together).
+pub fn log_fault(route: &str, error: &wasmtime::Error, ended: usize) {
+    let what = match (error.downcast_ref::<P3ErrorCode>(), exceeded(error)) {
+        (Some(code), _) => format!(
+            "guest answered with error code {}",
+            clip(&format!("{code:?}"))
+        ),
+        (None, Some(exceeded)) => format!("guest {exceeded}"),
+        (None, None) => format!("guest trapped: {}", clip(&trap_message(error))),
+    };
+    match ended {
+        0 | 1 => crate::limited!(warn, app = %route, "{what}"),
+        n => {
+            crate::limited!(warn, app = %route, "{what}; it ended the {n} requests on its instance")
         }
     }
+}
+
+fn exceeded(error: &wasmtime::Error) -> Option<&Exceeded> {
+    error
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<Exceeded>())
 }
 
 /// The root cause of a guest failure on one line (the full chain carries a

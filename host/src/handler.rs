@@ -40,7 +40,7 @@ const READ_AHEAD: u64 = 64 * 1024;
 /// do after the response is out.
 pub async fn handle(
     app: Arc<App>,
-    chores: &Chores,
+    chores: &Arc<Chores>,
     connection_places: &Arc<Semaphore>,
     https: bool,
     request: http::Request<Incoming>,
@@ -72,10 +72,10 @@ pub async fn handle(
         return busy(&app);
     };
     let admitted = (admitted, share);
-    let mut instance = app.instances.take().await;
     if app.instances.is_p3() {
-        return crate::p3_request::serve(app, admitted, instance, https, request).await;
+        return crate::p3_request::serve(app, admitted, chores, https, request).await;
     }
+    let mut instance = app.instances.take().await;
     let (sender, receiver) = oneshot::channel();
     let (guest_request, outparam) = match resources(&mut instance, https, request, sender) {
         Ok(pair) => pair,
@@ -345,7 +345,7 @@ async fn run_guest(
     drop(admitted);
     let outcome = result.map_err(|error| {
         failure.raise();
-        fault_of(&app, &error)
+        fault_of(&app.route, &error)
     });
     let leftovers = app.instances.give_back(instance, outcome.is_ok());
     (outcome, leftovers)

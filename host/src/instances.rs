@@ -90,6 +90,14 @@ pub struct Instance {
     _slot: OwnedSemaphorePermit,
 }
 
+impl Instance {
+    /// Counts `n` more requests started on it (a 0.3 instance starts them
+    /// inside its store's run, where `Instances::start` cannot reach).
+    pub fn count_uses(&mut self, n: u32) {
+        self.uses += n;
+    }
+}
+
 /// The instances of one app.
 pub struct Instances {
     /// A wasi:http 0.2 or 0.3 component, ready to instantiate.
@@ -100,6 +108,9 @@ pub struct Instances {
     reset: Reset,
     pool: Pool,
     mode: Mode,
+    /// Requests one instance serves at once: more than one only for a
+    /// WASI 0.3 app in reuse mode.
+    per_instance: usize,
     /// Instances waiting for their next request, most recently used last
     /// (its memory is the likeliest to still be in cache).
     idle: Mutex<Vec<Instance>>,
@@ -131,12 +142,17 @@ impl Instances {
         let max_idle = std::thread::available_parallelism().map_or(4, |n| n.get() * 2);
         let spares = mount.spares as usize;
         let route = &mount.route;
+        let per_instance = match (&pre, mount.mode) {
+            (ProxyPre::P3(_), Mode::Reuse(_)) => mount.concurrency_per_instance.get() as usize,
+            _ => 1,
+        };
         Self {
             pre,
             engine,
             reset,
             pool,
             mode: mount.mode,
+            per_instance,
             idle: Mutex::new(Vec::new()),
             max_idle: max_idle.max(spares),
             spares,
@@ -186,13 +202,33 @@ impl Instances {
     /// Readies `instance` for a request: instantiated if it is new, its
     /// CPU budget started afresh.
     pub async fn start(&self, instance: &mut Instance) -> wasmtime::Result<()> {
-        if instance.proxy.is_none() {
-            instance.proxy = Some(self.pre.instantiate_async(&mut instance.store).await?);
-        }
+        self.instantiate(instance).await?;
         instance.uses += 1;
         instance.store.data_mut().meter().start_request();
         instance.store.set_epoch_deadline(1);
         Ok(())
+    }
+
+    /// Instantiates `instance` if it is new.
+    pub async fn instantiate(&self, instance: &mut Instance) -> wasmtime::Result<()> {
+        if instance.proxy.is_none() {
+            instance.proxy = Some(self.pre.instantiate_async(&mut instance.store).await?);
+        }
+        Ok(())
+    }
+
+    /// Requests `instance` may still start before it is spent.
+    pub fn uses_left(&self, instance: &Instance) -> u32 {
+        let allowed = match self.mode {
+            Mode::Fresh => 1,
+            Mode::Reuse(uses) => uses.get(),
+        };
+        allowed.saturating_sub(instance.uses)
+    }
+
+    /// Requests one instance serves at once.
+    pub fn per_instance(&self) -> usize {
+        self.per_instance
     }
 
     /// Whether the app serves wasi:http 0.3 (`wasi:http/handler`).

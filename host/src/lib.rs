@@ -59,6 +59,7 @@ pub mod log_rate;
 pub mod logging;
 pub mod nginx;
 pub mod outbound;
+pub mod p3_driver;
 pub mod p3_request;
 pub mod paths;
 pub mod reload;

@@ -409,6 +409,7 @@ mod tests {
             .into(),
             mode: Mode::Fresh,
             spares: 1,
+            concurrency_per_instance: crate::config::DEFAULT_CONCURRENCY_PER_INSTANCE,
             limits: Limits::default(),
             grants: Default::default(),
             origin: Origin::Flag("test"),

@@ -8,6 +8,9 @@
 //! - `/count`         requests this instance has started, this one included
 //! - `/trap`          panics: the host answers 500
 //! - `/trailers`      `with trailers`, and a trailer `x-checksum: done`
+//!
+//! Each text answer says in `x-instance-request` which request of its
+//! instance it was: requests that share an instance count up together.
 
 wit_bindgen::generate!({
     path: "../../wit/0.3",
@@ -31,30 +34,33 @@ impl Guest for App {
         let route = path.split('?').next().unwrap_or("").to_string();
         match route.as_str() {
             "/echo" => echo(request),
-            "/count" => Ok(text(format!("{n}\n"))),
+            "/count" => Ok(text(format!("{n}\n"), n)),
             "/trap" => panic!("rust-p3: /trap was requested"),
             "/trailers" => Ok(with_trailers()),
             _ if route.starts_with("/sleep/") => match route["/sleep/".len()..].parse::<u64>() {
                 Ok(ms) => {
                     println!("sleeping {ms} ms");
                     wasi::clocks::monotonic_clock::wait_for(ms * 1_000_000).await;
-                    Ok(text(format!("slept {ms} ms\n")))
+                    Ok(text(format!("slept {ms} ms\n"), n))
                 }
-                Err(_) => Ok(text("bad sleep\n".into())),
+                Err(_) => Ok(text("bad sleep\n".into(), n)),
             },
-            _ => Ok(text("Hello from a WASI 0.3 component!\n".into())),
+            _ => Ok(text("Hello from a WASI 0.3 component!\n".into(), n)),
         }
     }
 }
 
 /// A response whose body is `body`, written by a task of its own after
-/// `handle` has returned.
-fn text(body: String) -> Response {
-    let headers = Fields::from_list(&[(
-        "content-type".to_string(),
-        b"text/plain; charset=utf-8".to_vec(),
-    )])
-    .expect("a valid header");
+/// `handle` has returned; `n` is which request of the instance it answers.
+fn text(body: String, n: u32) -> Response {
+    let headers = Fields::from_list(&[
+        (
+            "content-type".to_string(),
+            b"text/plain; charset=utf-8".to_vec(),
+        ),
+        ("x-instance-request".to_string(), n.to_string().into_bytes()),
+    ])
+    .expect("valid headers");
     let (mut writer, reader) = wit_stream::new::<u8>();
     let (_, trailers) = wit_future::new(|| Ok(None));
     let (response, _sent) = Response::new(headers, Some(reader), trailers);

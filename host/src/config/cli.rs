@@ -61,6 +61,11 @@ pub struct Source {
     #[arg(long, value_name = "N")]
     pub reuse: Option<NonZeroU32>,
 
+    /// Let one instance of a WASI 0.3 app serve up to N requests at once
+    /// (needs --reuse; a 0.2 app serves one at a time) [default: 16]
+    #[arg(long, value_name = "N")]
+    pub concurrency_per_instance: Option<NonZeroU32>,
+
     /// Keep N instances of each app instantiated ahead of requests, so a
     /// request does not wait for instantiation [default: 2; 0 turns it off]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=MAX_SPARES as i64))]

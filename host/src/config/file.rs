@@ -4,7 +4,8 @@
 
 use super::outbound::{OutboundCa, OutboundGrant};
 use super::settings::{
-    CertPair, DEFAULT_SPARES, Grants, Limits, Listen, MAX_SPARES, Mode, Mount, Origin,
+    CertPair, DEFAULT_CONCURRENCY_PER_INSTANCE, DEFAULT_SPARES, Grants, Limits, Listen, MAX_SPARES,
+    Mode, Mount, Origin,
 };
 use super::units::{
     Destination, check_env_name, check_env_value, inherit_env, parse_dir, parse_duration,
@@ -88,6 +89,8 @@ struct RawApp {
     reuse: Option<Spanned<u32>>,
     /// Instances kept instantiated ahead of requests.
     spares: Option<Spanned<u32>>,
+    /// Requests one instance of a WASI 0.3 app serves at once (with reuse).
+    concurrency_per_instance: Option<Spanned<u32>>,
     /// Memory one instance may grow to, e.g. "256MiB".
     memory_limit: Option<Spanned<String>>,
     /// The name `memory_limit` had before it matched its flag; still read.
@@ -287,6 +290,7 @@ fn mounts(entries: &[RawApp], places: &Places, base: &Path) -> Result<Vec<Mount>
             component,
             mode: mode(entry, places)?,
             spares: spares(entry, places)?,
+            concurrency_per_instance: concurrency_per_instance(entry, places)?,
             limits: limits(entry, places)?,
             grants: grants(entry, places, base)?,
             origin,
@@ -350,6 +354,22 @@ fn mode(entry: &RawApp, places: &Places) -> Result<Mode> {
             places.at(uses.span())
         ),
     }
+}
+
+fn concurrency_per_instance(entry: &RawApp, places: &Places) -> Result<NonZeroU32> {
+    let Some(declared) = &entry.concurrency_per_instance else {
+        return Ok(DEFAULT_CONCURRENCY_PER_INSTANCE);
+    };
+    let at = places.at(declared.span());
+    let Some(n) = NonZeroU32::new(*declared.get_ref()) else {
+        bail!("{at}: concurrency_per_instance must be at least 1");
+    };
+    if n.get() > 1 && entry.reuse.is_none() {
+        bail!(
+            "{at}: concurrency_per_instance = {n} needs reuse: a fresh instance serves one request; add reuse = N (requests per instance) to this [[app]]"
+        );
+    }
+    Ok(n)
 }
 
 fn spares(entry: &RawApp, places: &Places) -> Result<u32> {

@@ -185,6 +185,7 @@ fn mounts(source: &Source, file: Option<&File>) -> Result<Vec<Mount>> {
             component: arg.component,
             mode: Mode::Fresh,
             spares: DEFAULT_SPARES,
+            concurrency_per_instance: DEFAULT_CONCURRENCY_PER_INSTANCE,
             limits: Limits::default(),
             grants: Grants::default(),
             origin,
@@ -211,6 +212,15 @@ fn mounts(source: &Source, file: Option<&File>) -> Result<Vec<Mount>> {
             mount.mode = Mode::Reuse(uses);
         }
         mount.spares = source.spares.unwrap_or(mount.spares);
+        if let Some(n) = source.concurrency_per_instance {
+            if n.get() > 1 && mount.mode == Mode::Fresh {
+                bail!(
+                    "--concurrency-per-instance {n}: app {} makes a fresh instance per request, which serves one request; add --reuse N, or reuse = N to its [[app]]",
+                    mount.route
+                );
+            }
+            mount.concurrency_per_instance = n;
+        }
         let limits = &mut mount.limits;
         limits.memory_limit = source.memory_limit.unwrap_or(limits.memory_limit);
         limits.cpu_limit = source.cpu_limit.unwrap_or(limits.cpu_limit);

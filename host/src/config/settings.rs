@@ -27,6 +27,13 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// memory on a large one.
 pub const DEFAULT_SPARES: u32 = 2;
 
+/// Requests one instance of a WASI 0.3 app in reuse mode serves at once,
+/// unless configured. Chosen by measurement (bench/NOTES.md): an instance
+/// takes a second request only once one of its requests waits on I/O, so a
+/// guest that only computes never shares, and one that waits serves 16 on
+/// the memory of one, as Spin and `wasmtime serve` do.
+pub const DEFAULT_CONCURRENCY_PER_INSTANCE: NonZeroU32 = NonZeroU32::new(16).unwrap();
+
 /// Spares per app at most: they hold pool slots that other apps' requests
 /// may be waiting for.
 pub const MAX_SPARES: u32 = 64;
@@ -103,6 +110,9 @@ pub struct Mount {
     pub mode: Mode,
     /// Instances kept instantiated ahead of requests.
     pub spares: u32,
+    /// Requests one instance of a WASI 0.3 app serves at once in reuse mode
+    /// (a fresh instance serves one; a 0.2 guest one at a time).
+    pub concurrency_per_instance: NonZeroU32,
     /// What one request may use.
     pub limits: Limits,
     /// What its guest is given beyond nothing.
