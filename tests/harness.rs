@@ -61,12 +61,15 @@ pub enum Guest {
     RedisCounter,
     /// guest-examples/rust-p3: a WASI 0.3 app (`wasi:http/handler@0.3.0`).
     RustP3,
+    /// guest-examples/python-p3: a WASI 0.3 app in Python (componentize-py).
+    PythonP3,
 }
 
 /// Builds `guest` once per test run and returns the component's path.
 pub fn guest(guest: Guest) -> &'static Path {
     static RUST_HELLO: OnceLock<PathBuf> = OnceLock::new();
     static PYTHON_HELLO: OnceLock<PathBuf> = OnceLock::new();
+    static PYTHON_P3: OnceLock<PathBuf> = OnceLock::new();
     static FAULT: OnceLock<PathBuf> = OnceLock::new();
     static COMMAND: OnceLock<PathBuf> = OnceLock::new();
     static REDIS_COUNTER: OnceLock<PathBuf> = OnceLock::new();
@@ -105,6 +108,15 @@ pub fn guest(guest: Guest) -> &'static Path {
             run_build(
                 Command::new(root.join("guest-examples/python-hello/build.sh")).arg(&out),
                 "guest-examples/python-hello/build.sh",
+            );
+            out
+        }),
+        Guest::PythonP3 => PYTHON_P3.get_or_init(|| {
+            let out = guest_target_dir().join("python-p3.wasm");
+            std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+            run_build(
+                Command::new(root.join("guest-examples/python-p3/build.sh")).arg(&out),
+                "guest-examples/python-p3/build.sh",
             );
             out
         }),

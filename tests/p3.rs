@@ -300,3 +300,102 @@ fn a_trap_in_a_shared_instance_ends_every_request_on_it_and_is_logged_once() {
     let after = get(&server.url("/")).unwrap();
     assert_eq!((after.status, instance_request(&after)), (200, 1));
 }
+
+#[test]
+fn shared_instances_finish_their_requests_across_a_reload_and_a_shutdown() {
+    const P2: &str = "Hello from a WebAssembly component!\n";
+    let dir = wasmhost_tests::tempfile::TempDir::new().unwrap();
+    let app = dir.path().join("app.wasm");
+    let install = |from: &std::path::Path| {
+        let staging = app.with_extension("wasm.new");
+        std::fs::copy(from, &staging).unwrap();
+        std::fs::rename(&staging, &app).unwrap();
+    };
+    install(guest(Guest::RustP3));
+    let mut server = Server::start(WASMHOST, &[&[app.to_str().unwrap()][..], SHARED].concat());
+    let hold = |server: &Server, ms: u32, count: usize| {
+        let url = server.url(&format!("/sleep/{ms}"));
+        let line = format!("sleeping {ms} ms");
+        let before = server.log().matches(&line).count();
+        let mut held = get_on_threads(&url, 1);
+        assert!(server.wait_for_count(&line, before + 1, Duration::from_secs(30)));
+        held.extend(get_on_threads(&url, count - 1));
+        assert!(server.wait_for_count(&line, before + count, Duration::from_secs(30)));
+        held
+    };
+    let check = |held: Vec<std::thread::JoinHandle<Reply>>, ms: u32| {
+        let mut seen: Vec<u32> = held
+            .into_iter()
+            .map(|thread| {
+                let reply = thread.join().unwrap();
+                assert_eq!(reply.status, 200, "{}", reply.body);
+                assert_eq!(reply.body, format!("slept {ms} ms\n"));
+                instance_request(&reply)
+            })
+            .collect();
+        seen.sort();
+        seen
+    };
+    // A reload while one old instance holds five requests: they finish on
+    // it, new requests get the new version.
+    let held = hold(&server, 5000, 5);
+    install(guest(Guest::RustHello));
+    assert!(
+        server.wait_for_log("reloaded / (", Duration::from_secs(60)),
+        "{}",
+        server.log()
+    );
+    assert_eq!(get(&server.url("/")).unwrap().body, P2);
+    assert!(
+        held.iter().all(|thread| !thread.is_finished()),
+        "the requests ended before the reload: the test shows nothing"
+    );
+    assert_eq!(check(held, 5000), vec![1, 2, 3, 4, 5]);
+    // A graceful shutdown while one instance holds three.
+    install(guest(Guest::RustP3));
+    assert!(server.wait_for_count("reloaded / (", 2, Duration::from_secs(60)));
+    let held = hold(&server, 1000, 3);
+    server.signal(wasmhost_tests::libc::SIGTERM);
+    assert_eq!(check(held, 1000), vec![1, 2, 3]);
+    let status = server
+        .wait_exit(Duration::from_secs(30))
+        .expect("wasmhost exits");
+    assert!(status.success(), "{status:?}\n{}", server.log());
+}
+
+#[test]
+fn a_python_p3_app_serves_waiting_requests_on_one_instance() {
+    let python = guest(Guest::PythonP3).to_str().unwrap();
+    let server = Server::start(
+        WASMHOST,
+        &[
+            python,
+            "--reuse",
+            "1000",
+            "--concurrency-per-instance",
+            "10",
+            "--spares",
+            "0",
+        ],
+    );
+    let hello = get(&server.url("/")).unwrap();
+    assert_eq!(
+        (hello.status, hello.body.as_str(), instance_request(&hello)),
+        (200, "Hello from a WASI 0.3 Python component!\n", 1)
+    );
+    let url = server.url("/sleep/500");
+    let mut held = get_on_threads(&url, 1);
+    assert!(server.wait_for_log("sleeping 500 ms", Duration::from_secs(30)));
+    held.extend(get_on_threads(&url, 9));
+    let mut seen: Vec<u32> = held
+        .into_iter()
+        .map(|thread| {
+            let reply = thread.join().unwrap();
+            assert_eq!((reply.status, reply.body.as_str()), (200, "slept 500 ms\n"));
+            instance_request(&reply)
+        })
+        .collect();
+    seen.sort();
+    // All ten on the instance that answered the hello: one CPython.
+    assert_eq!(seen, (2..=11).collect::<Vec<_>>());
+}

@@ -334,8 +334,12 @@ fn summary(app: &App) -> String {
         true => "wasi:http 0.3, ",
         false => "",
     };
+    let at_once = match app.instances.per_instance() {
+        1 => String::new(),
+        n => format!(", {n} at once"),
+    };
     format!(
-        "{} ({} KiB, {world}{compiled} in {} ms{later}, {}{spares}{env}{dirs}{outbound})",
+        "{} ({} KiB, {world}{compiled} in {} ms{later}, {}{at_once}{spares}{env}{dirs}{outbound})",
         app.path.display(),
         app.size.div_ceil(1024),
         app.compile_time.as_millis(),

@@ -15,8 +15,10 @@
 //! handler      body-size check, a place to run (admission), an instance
 //!              (instances), the guest's call, its faults as statuses; request
 //!              and response bodies cross the host through `bodies`; a WASI
-//!              0.3 guest's call goes through `p3_request` instead; both
-//!              answer faults through `guest_faults`
+//!              0.3 guest's request goes through `p3_request` instead, which
+//!              gives it to an instance's `p3_driver` (one store running
+//!              several requests at once); both answer faults through
+//!              `guest_faults`
 //! instances    take an instance (idle, spare or new from the pool), call
 //!              wasi:http/incoming-handler.handle in its sandbox (sandbox,
 //!              limits, guest_output), give it back, retire it, refill spares

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Builds app.py into a WASI 0.3 component (`wasi:http/service@0.3.0`, the
+# WIT in ../../wit/0.3) with componentize-py.
+# Usage: build.sh [OUTPUT.wasm]   (default: python-p3.wasm next to this script)
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+out="${1:-$here/python-p3.wasm}"
+# The version is pinned: componentize-py's generated bindings change between releases.
+want="0.25.1"
+if ! have="$(componentize-py --version 2>/dev/null)" || [[ "$have" != *"$want"* ]]; then
+    echo "build.sh: componentize-py $want is needed (found: ${have:-none}); run: pip install componentize-py==$want" >&2
+    exit 1
+fi
+cd "$here"
+componentize-py -d "$here/../../wit/0.3" -w wasi:http/service@0.3.0 componentize app -o "$out"
