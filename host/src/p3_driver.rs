@@ -115,6 +115,16 @@ struct State {
     closed: bool,
 }
 
+/// How an instance ended, as a request it never answered sees it.
+pub enum Ending {
+    /// A fault ended it, and every request on it.
+    Fault(Fault),
+    /// It ended cleanly without taking the request from its queue.
+    NotTaken,
+    /// It has not ended by the request's deadline.
+    StillRunning,
+}
+
 #[derive(Clone, Copy)]
 enum Ended {
     Running,
@@ -192,6 +202,10 @@ impl Inbox {
         lock(&self.state).closed = true;
     }
 
+    fn take_queued(&self) -> VecDeque<Job> {
+        std::mem::take(&mut lock(&self.state).queue)
+    }
+
     /// A request on the instance passed its deadline: it takes no more.
     pub fn expire(&self) {
         self.close();
@@ -220,16 +234,18 @@ impl Inbox {
         self.ended_notify.notify_waiters();
     }
 
-    /// The fault that ended the instance, once known: for a request whose
-    /// answer never came. Waits for the instance's end until `deadline`.
-    pub async fn fault(&self, deadline: Instant) -> Option<Fault> {
+    /// How the instance ended, for a request whose answer never came;
+    /// waits for its end until `deadline`.
+    pub async fn ended(&self, deadline: Instant) -> Ending {
         loop {
             let notified = self.ended_notify.notified();
-            if let Ended::With(fault) = *lock(&self.ended) {
-                return fault;
+            match *lock(&self.ended) {
+                Ended::With(Some(fault)) => return Ending::Fault(fault),
+                Ended::With(None) => return Ending::NotTaken,
+                Ended::Running => {}
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return None;
+                return Ending::StillRunning;
             }
         }
     }
@@ -298,10 +314,18 @@ impl Driver {
     /// Lets it carry on on a task of its own: its request is over, but the
     /// instance still has work (other requests, the guest's own) that ends
     /// within their deadlines.
-    pub fn detach(mut self) {
+    ///
+    /// `polled_with` is what it was polled within until now: wakers the
+    /// store took then still point there, so they are sent on to the task.
+    pub fn detach(mut self, polled_with: &LocalWakes) {
+        let earlier = polled_with.clone();
         tokio::spawn(async move {
             let wakes = LocalWakes::default();
-            let leftovers = std::future::poll_fn(|cx| wakes.poll(cx, |cx| self.poll(cx))).await;
+            let leftovers = std::future::poll_fn(|cx| {
+                earlier.state.task.register(cx.waker());
+                wakes.poll(cx, |cx| self.poll(cx))
+            })
+            .await;
             leftovers.run().await;
         });
     }
@@ -406,19 +430,19 @@ async fn drive(
     instance.count_uses(taken);
     drop(listed);
     inbox.close();
-    let healthy = match outcome {
-        Ok(healthy) => {
-            inbox.end(None);
-            healthy
-        }
+    let (healthy, fault) = match outcome {
+        Ok(healthy) => (healthy, None),
         Err(failure) => {
             if !failure.logged {
                 log_fault(&route, &failure.error, inbox.in_flight());
             }
-            inbox.end(Some(classify(&failure.error)));
-            false
+            (false, Some(classify(&failure.error)))
         }
     };
+    inbox.end(fault);
+    // Jobs still queued (the guest held off new calls until the end) were
+    // never taken: their requests learn it from the end just recorded.
+    drop(inbox.take_queued());
     instances.give_back(instance, healthy)
 }
 

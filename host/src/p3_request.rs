@@ -10,9 +10,9 @@
 
 use crate::app::App;
 use crate::bodies::LimitedBody;
-use crate::guest_faults::{Body, Fault, classify, fault_response, log_fault, plain};
+use crate::guest_faults::{Body, Fault, classify, fault_response, log_fault, plain, try_again};
 use crate::instances::Chores;
-use crate::p3_driver::{Answer, Driver, Inbox, Job, LocalWakes};
+use crate::p3_driver::{Answer, Driver, Ending, Inbox, Job, LocalWakes};
 use bytes::Bytes;
 use futures::channel::oneshot;
 use http::{Response, StatusCode, header};
@@ -89,7 +89,15 @@ pub async fn serve(
             classify(&error)
         }
         Waited::TimedOut => Fault::TimedOut,
-        Waited::Ended => inbox.fault(deadline).await.unwrap_or(Fault::Trapped),
+        Waited::Ended => match inbox.ended(deadline).await {
+            Ending::Fault(fault) => fault,
+            Ending::NotTaken => {
+                return try_again(
+                    "the application's instance was retired before it took this request; try again",
+                );
+            }
+            Ending::StillRunning => Fault::TimedOut,
+        },
     };
     if fault == Fault::TimedOut {
         // Its guest task may run on: the instance takes no more requests,
@@ -98,7 +106,7 @@ pub async fn serve(
         crate::limited!(warn, app = %app.route, "guest did not answer within the {timeout:?} timeout; stopped");
     }
     if let Some(driver) = driver {
-        driver.detach();
+        driver.detach(&wakes);
     }
     fault_response(fault)
 }
@@ -202,7 +210,7 @@ impl Finished {
         if let Some(mut driver) = self.driver.take() {
             match driver.poll(cx) {
                 Poll::Ready(leftovers) => self.chores.push(leftovers),
-                Poll::Pending => driver.detach(),
+                Poll::Pending => driver.detach(&self.wakes),
             }
         }
     }
@@ -291,7 +299,7 @@ impl Drop for Finished {
         // now fail, and the driver ends the request.
         self.done = None;
         if let Some(driver) = self.driver.take() {
-            driver.detach();
+            driver.detach(&self.wakes);
         }
     }
 }
