@@ -63,6 +63,9 @@ pub enum Guest {
     RustP3,
     /// guest-examples/python-p3: a WASI 0.3 app in Python (componentize-py).
     PythonP3,
+    /// guest-examples/python-wsgi's `wsgi:application`, built by the WSGI
+    /// bridge in python/wasmhost-wsgi.
+    PythonWsgi,
 }
 
 /// Builds `guest` once per test run and returns the component's path.
@@ -70,6 +73,7 @@ pub fn guest(guest: Guest) -> &'static Path {
     static RUST_HELLO: OnceLock<PathBuf> = OnceLock::new();
     static PYTHON_HELLO: OnceLock<PathBuf> = OnceLock::new();
     static PYTHON_P3: OnceLock<PathBuf> = OnceLock::new();
+    static PYTHON_WSGI: OnceLock<PathBuf> = OnceLock::new();
     static FAULT: OnceLock<PathBuf> = OnceLock::new();
     static COMMAND: OnceLock<PathBuf> = OnceLock::new();
     static REDIS_COUNTER: OnceLock<PathBuf> = OnceLock::new();
@@ -117,6 +121,21 @@ pub fn guest(guest: Guest) -> &'static Path {
             run_build(
                 Command::new(root.join("guest-examples/python-p3/build.sh")).arg(&out),
                 "guest-examples/python-p3/build.sh",
+            );
+            out
+        }),
+        Guest::PythonWsgi => PYTHON_WSGI.get_or_init(|| {
+            let out = guest_target_dir().join("python-wsgi.wasm");
+            std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+            // Run from the checkout, as `pip install python/wasmhost-wsgi`
+            // would install it.
+            run_build(
+                Command::new("python3")
+                    .env("PYTHONPATH", root.join("python/wasmhost-wsgi"))
+                    .current_dir(root.join("guest-examples/python-wsgi"))
+                    .args(["-m", "wasmhost_wsgi", "build", "wsgi:application", "-o"])
+                    .arg(&out),
+                "wasmhost-wsgi build (python/wasmhost-wsgi)",
             );
             out
         }),

@@ -27,3 +27,4 @@ mod tls;
 
 /// The binary under test, built by cargo for this test target.
 const WASMHOST: &str = env!("CARGO_BIN_EXE_wasmhost");
+mod wsgi;

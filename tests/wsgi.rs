@@ -1,0 +1,86 @@
+//! The WSGI bridge (python/wasmhost-wsgi): an unmodified PEP 3333
+//! application (guest-examples/python-wsgi/wsgi.py) built into a component
+//! and served, its environ, streaming both ways, and its mistakes as 500s.
+
+use crate::WASMHOST;
+use std::time::Duration;
+use wasmhost_tests::{Guest, Server, get, guest, post};
+
+fn wsgi_app() -> String {
+    format!("/app={}", guest(Guest::PythonWsgi).display())
+}
+
+#[test]
+fn a_wsgi_app_gets_a_faithful_environ() {
+    let server = Server::start(WASMHOST, &["--mount", &wsgi_app()]);
+    assert_eq!(
+        get(&server.url("/app/")).unwrap().body,
+        "Hello from a WSGI app in a component!\n"
+    );
+    let reply = wasmhost_tests::ureq::get(&server.url("/app/environ?a=1&b=%20"))
+        .header("X-Test", "yes")
+        .call()
+        .unwrap()
+        .into_body()
+        .read_to_string()
+        .unwrap();
+    let port = server
+        .url("/")
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_string();
+    for expected in [
+        "\"REQUEST_METHOD\": \"GET\"".to_string(),
+        // The mount prefix is the WSGI SCRIPT_NAME, the rest PATH_INFO.
+        "\"SCRIPT_NAME\": \"/app\"".to_string(),
+        "\"PATH_INFO\": \"/environ\"".to_string(),
+        "\"QUERY_STRING\": \"a=1&b=%20\"".to_string(),
+        "\"SERVER_NAME\": \"127.0.0.1\"".to_string(),
+        format!("\"SERVER_PORT\": \"{port}\""),
+        "\"REMOTE_ADDR\": \"127.0.0.1\"".to_string(),
+        "\"HTTP_X_TEST\": \"yes\"".to_string(),
+        "\"wsgi.url_scheme\": \"http\"".to_string(),
+    ] {
+        assert!(reply.contains(&expected), "{expected} not in {reply}");
+    }
+}
+
+#[test]
+fn a_wsgi_app_streams_the_request_and_the_response() {
+    let server = Server::start(WASMHOST, &["--mount", &wsgi_app(), "--reuse", "100"]);
+    let body: Vec<u8> = (0..300_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    for _ in 0..3 {
+        let echoed = post(&server.url("/app/echo"), &body).unwrap();
+        assert_eq!(echoed.status, 200);
+        assert!(
+            echoed.body.as_bytes() == body.as_slice(),
+            "the echo differs"
+        );
+    }
+    let streamed = get(&server.url("/app/stream")).unwrap();
+    assert_eq!(streamed.body.lines().count(), 1000);
+    assert_eq!(streamed.body.lines().last(), Some("line 999"));
+    assert_eq!(get(&server.url("/app/nope")).unwrap().status, 404);
+}
+
+#[test]
+fn a_wsgi_mistake_is_a_500_with_a_clear_line_and_the_instance_serves_on() {
+    let server = Server::start(WASMHOST, &["--mount", &wsgi_app(), "--reuse", "100"]);
+    assert_eq!(get(&server.url("/app/str-body")).unwrap().status, 500);
+    assert!(server.wait_for_log(
+        "stderr: wasmhost-wsgi: TypeError: the response body must be bytes, not str",
+        Duration::from_secs(10)
+    ));
+    assert_eq!(get(&server.url("/app/bad-status")).unwrap().status, 500);
+    assert!(server.wait_for_log(
+        "stderr: wasmhost-wsgi: ValueError: bad status 'OK': give e.g. '200 OK'",
+        Duration::from_secs(10)
+    ));
+    // Reused instances: each request released what it held.
+    for _ in 0..5 {
+        assert_eq!(get(&server.url("/app/")).unwrap().status, 200);
+    }
+    assert!(!server.log().contains("trapped"), "{}", server.log());
+}
