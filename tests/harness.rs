@@ -66,6 +66,8 @@ pub enum Guest {
     /// guest-examples/python-wsgi's `wsgi:application`, built by the WSGI
     /// bridge in python/wasmhost-wsgi.
     PythonWsgi,
+    /// guest-examples/python-flask: a Flask app through the same bridge.
+    PythonFlask,
 }
 
 /// Builds `guest` once per test run and returns the component's path.
@@ -74,6 +76,7 @@ pub fn guest(guest: Guest) -> &'static Path {
     static PYTHON_HELLO: OnceLock<PathBuf> = OnceLock::new();
     static PYTHON_P3: OnceLock<PathBuf> = OnceLock::new();
     static PYTHON_WSGI: OnceLock<PathBuf> = OnceLock::new();
+    static PYTHON_FLASK: OnceLock<PathBuf> = OnceLock::new();
     static FAULT: OnceLock<PathBuf> = OnceLock::new();
     static COMMAND: OnceLock<PathBuf> = OnceLock::new();
     static REDIS_COUNTER: OnceLock<PathBuf> = OnceLock::new();
@@ -136,6 +139,15 @@ pub fn guest(guest: Guest) -> &'static Path {
                     .args(["-m", "wasmhost_wsgi", "build", "wsgi:application", "-o"])
                     .arg(&out),
                 "wasmhost-wsgi build (python/wasmhost-wsgi)",
+            );
+            out
+        }),
+        Guest::PythonFlask => PYTHON_FLASK.get_or_init(|| {
+            let out = guest_target_dir().join("python-flask.wasm");
+            std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+            run_build(
+                Command::new(root.join("guest-examples/python-flask/build.sh")).arg(&out),
+                "guest-examples/python-flask/build.sh",
             );
             out
         }),

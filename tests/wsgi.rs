@@ -84,3 +84,48 @@ fn a_wsgi_mistake_is_a_500_with_a_clear_line_and_the_instance_serves_on() {
     }
     assert!(!server.log().contains("trapped"), "{}", server.log());
 }
+
+#[test]
+fn a_flask_app_is_served_unmodified_through_the_bridge() {
+    let flask = guest(Guest::PythonFlask).to_str().unwrap();
+    let server = Server::start(WASMHOST, &[flask, "--reuse", "100"]);
+    assert_eq!(
+        get(&server.url("/")).unwrap().body,
+        "Hello from Flask in a component!\n"
+    );
+    let hello = get(&server.url("/hello/world")).unwrap();
+    assert_eq!(
+        (
+            hello.status,
+            hello.header("content-type"),
+            hello.body.trim()
+        ),
+        (200, Some("application/json"), "{\"hello\":\"world\"}")
+    );
+    let form = wasmhost_tests::ureq::post(&server.url("/form"))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .send("name=Ada&tag=a&tag=b")
+        .unwrap()
+        .into_body()
+        .read_to_string()
+        .unwrap();
+    assert_eq!(form.trim(), "{\"name\":\"Ada\",\"tags\":[\"a\",\"b\"]}");
+    let page = get(&server.url("/page")).unwrap().body;
+    assert!(
+        page.contains("<title>A &lt;page&gt;</title>") && page.contains("<li>two &amp; three</li>"),
+        "{page}"
+    );
+    assert_eq!(get(&server.url("/missing")).unwrap().status, 404);
+    assert_eq!(get(&server.url("/nope")).unwrap().status, 404);
+    // Flask answers its own exceptions with a 500 and logs them to
+    // wsgi.errors, the guest's stderr.
+    assert_eq!(get(&server.url("/boom")).unwrap().status, 500);
+    assert!(server.wait_for_log(
+        "stderr: RuntimeError: the app failed on purpose",
+        Duration::from_secs(10)
+    ));
+    for _ in 0..5 {
+        assert_eq!(get(&server.url("/hello/again")).unwrap().status, 200);
+    }
+    assert!(!server.log().contains("trapped"), "{}", server.log());
+}

@@ -9,6 +9,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ENTRY = '''\
+# componentize-py bundles what is imported when it builds: codecs found by
+# name at run time (the IDNA one, for Host names) are imported here.
+import encodings.idna  # noqa: F401
 import wasmhost_wsgi_bridge
 from {module} import {callable} as application
 
@@ -22,7 +25,9 @@ def fail(message):
 
 
 def vendor(requirements, into):
-    """Installs the requirements' wheels into `into`; native code is refused."""
+    """Installs the requirements' wheels into `into`. A component cannot load
+    native extension modules: they are dropped where the package falls back
+    to pure Python without them (MarkupSafe's speedups), else refused."""
     if not requirements.is_file():
         fail(f"{requirements}: no such file")
     pip = subprocess.run(
@@ -30,11 +35,25 @@ def vendor(requirements, into):
          "--only-binary", ":all:", "-r", str(requirements)],
         capture_output=True, text=True)
     if pip.returncode != 0:
-        fail(f"{requirements}: pip could not install it: {pip.stderr.strip().splitlines()[-1:]}")
-    native = sorted({path.relative_to(into).parts[0] for path in into.rglob("*")
-                     if path.suffix in (".so", ".pyd")})
-    if native:
-        fail(f"{requirements}: {', '.join(native)} ship native extension modules, which a "
+        last = (pip.stderr.strip().splitlines() or ["(no output)"])[-1]
+        fail(f"{requirements}: pip could not install it: {last}")
+    native = {}
+    for path in into.rglob("*"):
+        if path.suffix in (".so", ".pyd"):
+            native.setdefault(path.relative_to(into).parts[0], []).append(path)
+    refused = []
+    for package, files in sorted(native.items()):
+        for file in files:
+            file.unlink()
+        name = package.removesuffix(".py").split(".")[0]
+        probe = subprocess.run(
+            [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(into)!r}); import {name}"],
+            capture_output=True, text=True)
+        if probe.returncode != 0:
+            refused.append(name)
+    if refused:
+        verb = "needs" if len(refused) == 1 else "need"
+        fail(f"{requirements}: {', '.join(refused)} {verb} native extension modules, which a "
              "component cannot load; use a pure-Python release or drop the dependency")
 
 
