@@ -68,6 +68,8 @@ pub enum Guest {
     PythonWsgi,
     /// guest-examples/python-flask: a Flask app through the same bridge.
     PythonFlask,
+    /// tests/guests/wsgi-bottle: a Bottle app through the same bridge.
+    WsgiBottle,
 }
 
 /// Builds `guest` once per test run and returns the component's path.
@@ -77,6 +79,7 @@ pub fn guest(guest: Guest) -> &'static Path {
     static PYTHON_P3: OnceLock<PathBuf> = OnceLock::new();
     static PYTHON_WSGI: OnceLock<PathBuf> = OnceLock::new();
     static PYTHON_FLASK: OnceLock<PathBuf> = OnceLock::new();
+    static WSGI_BOTTLE: OnceLock<PathBuf> = OnceLock::new();
     static FAULT: OnceLock<PathBuf> = OnceLock::new();
     static COMMAND: OnceLock<PathBuf> = OnceLock::new();
     static REDIS_COUNTER: OnceLock<PathBuf> = OnceLock::new();
@@ -148,6 +151,20 @@ pub fn guest(guest: Guest) -> &'static Path {
             run_build(
                 Command::new(root.join("guest-examples/python-flask/build.sh")).arg(&out),
                 "guest-examples/python-flask/build.sh",
+            );
+            out
+        }),
+        Guest::WsgiBottle => WSGI_BOTTLE.get_or_init(|| {
+            let out = guest_target_dir().join("wsgi-bottle.wasm");
+            std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+            run_build(
+                Command::new("python3")
+                    .env("PYTHONPATH", root.join("python/wasmhost-wsgi"))
+                    .current_dir(root.join("tests/guests/wsgi-bottle"))
+                    .args(["-m", "wasmhost_wsgi", "build", "app:app"])
+                    .args(["-r", "requirements.txt", "-o"])
+                    .arg(&out),
+                "wasmhost-wsgi build (tests/guests/wsgi-bottle)",
             );
             out
         }),

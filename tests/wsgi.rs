@@ -129,3 +129,39 @@ fn a_flask_app_is_served_unmodified_through_the_bridge() {
     }
     assert!(!server.log().contains("trapped"), "{}", server.log());
 }
+
+#[test]
+fn a_bottle_app_is_served_unmodified_through_the_bridge() {
+    let bottle = guest(Guest::WsgiBottle).to_str().unwrap();
+    let server = Server::start(WASMHOST, &["--mount", &format!("/b={bottle}")]);
+    assert_eq!(
+        get(&server.url("/b/")).unwrap().body,
+        "Hello from Bottle in a component!\n"
+    );
+    let hello = get(&server.url("/b/hello/world")).unwrap();
+    assert_eq!(
+        (hello.status, hello.body.replace(' ', "").trim()),
+        (200, "{\"hello\":\"world\"}")
+    );
+    let upload = post(&server.url("/b/upload"), &[b'x'; 100_000]).unwrap();
+    assert!(upload.body.contains("\"bytes\": 100000"), "{}", upload.body);
+    // Bottle resolves the redirect against the request URL it built from
+    // SCRIPT_NAME and PATH_INFO: under the mount.
+    let redirect = wasmhost_tests::ureq::Agent::config_builder()
+        .max_redirects(0)
+        .http_status_as_error(false)
+        .build()
+        .new_agent()
+        .get(&server.url("/b/redirect"))
+        .call()
+        .unwrap();
+    assert_eq!(redirect.status().as_u16(), 303);
+    let location = redirect
+        .headers()
+        .get("location")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(location.ends_with("/b/hello/redirected"), "{location}");
+    assert_eq!(get(&server.url("/b/nope")).unwrap().status, 404);
+}
