@@ -113,62 +113,53 @@ pub fn guest(guest: Guest) -> &'static Path {
             )
         }),
         Guest::PythonHello => PYTHON_HELLO.get_or_init(|| {
-            let out = guest_target_dir().join("python-hello.wasm");
-            std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-            run_build(
-                Command::new(root.join("guest-examples/python-hello/build.sh")).arg(&out),
-                "guest-examples/python-hello/build.sh",
-            );
-            out
+            build_script(&root, "guest-examples/python-hello", "python-hello.wasm")
         }),
-        Guest::PythonP3 => PYTHON_P3.get_or_init(|| {
-            let out = guest_target_dir().join("python-p3.wasm");
-            std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-            run_build(
-                Command::new(root.join("guest-examples/python-p3/build.sh")).arg(&out),
-                "guest-examples/python-p3/build.sh",
-            );
-            out
+        Guest::PythonP3 => PYTHON_P3
+            .get_or_init(|| build_script(&root, "guest-examples/python-p3", "python-p3.wasm")),
+        Guest::PythonFlask => PYTHON_FLASK.get_or_init(|| {
+            build_script(&root, "guest-examples/python-flask", "python-flask.wasm")
         }),
         Guest::PythonWsgi => PYTHON_WSGI.get_or_init(|| {
-            let out = guest_target_dir().join("python-wsgi.wasm");
-            std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-            // Run from the checkout, as `pip install python/wasmhost-wsgi`
-            // would install it.
-            run_build(
-                Command::new("python3")
-                    .env("PYTHONPATH", root.join("python/wasmhost-wsgi"))
-                    .current_dir(root.join("guest-examples/python-wsgi"))
-                    .args(["-m", "wasmhost_wsgi", "build", "wsgi:application", "-o"])
-                    .arg(&out),
-                "wasmhost-wsgi build (python/wasmhost-wsgi)",
-            );
-            out
-        }),
-        Guest::PythonFlask => PYTHON_FLASK.get_or_init(|| {
-            let out = guest_target_dir().join("python-flask.wasm");
-            std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-            run_build(
-                Command::new(root.join("guest-examples/python-flask/build.sh")).arg(&out),
-                "guest-examples/python-flask/build.sh",
-            );
-            out
+            wsgi_bridge(
+                &root,
+                "guest-examples/python-wsgi",
+                &["wsgi:application"],
+                "python-wsgi.wasm",
+            )
         }),
         Guest::WsgiBottle => WSGI_BOTTLE.get_or_init(|| {
-            let out = guest_target_dir().join("wsgi-bottle.wasm");
-            std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-            run_build(
-                Command::new("python3")
-                    .env("PYTHONPATH", root.join("python/wasmhost-wsgi"))
-                    .current_dir(root.join("tests/guests/wsgi-bottle"))
-                    .args(["-m", "wasmhost_wsgi", "build", "app:app"])
-                    .args(["-r", "requirements.txt", "-o"])
-                    .arg(&out),
-                "wasmhost-wsgi build (tests/guests/wsgi-bottle)",
-            );
-            out
+            let args = ["app:app", "-r", "requirements.txt"];
+            wsgi_bridge(&root, "tests/guests/wsgi-bottle", &args, "wsgi-bottle.wasm")
         }),
     }
+}
+
+/// Runs `dir/build.sh OUT`, the example's own pinned build.
+fn build_script(root: &Path, dir: &str, file: &str) -> PathBuf {
+    let out = guest_target_dir().join(file);
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let script = format!("{dir}/build.sh");
+    run_build(Command::new(root.join(&script)).arg(&out), &script);
+    out
+}
+
+/// Builds the WSGI app in `dir` with `wasmhost-wsgi build ARGS`, run from
+/// the checkout as `pip install python/wasmhost-wsgi` would install it.
+fn wsgi_bridge(root: &Path, dir: &str, args: &[&str], file: &str) -> PathBuf {
+    let out = guest_target_dir().join(file);
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    run_build(
+        Command::new("python3")
+            .env("PYTHONPATH", root.join("python/wasmhost-wsgi"))
+            .current_dir(root.join(dir))
+            .args(["-m", "wasmhost_wsgi", "build"])
+            .args(args)
+            .arg("-o")
+            .arg(&out),
+        &format!("wasmhost-wsgi build ({dir})"),
+    );
+    out
 }
 
 fn cargo_wasm(dir: &Path, package: &str, file: &str) -> PathBuf {
