@@ -337,9 +337,7 @@ fn a_large_component_serves_a_quick_build_then_cranelifts() {
     assert!(log.contains("Cranelift build to follow"), "{log}");
     assert_eq!(get(&server.url("/")).unwrap().body, hello);
     assert!(
-        // Generous: on 2 loaded cores the suite compiles several ~20 MB Python
-        // components meanwhile.
-        server.wait_for_log("optimised / (", Duration::from_secs(900)),
+        server.wait_for_log("optimised / (", Duration::from_secs(300)),
         "{}",
         server.log()
     );
