@@ -71,8 +71,8 @@ fn a_new_rust_project_builds_and_serves_with_the_printed_commands() {
 fn a_new_python_project_builds_and_serves_with_the_printed_commands() {
     let root = TempDir::new().unwrap();
     let args = new_and_build("python", &root.path().join("pyapp"));
-    let component = crate::precompiled(std::path::Path::new(&args[0]));
-    let server = Server::start(WASMHOST, &[component]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::start(WASMHOST, &args);
     assert_eq!(
         get(&server.url("/")).unwrap().body,
         "Hello from a Python component!\n"

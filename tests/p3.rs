@@ -365,7 +365,7 @@ fn shared_instances_finish_their_requests_across_a_reload_and_a_shutdown() {
 
 #[test]
 fn a_python_p3_app_serves_waiting_requests_on_one_instance() {
-    let python = crate::precompiled(guest(Guest::PythonP3));
+    let python = guest(Guest::PythonP3).to_str().unwrap();
     let server = Server::start(
         WASMHOST,
         &[

@@ -7,7 +7,7 @@ use std::time::Duration;
 use wasmhost_tests::{Guest, Server, get, guest, post};
 
 fn wsgi_app() -> String {
-    format!("/app={}", crate::precompiled(guest(Guest::PythonWsgi)))
+    format!("/app={}", guest(Guest::PythonWsgi).display())
 }
 
 #[test]
@@ -87,7 +87,7 @@ fn a_wsgi_mistake_is_a_500_with_a_clear_line_and_the_instance_serves_on() {
 
 #[test]
 fn a_flask_app_is_served_unmodified_through_the_bridge() {
-    let flask = crate::precompiled(guest(Guest::PythonFlask));
+    let flask = guest(Guest::PythonFlask).to_str().unwrap();
     let server = Server::start(WASMHOST, &[flask, "--reuse", "100"]);
     assert_eq!(
         get(&server.url("/")).unwrap().body,
@@ -132,7 +132,7 @@ fn a_flask_app_is_served_unmodified_through_the_bridge() {
 
 #[test]
 fn a_bottle_app_is_served_unmodified_through_the_bridge() {
-    let bottle = crate::precompiled(guest(Guest::WsgiBottle));
+    let bottle = guest(Guest::WsgiBottle).to_str().unwrap();
     let server = Server::start(WASMHOST, &["--mount", &format!("/b={bottle}")]);
     assert_eq!(
         get(&server.url("/b/")).unwrap().body,
