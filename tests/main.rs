@@ -13,7 +13,6 @@ mod grants;
 mod heads;
 mod http2;
 mod limits;
-mod new;
 mod nginx;
 mod outbound;
 mod p3;
