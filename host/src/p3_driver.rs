@@ -77,15 +77,6 @@ impl Open {
         inboxes.iter().find(|inbox| inbox.offer(job)).cloned()
     }
 
-    /// Instances open now.
-    pub fn len(&self) -> usize {
-        lock(&self.inboxes).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     fn unlist(&self, inbox: &Arc<Inbox>) {
         lock(&self.inboxes).retain(|open| !Arc::ptr_eq(open, inbox));
     }
@@ -220,11 +211,6 @@ impl Inbox {
         state.closed && state.queue.is_empty()
     }
 
-    /// Whether another request than the driving one is on the instance.
-    fn shared(&self) -> bool {
-        lock(&self.state).in_flight > 1
-    }
-
     fn end(&self, fault: Option<Fault>) {
         let mut ended = lock(&self.ended);
         if let Ended::Running = *ended {
@@ -304,11 +290,6 @@ impl Driver {
     /// left to do with the instance. Poll it within [`LocalWakes::poll`].
     pub fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Leftovers> {
         self.run.as_mut().poll(cx)
-    }
-
-    /// Whether it serves another request besides the one driving it.
-    pub fn shared(&self) -> bool {
-        self.inbox.shared()
     }
 
     /// Lets it carry on on a task of its own: its request is over, but the
