@@ -135,6 +135,14 @@ pub fn guest(guest: Guest) -> &'static Path {
     }
 }
 
+/// Replaces `app` the way `cargo build` and deploy scripts do: write a new
+/// file beside it, then rename it over the old one.
+pub fn rename_over(app: &Path, contents: &[u8]) {
+    let staging = app.with_extension("wasm.new");
+    std::fs::write(&staging, contents).unwrap();
+    std::fs::rename(&staging, app).unwrap();
+}
+
 /// Runs `dir/build.sh OUT`, the example's own pinned build.
 fn build_script(root: &Path, dir: &str, file: &str) -> PathBuf {
     let out = guest_target_dir().join(file);

@@ -148,9 +148,7 @@ fn swapping_between_p2_and_p3_versions_under_load_fails_no_request() {
         })
         .collect();
     for (swap, version) in [P2, P3, P2, P3].into_iter().enumerate() {
-        let staging = app.with_extension("wasm.new");
-        std::fs::copy(file(version), &staging).unwrap();
-        std::fs::rename(&staging, &app).unwrap();
+        wasmhost_tests::rename_over(&app, &std::fs::read(file(version)).unwrap());
         assert!(
             server.wait_for_count("reloaded / (", swap + 1, Duration::from_secs(60)),
             "swap {swap}:\n{}",
@@ -306,11 +304,8 @@ fn shared_instances_finish_their_requests_across_a_reload_and_a_shutdown() {
     const P2: &str = "Hello from a WebAssembly component!\n";
     let dir = wasmhost_tests::tempfile::TempDir::new().unwrap();
     let app = dir.path().join("app.wasm");
-    let install = |from: &std::path::Path| {
-        let staging = app.with_extension("wasm.new");
-        std::fs::copy(from, &staging).unwrap();
-        std::fs::rename(&staging, &app).unwrap();
-    };
+    let install =
+        |from: &std::path::Path| wasmhost_tests::rename_over(&app, &std::fs::read(from).unwrap());
     install(guest(Guest::RustP3));
     let mut server = Server::start(WASMHOST, &[&[app.to_str().unwrap()][..], SHARED].concat());
     let hold = |server: &Server, ms: u32, count: usize| {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use wasmhost_tests::tempfile::TempDir;
-use wasmhost_tests::{Guest, Server, client, get, guest};
+use wasmhost_tests::{Guest, Server, client, get, guest, rename_over};
 
 /// What `/` answers with each version: the Rust hello, then the fault guest.
 const V1: &str = "Hello from a WebAssembly component!\n";
@@ -31,14 +31,6 @@ fn app_dir() -> (TempDir, PathBuf) {
     let app = dir.path().join("app.wasm");
     std::fs::copy(version_file(V1), &app).unwrap();
     (dir, app)
-}
-
-/// Replaces `app` the way `cargo build` and deploy scripts do: write a new
-/// file beside it, then rename it over the old one.
-fn rename_over(app: &Path, contents: &[u8]) {
-    let staging = app.with_extension("wasm.new");
-    std::fs::write(&staging, contents).unwrap();
-    std::fs::rename(&staging, app).unwrap();
 }
 
 /// Starts a GET of `path` (a `/sleep/1500` of the fault guest) and returns
