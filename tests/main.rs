@@ -13,6 +13,7 @@ mod grants;
 mod heads;
 mod http2;
 mod limits;
+mod new;
 mod nginx;
 mod outbound;
 mod p3;

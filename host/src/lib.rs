@@ -30,7 +30,8 @@
 //! and `wasmhost.toml` into one validated `Config`, plain data that the
 //! runtime reads (`paths` holds the URL segment rules it shares with the
 //! router); `commands` wires a `serve` or `check` together, `nginx` writes
-//! the nginx front, `signals` and `logging` belong to the binary,
+//! the nginx front, `scaffold` the projects `wasmhost new` writes,
+//! `signals` and `logging` belong to the binary,
 //! `log_rate` bounds the log lines a client can trigger, and `allocator`
 //! holds the allocator and hands freed memory back from idle threads.
 //! What a guest may reach outside: `egress` (its grants, checked at run
@@ -68,6 +69,7 @@ pub mod reload;
 pub mod request_head;
 pub mod router;
 pub mod sandbox;
+pub mod scaffold;
 pub mod server;
 pub mod service;
 pub mod signals;
@@ -85,5 +87,6 @@ pub fn run(cli: Cli) -> Result<String> {
         Command::Serve(args) => commands::serve(args).map(|()| String::new()),
         Command::Check(source) => commands::check(source),
         Command::Nginx(args) => nginx::run(args),
+        Command::New(args) => scaffold::write(&args),
     }
 }

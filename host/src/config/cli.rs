@@ -35,6 +35,30 @@ pub enum Command {
     /// Print an nginx config that fronts the same configuration `serve`
     /// takes: its listeners as upstream servers, its apps as locations.
     Nginx(NginxArgs),
+    /// Write a new app project, ready to build and serve, e.g.
+    /// `wasmhost new rust hello`; prints the commands to build and serve it.
+    New(NewArgs),
+}
+
+/// What `wasmhost new` writes.
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// The language of the app.
+    #[arg(value_enum)]
+    pub lang: Lang,
+    /// The project's directory; its last component names the app. It must
+    /// not exist, or be empty.
+    #[arg(value_name = "NAME")]
+    pub dir: PathBuf,
+}
+
+/// The languages `wasmhost new` has a template for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    /// Rust with the `wasi` crate, built with cargo for wasm32-wasip2.
+    Rust,
+    /// Python with componentize-py 0.25.1.
+    Python,
 }
 
 /// What to serve: a component at `/`, mounts, a config file, or a mix (flags
