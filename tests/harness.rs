@@ -3,7 +3,7 @@
 //! from its log, and talks real HTTP to it. On drop a server is killed and its
 //! log printed, so a failing test shows what the server said.
 
-pub use {libc, rcgen, rustls, socket2, tempfile, ureq};
+pub use {libc, rcgen, rustls, serde_json, socket2, tempfile, ureq};
 
 mod upstream_server;
 pub use upstream_server::Upstream;
@@ -70,6 +70,22 @@ pub enum Guest {
     PythonFlask,
     /// tests/guests/wsgi-bottle: a Bottle app through the same bridge.
     WsgiBottle,
+    /// guest-examples/rust-demo: the demo app in Rust (the `wasi` crate).
+    RustDemo,
+    /// guest-examples/python-demo: the demo app in Python (componentize-py).
+    PythonDemo,
+    /// guest-examples/javascript-demo: the demo app in JavaScript
+    /// (componentize-js).
+    JavascriptDemo,
+    /// guest-examples/c-demo: the demo app in C (clang, wasi-libc,
+    /// wit-bindgen, wasm-tools).
+    CDemo,
+    /// guest-examples/go-demo: the demo app in Go (Go's wasip1 port,
+    /// wit-bindgen, wasm-tools).
+    GoDemo,
+    /// guest-examples/python-wsgi-demo: the demo app as a WSGI app, through
+    /// the bridge.
+    PythonWsgiDemo,
 }
 
 /// Builds `guest` once per test run and returns the component's path.
@@ -84,6 +100,12 @@ pub fn guest(guest: Guest) -> &'static Path {
     static COMMAND: OnceLock<PathBuf> = OnceLock::new();
     static REDIS_COUNTER: OnceLock<PathBuf> = OnceLock::new();
     static RUST_P3: OnceLock<PathBuf> = OnceLock::new();
+    static RUST_DEMO: OnceLock<PathBuf> = OnceLock::new();
+    static PYTHON_DEMO: OnceLock<PathBuf> = OnceLock::new();
+    static JAVASCRIPT_DEMO: OnceLock<PathBuf> = OnceLock::new();
+    static C_DEMO: OnceLock<PathBuf> = OnceLock::new();
+    static GO_DEMO: OnceLock<PathBuf> = OnceLock::new();
+    static PYTHON_WSGI_DEMO: OnceLock<PathBuf> = OnceLock::new();
     let root = repo_root();
     match guest {
         Guest::RustHello => RUST_HELLO.get_or_init(|| {
@@ -131,6 +153,36 @@ pub fn guest(guest: Guest) -> &'static Path {
         Guest::WsgiBottle => WSGI_BOTTLE.get_or_init(|| {
             let args = ["app:app", "-r", "requirements.txt"];
             wsgi_bridge(&root, "tests/guests/wsgi-bottle", &args, "wsgi-bottle.wasm")
+        }),
+        Guest::RustDemo => RUST_DEMO.get_or_init(|| {
+            cargo_wasm(
+                &root.join("guest-examples/rust-demo"),
+                "rust-demo",
+                "rust_demo.wasm",
+            )
+        }),
+        Guest::PythonDemo => PYTHON_DEMO
+            .get_or_init(|| build_script(&root, "guest-examples/python-demo", "python-demo.wasm")),
+        Guest::JavascriptDemo => JAVASCRIPT_DEMO.get_or_init(|| {
+            build_script(
+                &root,
+                "guest-examples/javascript-demo",
+                "javascript-demo.wasm",
+            )
+        }),
+        Guest::CDemo => {
+            C_DEMO.get_or_init(|| build_script(&root, "guest-examples/c-demo", "c-demo.wasm"))
+        }
+        Guest::GoDemo => {
+            GO_DEMO.get_or_init(|| build_script(&root, "guest-examples/go-demo", "go-demo.wasm"))
+        }
+        Guest::PythonWsgiDemo => PYTHON_WSGI_DEMO.get_or_init(|| {
+            wsgi_bridge(
+                &root,
+                "guest-examples/python-wsgi-demo",
+                &["wsgi:application"],
+                "python-wsgi-demo.wasm",
+            )
         }),
     }
 }

@@ -4,6 +4,7 @@
 mod cache;
 mod config;
 mod connections;
+mod demo;
 mod deploy;
 mod errors;
 mod faults;
