@@ -6,6 +6,7 @@ mod config;
 mod connections;
 mod demo;
 mod deploy;
+mod dev;
 mod errors;
 mod faults;
 mod forwarding;

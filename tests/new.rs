@@ -47,10 +47,7 @@ fn a_new_rust_project_builds_and_serves_with_the_printed_commands() {
     let args = new_and_build("rust", &dir);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let server = Server::start(WASMHOST, &args);
-    assert_eq!(
-        get(&server.url("/")).unwrap().body,
-        "Hello from a WebAssembly component!\n"
-    );
+    assert_eq!(get(&server.url("/")).unwrap().body, "Hello from Rust!\n");
     // Never over a project that is there.
     let again = run_to_exit(
         WASMHOST,
@@ -73,9 +70,34 @@ fn a_new_python_project_builds_and_serves_with_the_printed_commands() {
     let args = new_and_build("python", &root.path().join("pyapp"));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let server = Server::start(WASMHOST, &args);
+    assert_eq!(get(&server.url("/")).unwrap().body, "Hello from Python!\n");
+}
+
+#[test]
+fn a_new_python_wsgi_project_builds_and_serves_with_the_printed_commands() {
+    let root = TempDir::new().unwrap();
+    let args = new_and_build("python-wsgi", &root.path().join("wsgiapp"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::start(WASMHOST, &args);
     assert_eq!(
         get(&server.url("/")).unwrap().body,
-        "Hello from a Python component!\n"
+        "Hello from Python (WSGI)!\n"
+    );
+    assert_eq!(
+        get(&server.url("/hello/you")).unwrap().body,
+        "{\"hello\": \"you\"}\n"
+    );
+}
+
+#[test]
+fn a_new_javascript_project_builds_and_serves_with_the_printed_commands() {
+    let root = TempDir::new().unwrap();
+    let args = new_and_build("javascript", &root.path().join("jsapp"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::start(WASMHOST, &args);
+    assert_eq!(
+        get(&server.url("/")).unwrap().body,
+        "Hello from JavaScript!\n"
     );
 }
 

@@ -1,14 +1,17 @@
-//! The `serve` and `check` commands: build the engines, load every mounted
-//! app, then either report the route table (`check`) or bind, serve until a
-//! signal, drain and exit (`serve`). The wiring of everything else; the
-//! serving itself is `server::run`.
+//! The `serve`, `dev` and `check` commands: build the engines, load every
+//! mounted app, then either report the route table (`check`) or bind, serve
+//! until a signal, drain and exit (`serve`; `dev` also runs the apps' builds,
+//! `dev`). The wiring of everything else; the serving itself is
+//! `server::run`.
 
 use crate::access_log::AccessLog;
 use crate::allocator;
 use crate::app::{self, App, Tier};
 use crate::compile_cache::{Cache, Origin};
-use crate::config::cli::{ServeArgs, Source};
+use crate::config::cli::{DevArgs, ServeArgs, Source};
 use crate::config::{self, Config, Listen, Mount};
+use crate::dev::{self, Dev};
+use crate::dev_errors::DevErrors;
 use crate::engine::{Compiler, Engines, EpochTicker, PoolSize};
 use crate::forwarded::TrustedProxies;
 use crate::instances::Pool;
@@ -18,7 +21,7 @@ use crate::router::{Router, Routes};
 use crate::server::{self, Drained, Listener};
 use crate::signals;
 use crate::tls::Certificates;
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +30,48 @@ use tokio_rustls::TlsAcceptor;
 
 /// `wasmhost serve`: serves until SIGINT or SIGTERM.
 pub fn serve(args: ServeArgs) -> Result<()> {
+    serve_with(args, None)
+}
+
+/// `wasmhost dev`: `serve`, with the apps' builds run first and again at
+/// every change of their sources.
+pub fn dev(args: DevArgs) -> Result<()> {
+    let DevArgs {
+        serve: mut args,
+        no_dev_errors,
+    } = args;
+    if args.no_reload {
+        bail!(
+            "--no-reload: wasmhost dev swaps each new build in as it reloads; leave the flag out"
+        );
+    }
+    let file = args
+        .source
+        .config
+        .get_or_insert_with(|| PathBuf::from("wasmhost.toml"))
+        .clone();
+    if !file.is_file() {
+        bail!(
+            "{}: no such file; run wasmhost dev in a project that has one (wasmhost new writes it), or give --config FILE",
+            file.display()
+        );
+    }
+    let builds = config::file::builds(&file)?;
+    if builds.is_empty() {
+        bail!(
+            "{}: no [[app]] says how it is built; add build = \"…\" and watch = [\"src/**\"] to the app to rebuild",
+            file.display()
+        );
+    }
+    let dev = Dev {
+        builds,
+        errors: (!no_dev_errors).then(|| Arc::new(DevErrors::default())),
+    };
+    dev::build_at_start(&dev)?;
+    serve_with(args, Some(dev))
+}
+
+fn serve_with(args: ServeArgs, dev: Option<Dev>) -> Result<()> {
     let config = config::for_serve(&args)?;
     let cache = compile_cache(&args.source)?;
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
@@ -40,7 +85,13 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     let runtime = runtime.build().context("starting the async runtime")?;
     let config_file = args.source.config.clone();
     let reread: reload::Reread = Box::new(move || config::for_serve(&args));
-    runtime.block_on(serve_until_signalled(config, cache, config_file, reread))
+    runtime.block_on(serve_until_signalled(
+        config,
+        cache,
+        config_file,
+        reread,
+        dev,
+    ))
 }
 
 /// `wasmhost check`: everything `serve` validates, nothing it serves. The
@@ -62,6 +113,7 @@ async fn serve_until_signalled(
     cache: Option<Cache>,
     config_file: Option<PathBuf>,
     reread: reload::Reread,
+    dev: Option<Dev>,
 ) -> Result<()> {
     let signals = signals::install()?;
     let (access_log, log_writer) = AccessLog::open(&config.access_log)?.unzip();
@@ -104,6 +156,10 @@ async fn serve_until_signalled(
     let _reloader = reload::start(reloads, sources, config.reload)
         .inspect_err(|error| tracing::warn!("hot reload is off: {error:#}"))
         .ok();
+    let _building = dev
+        .as_ref()
+        .map(|dev| dev::watch(dev, routes.clone()))
+        .transpose()?;
     // Said once everything loaded: a startup error stays the only line.
     tracing::info!("{budget_line}");
     announce(&apps, &listeners)?;
@@ -114,6 +170,7 @@ async fn serve_until_signalled(
         drain_timeout: config.shutdown_timeout,
         trusted_proxies: Arc::new(TrustedProxies::new(config.trusted_proxies.clone())),
         access_log: access_log.map(Arc::new),
+        dev_errors: dev.and_then(|dev| dev.errors),
     };
     let listeners = listeners.into_iter().map(|bound| bound.listener).collect();
     let first = async {

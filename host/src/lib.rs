@@ -10,7 +10,8 @@
 //!              close on shutdown, the chores its requests left, between them
 //! service      per request: head rules, one valid Host (request_head),
 //!              forwarding headers (forwarded), route once (router),
-//!              access-log record (access_log), Connection: close when
+//!              access-log record (access_log), a failed build's page under
+//!              `wasmhost dev` (dev_errors), Connection: close when
 //!              shutting down
 //! handler      body-size check, a place to run (admission), an instance
 //!              (instances), the guest's call, its faults as statuses; request
@@ -29,8 +30,10 @@
 //! files and swaps new versions into the route table; `config` turns flags
 //! and `wasmhost.toml` into one validated `Config`, plain data that the
 //! runtime reads (`paths` holds the URL segment rules it shares with the
-//! router); `commands` wires a `serve` or `check` together, `nginx` writes
-//! the nginx front, `scaffold` the projects `wasmhost new` writes,
+//! router); `commands` wires a `serve`, `dev` or `check` together, `dev`
+//! runs the apps' builds when their sources change (its results reach the
+//! route table through `reload`), `nginx` writes the nginx front,
+//! `scaffold` the projects `wasmhost new` writes,
 //! `signals` and `logging` belong to the binary,
 //! `log_rate` bounds the log lines a client can trigger, and `allocator`
 //! holds the allocator and hands freed memory back from idle threads.
@@ -50,6 +53,8 @@ pub mod commands;
 pub mod compile_cache;
 pub mod config;
 pub mod connection;
+pub mod dev;
+pub mod dev_errors;
 pub mod egress;
 pub mod engine;
 pub mod forwarded;
@@ -88,5 +93,6 @@ pub fn run(cli: Cli) -> Result<String> {
         Command::Check(source) => commands::check(source),
         Command::Nginx(args) => nginx::run(args),
         Command::New(args) => scaffold::write(&args),
+        Command::Dev(args) => commands::dev(args).map(|()| String::new()),
     }
 }

@@ -1,38 +1,127 @@
-//! The projects `wasmhost new LANG NAME` writes: the examples in
+//! The projects `wasmhost new LANG NAME` writes: the demo apps in
 //! guest-examples/, embedded in the binary so a project can be started
-//! anywhere, renamed, with the WIT a toolchain needs copied in.
+//! anywhere, renamed, with the WIT (and for WSGI the bridge) its toolchain
+//! needs copied in.
 
 use crate::config::cli::{Lang, NewArgs};
 use anyhow::{Result, bail};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-const RUST_MANIFEST: &str = include_str!("../../guest-examples/rust-hello/Cargo.toml");
-const RUST_LOCK: &str = include_str!("../../guest-examples/rust-hello/Cargo.lock");
-const RUST_LIB: &str = include_str!("../../guest-examples/rust-hello/src/lib.rs");
-const PYTHON_APP: &str = include_str!("../../guest-examples/python-hello/app.py");
+/// The files of a WIT directory: its world and the WASI packages it uses.
+macro_rules! wit_files {
+    ($dir:literal, $into:literal) => {
+        &[
+            (
+                concat!($into, "/world.wit"),
+                include_str!(concat!("../../", $dir, "/world.wit")),
+            ),
+            (
+                concat!($into, "/deps/cli.wit"),
+                include_str!(concat!("../../", $dir, "/deps/cli.wit")),
+            ),
+            (
+                concat!($into, "/deps/clocks.wit"),
+                include_str!(concat!("../../", $dir, "/deps/clocks.wit")),
+            ),
+            (
+                concat!($into, "/deps/filesystem.wit"),
+                include_str!(concat!("../../", $dir, "/deps/filesystem.wit")),
+            ),
+            (
+                concat!($into, "/deps/http.wit"),
+                include_str!(concat!("../../", $dir, "/deps/http.wit")),
+            ),
+            (
+                concat!($into, "/deps/io.wit"),
+                include_str!(concat!("../../", $dir, "/deps/io.wit")),
+            ),
+            (
+                concat!($into, "/deps/random.wit"),
+                include_str!(concat!("../../", $dir, "/deps/random.wit")),
+            ),
+            (
+                concat!($into, "/deps/sockets.wit"),
+                include_str!(concat!("../../", $dir, "/deps/sockets.wit")),
+            ),
+        ]
+    };
+}
 
-/// The WIT wasmhost serves, as componentize-py reads it.
-const WIT: &[(&str, &str)] = &[
-    ("wit/world.wit", include_str!("../../wit/world.wit")),
-    ("wit/deps/cli.wit", include_str!("../../wit/deps/cli.wit")),
+type Files = &'static [(&'static str, &'static str)];
+
+const RUST: Files = &[
     (
-        "wit/deps/clocks.wit",
-        include_str!("../../wit/deps/clocks.wit"),
+        "Cargo.toml",
+        include_str!("../../guest-examples/rust-demo/Cargo.toml"),
     ),
     (
-        "wit/deps/filesystem.wit",
-        include_str!("../../wit/deps/filesystem.wit"),
-    ),
-    ("wit/deps/http.wit", include_str!("../../wit/deps/http.wit")),
-    ("wit/deps/io.wit", include_str!("../../wit/deps/io.wit")),
-    (
-        "wit/deps/random.wit",
-        include_str!("../../wit/deps/random.wit"),
+        "Cargo.lock",
+        include_str!("../../guest-examples/rust-demo/Cargo.lock"),
     ),
     (
-        "wit/deps/sockets.wit",
-        include_str!("../../wit/deps/sockets.wit"),
+        "src/lib.rs",
+        include_str!("../../guest-examples/rust-demo/src/lib.rs"),
     ),
+    (".gitignore", "/target\n"),
+];
+
+const PYTHON: Files = &[
+    (
+        "app.py",
+        include_str!("../../guest-examples/python-demo/app.py"),
+    ),
+    (".gitignore", "*.wasm\n__pycache__/\n"),
+];
+
+/// The WSGI app and, beside it, the bridge that builds it, so the project
+/// builds with `python3 -m wasmhost_wsgi` and nothing else to install but
+/// componentize-py.
+const PYTHON_WSGI: Files = &[
+    (
+        "wsgi.py",
+        include_str!("../../guest-examples/python-wsgi-demo/wsgi.py"),
+    ),
+    (
+        "requirements.txt",
+        "# The app's dependencies, vendored into the component at build time.\n",
+    ),
+    (
+        "wasmhost_wsgi/__init__.py",
+        include_str!("../../python/wasmhost-wsgi/wasmhost_wsgi/__init__.py"),
+    ),
+    (
+        "wasmhost_wsgi/__main__.py",
+        include_str!("../../python/wasmhost-wsgi/wasmhost_wsgi/__main__.py"),
+    ),
+    (
+        "wasmhost_wsgi/bridge.py",
+        include_str!("../../python/wasmhost-wsgi/wasmhost_wsgi/bridge.py"),
+    ),
+    (
+        "wasmhost_wsgi/cli.py",
+        include_str!("../../python/wasmhost-wsgi/wasmhost_wsgi/cli.py"),
+    ),
+    (".gitignore", "*.wasm\n__pycache__/\n"),
+];
+
+const JAVASCRIPT: Files = &[
+    (
+        "app.js",
+        include_str!("../../guest-examples/javascript-demo/app.js"),
+    ),
+    (
+        "package.json",
+        include_str!("../../guest-examples/javascript-demo/package.json"),
+    ),
+    (
+        "package-lock.json",
+        include_str!("../../guest-examples/javascript-demo/package-lock.json"),
+    ),
+    (
+        "build.sh",
+        include_str!("../../guest-examples/javascript-demo/build.sh"),
+    ),
+    (".gitignore", "*.wasm\nnode_modules/\n"),
 ];
 
 /// Writes the project and says how to build and serve it.
@@ -46,63 +135,113 @@ pub fn write(args: &NewArgs) -> Result<String> {
         );
     }
     let shown = dir.display();
-    let (files, build, serve) = match args.lang {
+    let wasm = format!("{name}.wasm");
+    let (language, parts, build): (_, &[Files], _) = match args.lang {
         Lang::Rust => {
-            let files = vec![
-                (
-                    "Cargo.toml".into(),
-                    RUST_MANIFEST.replace("name = \"rust-hello\"", &format!("name = \"{name}\"")),
-                ),
-                (
-                    "Cargo.lock".into(),
-                    RUST_LOCK.replace("name = \"rust-hello\"", &format!("name = \"{name}\"")),
-                ),
-                ("src/lib.rs".into(), RUST_LIB.to_string()),
-                (".gitignore".into(), "/target\n".to_string()),
-            ];
-            let wasm = format!(
-                "{shown}/target/wasm32-wasip2/release/{}.wasm",
-                name.replace('-', "_")
-            );
-            (
-                files,
-                format!("cd {shown} && cargo build --release --target wasm32-wasip2"),
-                format!("wasmhost serve {wasm}"),
-            )
+            let build = format!("cd {shown} && cargo build --release --target wasm32-wasip2");
+            ("Rust", &[RUST], build)
         }
-        Lang::Python => {
-            let mut files: Vec<(PathBuf, String)> = WIT
-                .iter()
-                .map(|(path, text)| (path.into(), text.to_string()))
-                .collect();
-            files.push(("app.py".into(), PYTHON_APP.to_string()));
-            files.push((".gitignore".into(), "*.wasm\n__pycache__/\n".to_string()));
-            (
-                files,
-                format!(
-                    "cd {shown} && componentize-py -d wit -w app componentize app -o {name}.wasm"
-                ),
-                format!("wasmhost serve {shown}/{name}.wasm"),
-            )
-        }
+        Lang::Python => (
+            "Python",
+            &[PYTHON, wit_files!("wit", "wit")],
+            format!("cd {shown} && componentize-py -d wit -w app componentize app -o {wasm}"),
+        ),
+        Lang::PythonWsgi => (
+            "Python WSGI",
+            &[PYTHON_WSGI, wit_files!("wit", "wasmhost_wsgi/wit")],
+            format!(
+                "cd {shown} && python3 -m wasmhost_wsgi build wsgi:application -r requirements.txt -o {wasm}"
+            ),
+        ),
+        Lang::Javascript => (
+            "JavaScript",
+            &[
+                JAVASCRIPT,
+                wit_files!("guest-examples/javascript-demo/wit", "wit"),
+            ],
+            format!("cd {shown} && ./build.sh {wasm}"),
+        ),
     };
-    for (path, text) in files {
+    let serve = match args.lang {
+        Lang::Rust => format!(
+            "wasmhost serve {shown}/target/wasm32-wasip2/release/{}.wasm",
+            name.replace('-', "_")
+        ),
+        _ => format!("wasmhost serve {shown}/{wasm}"),
+    };
+    let config = dev_config(args.lang, &name);
+    let written = parts
+        .iter()
+        .flat_map(|files| files.iter())
+        .map(|(path, text)| (*path, *text))
+        .chain([("wasmhost.toml", config.as_str())]);
+    for (path, text) in written {
+        let text = match args.lang {
+            // Cargo and npm name the package, and the lock files repeat it.
+            Lang::Rust => text.replace("\"rust-demo\"", &format!("\"{name}\"")),
+            Lang::Javascript => text.replace("\"javascript-demo\"", &format!("\"{name}\"")),
+            Lang::Python | Lang::PythonWsgi => text.to_string(),
+        };
         let path = dir.join(path);
         std::fs::create_dir_all(path.parent().expect("a file in the project"))?;
         std::fs::write(&path, text)
             .map_err(|e| anyhow::anyhow!("{}: cannot write: {e}", path.display()))?;
+        if path.extension().is_some_and(|ext| ext == "sh") {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+        }
     }
     Ok(format!(
-        "created a {} app in {shown}\nbuild: {build}\nserve: {serve}\n",
-        match args.lang {
-            Lang::Rust => "Rust",
-            Lang::Python => "Python",
-        }
+        "created a {language} app in {shown}\nbuild: {build}\nserve: {serve}\ndev:   cd {shown} && wasmhost dev\n"
     ))
 }
 
-/// The app's name: the directory's last component, as cargo and Python
-/// accept it.
+/// The project's wasmhost.toml: the app at `/`, with the build and the
+/// sources `wasmhost dev` rebuilds it from.
+fn dev_config(lang: Lang, name: &str) -> String {
+    let wasm = format!("{name}.wasm");
+    let (component, build, watch) = match lang {
+        Lang::Rust => (
+            format!(
+                "target/wasm32-wasip2/release/{}.wasm",
+                name.replace('-', "_")
+            ),
+            // The project's own target dir, wherever CARGO_TARGET_DIR points.
+            "cargo build --release --target wasm32-wasip2 --target-dir target".to_string(),
+            r#"["src/**", "Cargo.toml"]"#,
+        ),
+        Lang::Python => (
+            wasm.clone(),
+            format!("componentize-py -d wit -w app componentize app -o {wasm}"),
+            r#"["*.py"]"#,
+        ),
+        Lang::PythonWsgi => (
+            wasm.clone(),
+            format!(
+                "python3 -m wasmhost_wsgi build wsgi:application -r requirements.txt -o {wasm}"
+            ),
+            r#"["*.py", "requirements.txt"]"#,
+        ),
+        Lang::Javascript => (
+            wasm.clone(),
+            format!("./build.sh {wasm}"),
+            r#"["*.js", "package.json"]"#,
+        ),
+    };
+    format!(
+        "# `wasmhost dev` builds the app, serves it, and rebuilds and reloads it\n\
+         # whenever a watched source changes; `wasmhost serve --config\n\
+         # wasmhost.toml` serves the last build.\n\
+         [[app]]\n\
+         route = \"/\"\n\
+         component = \"{component}\"\n\
+         build = \"{build}\"\n\
+         watch = {watch}\n"
+    )
+}
+
+/// The app's name: the directory's last component, as cargo, npm and
+/// Python accept it.
 fn project_name(dir: &Path) -> Result<String> {
     let name = dir
         .file_name()

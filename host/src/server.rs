@@ -6,6 +6,7 @@
 use crate::access_log::AccessLog;
 use crate::config::Timeouts;
 use crate::connection::{self, Ended, Watched};
+use crate::dev_errors::DevErrors;
 use crate::forwarded::{Forwarding, TrustedProxies};
 use crate::instances::Chores;
 use crate::request_head::{MAX_HEAD_BYTES, MAX_HEADERS};
@@ -105,6 +106,8 @@ pub struct Options {
     /// Peers whose forwarding headers are believed.
     pub trusted_proxies: Arc<TrustedProxies>,
     pub access_log: Option<Arc<AccessLog>>,
+    /// Failed builds' pages, under `wasmhost dev --dev-errors` only.
+    pub dev_errors: Option<Arc<DevErrors>>,
 }
 
 /// A bound socket, and the TLS it speaks if any.
@@ -263,6 +266,7 @@ async fn serve_connection(
         activity.clone(),
         forwarding,
         options.access_log.clone(),
+        options.dev_errors.clone(),
     );
     let fd = stream.as_raw_fd();
     let watched = Watched::new(stream, activity.clone());
@@ -437,6 +441,7 @@ mod tests {
             drain_timeout: Duration::from_secs(5),
             trusted_proxies: Arc::new(TrustedProxies::default()),
             access_log: None,
+            dev_errors: None,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(run(

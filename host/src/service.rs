@@ -7,6 +7,7 @@
 //! response.
 
 use crate::access_log::{AccessLog, Record};
+use crate::dev_errors::DevErrors;
 use crate::forwarded::Forwarding;
 use crate::handler::{self, Body};
 use crate::instances::Chores;
@@ -35,6 +36,7 @@ pub fn new(
     activity: Arc<Activity>,
     forwarding: Forwarding,
     access_log: Option<Arc<AccessLog>>,
+    dev_errors: Option<Arc<DevErrors>>,
 ) -> impl hyper::service::Service<
     http::Request<Incoming>,
     Response = http::Response<Tracked<Body>>,
@@ -64,12 +66,17 @@ pub fn new(
         });
         drop(table);
         let chores = chores.clone();
+        let failed_build = match (&app, &dev_errors) {
+            (Ok(app), Some(errors)) => errors.page(&app.route),
+            _ => None,
+        };
         async move {
-            let mut response = match app {
-                Ok(app) => {
+            let mut response = match (app, failed_build) {
+                (Ok(_), Some(page)) => page,
+                (Ok(app), None) => {
                     handler::handle(app, &chores, &running.0.places, client.https, request).await
                 }
-                Err(rejected) => rejected.response(),
+                (Err(rejected), _) => rejected.response(),
             };
             // Shutting down: the client closes this connection after the
             // response, instead of racing our close (connection.rs).

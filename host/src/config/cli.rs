@@ -38,6 +38,22 @@ pub enum Command {
     /// Write a new app project, ready to build and serve, e.g.
     /// `wasmhost new rust hello`; prints the commands to build and serve it.
     New(NewArgs),
+    /// Serve a project while developing it: rebuild an app when its sources
+    /// change (its `build` and `watch` in wasmhost.toml) and swap the new
+    /// build in without a restart. Takes `serve`'s flags; the config file is
+    /// ./wasmhost.toml unless --config names another.
+    Dev(DevArgs),
+}
+
+/// What `wasmhost dev` takes: `serve`'s flags and its own.
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// Do not answer an app's requests with its failed build's error page;
+    /// keep serving its last good build instead.
+    #[arg(long)]
+    pub no_dev_errors: bool,
 }
 
 /// What `wasmhost new` writes.
@@ -59,6 +75,10 @@ pub enum Lang {
     Rust,
     /// Python with componentize-py 0.25.1.
     Python,
+    /// A Python WSGI app (PEP 3333), built by the wasmhost-wsgi bridge.
+    PythonWsgi,
+    /// JavaScript with componentize-js 0.23 (npm), a `fetch` event handler.
+    Javascript,
 }
 
 /// What to serve: a component at `/`, mounts, a config file, or a mix (flags

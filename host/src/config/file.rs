@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use toml::Spanned;
 
@@ -123,6 +124,11 @@ struct RawApp {
     outbound_timeout: Option<Spanned<String>>,
     /// Outbound requests in flight at once.
     outbound_concurrency: Option<Spanned<u32>>,
+    /// The command that builds `component` from source, for `wasmhost dev`.
+    build: Option<Spanned<String>>,
+    /// The sources whose changes rerun `build`, as globs under the file's
+    /// directory, e.g. `["src/**", "Cargo.toml"]`.
+    watch: Option<Vec<Spanned<String>>>,
 }
 
 /// Turns a byte span of the file into its place (file and line).
@@ -171,19 +177,84 @@ impl Places<'_> {
     }
 }
 
+/// How `wasmhost dev` builds one app: `command` run by `sh -c` in `dir`
+/// whenever a file under `dir` matching one of `watch` changes.
+#[derive(Debug, Clone)]
+pub struct Build {
+    pub route: Arc<str>,
+    /// The file the build writes, which `serve` then reloads.
+    pub component: PathBuf,
+    pub command: String,
+    pub watch: Vec<String>,
+    /// The config file's directory.
+    pub dir: PathBuf,
+    pub origin: Origin,
+}
+
+/// The file's text, parsed as written, every error naming its place.
+fn read_raw(path: &Path) -> Result<(String, RawFile)> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow!("cannot read config {}: {e}", path.display()))?;
+    let places = Places { path, text: &text };
+    let raw: RawFile = toml::from_str(&text).map_err(|error| {
+        let place = match error.span() {
+            Some(span) => places.at(span).to_string(),
+            None => path.display().to_string(),
+        };
+        anyhow!("{place}: {}", error.message().trim())
+    })?;
+    Ok((text, raw))
+}
+
+/// The `[[app]]` entries that say how they are built, read before anything
+/// is built: their components need not exist yet.
+pub fn builds(path: &Path) -> Result<Vec<Build>> {
+    let (text, raw) = read_raw(path)?;
+    let places = Places { path, text: &text };
+    // `wasmhost.toml` has the parent "", which is no directory to run in.
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut builds = Vec::new();
+    for entry in &raw.app {
+        let origin = places.at(entry.route.span());
+        let route =
+            normalise_prefix(entry.route.get_ref()).map_err(|e| anyhow!("{origin}: {e}"))?;
+        let watch = entry.watch.iter().flatten();
+        match &entry.build {
+            Some(command) if command.get_ref().trim().is_empty() => {
+                bail!(
+                    "{}: build is empty; give the command that builds the component",
+                    places.at(command.span())
+                )
+            }
+            Some(command) => builds.push(Build {
+                route,
+                component: dir.join(entry.component.get_ref()),
+                command: command.get_ref().clone(),
+                watch: watch.map(|glob| glob.get_ref().clone()).collect(),
+                dir: dir.clone(),
+                origin,
+            }),
+            None => {
+                if let Some(glob) = watch.into_iter().next() {
+                    bail!(
+                        "{}: watch needs a build command in the same [[app]]; add build = \"…\"",
+                        places.at(glob.span())
+                    );
+                }
+            }
+        }
+    }
+    Ok(builds)
+}
+
 impl File {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<File> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow!("cannot read config {}: {e}", path.display()))?;
+        let (text, raw) = read_raw(path)?;
         let places = Places { path, text: &text };
-        let raw: RawFile = toml::from_str(&text).map_err(|error| {
-            let place = match error.span() {
-                Some(span) => places.at(span).to_string(),
-                None => path.display().to_string(),
-            };
-            anyhow!("{place}: {}", error.message().trim())
-        })?;
         // Components are found relative to the file, not the working directory.
         let base = path.parent().unwrap_or(Path::new("."));
         let access_log = raw
