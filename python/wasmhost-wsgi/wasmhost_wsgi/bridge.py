@@ -48,16 +48,30 @@ def handler(application):
 
 
 class Input:
-    """`wsgi.input`: the request body, read from the host as asked for."""
+    """`wsgi.input`: the request body, read from the host as asked for. The
+    body is taken from the request only when the app first reads it: most
+    requests (a GET) never do, and each host call costs the guest time."""
 
-    def __init__(self, stream):
-        self._stream = stream
+    def __init__(self, request):
+        self._request = request
+        self._body = None
+        self._stream = None
         self._buffer = b""
         self._done = False
+
+    def close(self):
+        """Releases the stream, then the body: children before their parent."""
+        if self._stream is not None:
+            self._stream.__exit__(None, None, None)
+        if self._body is not None:
+            self._body.__exit__(None, None, None)
 
     def _fill(self):
         if self._done:
             return False
+        if self._stream is None:
+            self._body = self._request.consume()
+            self._stream = self._body.stream()
         try:
             self._buffer += self._stream.blocking_read(READ_CHUNK)
         except Err as error:
@@ -114,13 +128,11 @@ class Exchange:
         self.stream = None
 
     def run(self):
-        incoming = self.request.consume()
-        input_stream = incoming.stream()
+        wsgi_input = Input(self.request)
         try:
-            self.serve(self.environ(Input(input_stream)))
+            self.serve(self.environ(wsgi_input))
         finally:
-            input_stream.__exit__(None, None, None)
-            incoming.__exit__(None, None, None)
+            wsgi_input.close()
             self.request.__exit__(None, None, None)
 
     def serve(self, environ):
@@ -166,9 +178,10 @@ class Exchange:
         path, _, query = (self.request.path_with_query() or "/").partition("?")
         scheme = self.request.scheme()
         url_scheme = "https" if isinstance(scheme, types.Scheme_Https) else "http"
-        host, _, port = (self.request.authority() or headers.get("host", "")).rpartition(":")
+        authority = self.request.authority()
+        host, _, port = (authority or headers.get("host", "")).rpartition(":")
         if not host or not port.isdigit():
-            host, port = self.request.authority() or "localhost", "443" if url_scheme == "https" else "80"
+            host, port = authority or "localhost", "443" if url_scheme == "https" else "80"
         environ = {
             "REQUEST_METHOD": METHODS.get(type(method)) or getattr(method, "value", "GET"),
             "SCRIPT_NAME": headers.get("x-forwarded-prefix", "").rstrip("/"),
@@ -213,7 +226,9 @@ class Exchange:
         fields = types.Fields.from_list(
             [(name.lower(), str(value).encode("latin-1")) for name, value in self.headers])
         response = types.OutgoingResponse(fields)
-        response.set_status_code(int(self.status[:3]))
+        code = int(self.status[:3])
+        if code != 200:  # a new response's status; one host call fewer
+            response.set_status_code(code)
         self.body = response.body()
         types.ResponseOutparam.set(self.response_out, Ok(response))
         self.stream = self.body.write()
