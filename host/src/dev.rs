@@ -154,9 +154,10 @@ pub fn watch(dev: &Dev, routes: Arc<Routes>) -> Result<Watching> {
                 watched,
                 changed: None,
                 running: None,
+                generation: 0,
             })
             .collect();
-        let (done, mut finished) = mpsc::unbounded_channel::<usize>();
+        let (done, mut finished) = mpsc::unbounded_channel::<(usize, u64)>();
         loop {
             let next = apps.iter().filter_map(|app| app.changed).min();
             let wake = async {
@@ -186,8 +187,10 @@ pub fn watch(dev: &Dev, routes: Arc<Routes>) -> Result<Watching> {
                         }
                     }
                 }
-                Some(index) = finished.recv() => {
-                    if let Some(app) = apps.get_mut(index) {
+                Some((index, generation)) = finished.recv() => {
+                    // Only the latest build's end: an earlier one may report
+                    // after a newer one started.
+                    if let Some(app) = apps.get_mut(index).filter(|app| app.generation == generation) {
                         app.running = None;
                     }
                 }
@@ -205,6 +208,8 @@ struct AppBuilds {
     watched: Watched,
     changed: Option<Instant>,
     running: Option<JoinHandle<()>>,
+    /// Counts the builds started, so the end of a replaced one is ignored.
+    generation: u64,
 }
 
 impl AppBuilds {
@@ -212,7 +217,7 @@ impl AppBuilds {
     fn start(
         &mut self,
         index: usize,
-        done: mpsc::UnboundedSender<usize>,
+        done: mpsc::UnboundedSender<(usize, u64)>,
         routes: Arc<Routes>,
         errors: Option<Arc<DevErrors>>,
     ) {
@@ -222,9 +227,11 @@ impl AppBuilds {
             running.abort();
         }
         let build = self.watched.build.clone();
+        self.generation += 1;
+        let generation = self.generation;
         self.running = Some(tokio::spawn(async move {
             run_build(&build, &routes, errors.as_deref()).await;
-            let _ = done.send(index);
+            let _ = done.send((index, generation));
         }));
     }
 }
