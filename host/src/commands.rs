@@ -1,8 +1,8 @@
 //! The `serve`, `dev` and `check` commands: build the engines, load every
 //! mounted app, then either report the route table (`check`) or bind, serve
-//! until a signal, drain and exit (`serve`; `dev` also runs the apps' builds,
-//! `dev`). The wiring of everything else; the serving itself is
-//! `server::run`.
+//! until a signal, drain and exit (`serve`, and `dev`, which also runs the
+//! apps' builds through the `dev` module). The wiring of everything else;
+//! the serving itself is `server::run`.
 
 use crate::access_log::AccessLog;
 use crate::allocator;

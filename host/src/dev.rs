@@ -41,10 +41,7 @@ pub struct Dev {
 pub fn build_at_start(dev: &Dev) -> Result<()> {
     for build in &dev.builds {
         let began = Instant::now();
-        let output = std::process::Command::new("sh")
-            .args(["-c", &build.command])
-            .current_dir(&build.dir)
-            .stdin(Stdio::null())
+        let output = shell(build)
             .output()
             .with_context(|| format!("{}: cannot run build `{}`", build.origin, build.command))?;
         let took = began.elapsed();
@@ -241,10 +238,7 @@ impl AppBuilds {
 async fn run_build(build: &Build, routes: &Routes, errors: Option<&DevErrors>) {
     let began = Instant::now();
     let before = serving(routes, &build.route);
-    let child = tokio::process::Command::new("sh")
-        .args(["-c", &build.command])
-        .current_dir(&build.dir)
-        .stdin(Stdio::null())
+    let child = tokio::process::Command::from(shell(build))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
@@ -369,6 +363,17 @@ impl Drop for KillGroup {
             }
         }
     }
+}
+
+/// The build's command, as `sh -c` in the config file's directory, with no
+/// terminal input to wait for.
+fn shell(build: &Build) -> std::process::Command {
+    let mut command = std::process::Command::new("sh");
+    command
+        .args(["-c", &build.command])
+        .current_dir(&build.dir)
+        .stdin(Stdio::null());
+    command
 }
 
 /// A build's output as the terminal would have shown it.

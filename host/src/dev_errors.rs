@@ -1,6 +1,6 @@
-//! The page `wasmhost dev --dev-errors` answers an app's requests with while
-//! its latest build fails: the build's output, so the browser shows what the
-//! terminal did. Never used by `serve`.
+//! The page `wasmhost dev` (unless --no-dev-errors) answers an app's
+//! requests with while its latest build fails: the build's output, so the
+//! browser shows what the terminal did. Never used by `serve`.
 
 use crate::handler::Body;
 use bytes::Bytes;
@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 /// The failed builds' pages, by route.
 #[derive(Debug, Default)]
 pub struct DevErrors {
-    pages: Mutex<HashMap<Arc<str>, Arc<str>>>,
+    pages: Mutex<HashMap<Arc<str>, Bytes>>,
 }
 
 impl DevErrors {
@@ -26,7 +26,7 @@ impl DevErrors {
             escape(command),
             escape(output)
         );
-        self.lock().insert(route.clone(), page.into());
+        self.lock().insert(route.clone(), Bytes::from(page));
     }
 
     /// `route` builds again: its app answers.
@@ -37,7 +37,7 @@ impl DevErrors {
     /// The page for a request routed to `route`, if its build failed.
     pub fn page(&self, route: &Arc<str>) -> Option<http::Response<Body>> {
         let page = self.lock().get(route).cloned()?;
-        let body = Full::new(Bytes::from(page.to_string()))
+        let body = Full::new(page)
             .map_err(|never| match never {})
             .boxed_unsync();
         let mut response = http::Response::new(body);
@@ -51,7 +51,7 @@ impl DevErrors {
         Some(response)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Arc<str>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Bytes>> {
         // A panic while holding it left a whole map: keep using it.
         self.pages
             .lock()

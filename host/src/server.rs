@@ -106,7 +106,7 @@ pub struct Options {
     /// Peers whose forwarding headers are believed.
     pub trusted_proxies: Arc<TrustedProxies>,
     pub access_log: Option<Arc<AccessLog>>,
-    /// Failed builds' pages, under `wasmhost dev --dev-errors` only.
+    /// Failed builds' pages: under `wasmhost dev` unless --no-dev-errors.
     pub dev_errors: Option<Arc<DevErrors>>,
 }
 

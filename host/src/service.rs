@@ -2,7 +2,8 @@
 //! between hyper and its app. It marks the request running for the
 //! connection's clock, checks its head (`request_head`), rewrites the
 //! forwarding headers (`forwarded`), routes the request once (`router`) and
-//! hands the result to both the access log and the handler, and, once the
+//! hands the result to both the access log and the handler (or, under
+//! `wasmhost dev`, answers with the app's failed build, `dev_errors`), and, once the
 //! server is shutting down, asks an HTTP/1 client to close after the
 //! response.
 
