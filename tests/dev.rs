@@ -205,4 +205,18 @@ fn dev_says_what_is_missing_without_a_config_or_a_build() {
         "{}",
         finished.stderr
     );
+
+    std::fs::write(
+        &config,
+        "[[app]]\nroute = \"/\"\ncomponent = \"app.wasm\"\nbuild = \" \"\n",
+    )
+    .unwrap();
+    let finished = run(&["--config", config.to_str().unwrap()]);
+    assert!(
+        finished.error_line().contains(
+            "wasmhost.toml:4: build is empty; give the command that builds the component"
+        ),
+        "{}",
+        finished.stderr
+    );
 }
