@@ -135,23 +135,12 @@ pub fn write(args: &NewArgs) -> Result<String> {
         );
     }
     let shown = dir.display();
-    let wasm = format!("{name}.wasm");
-    let (language, parts, build): (_, &[Files], _) = match args.lang {
-        Lang::Rust => {
-            let build = format!("cd {shown} && cargo build --release --target wasm32-wasip2");
-            ("Rust", &[RUST], build)
-        }
-        Lang::Python => (
-            "Python",
-            &[PYTHON, wit_files!("wit", "wit")],
-            format!("cd {shown} && componentize-py -d wit -w app componentize app -o {wasm}"),
-        ),
+    let (language, parts): (_, &[Files]) = match args.lang {
+        Lang::Rust => ("Rust", &[RUST]),
+        Lang::Python => ("Python", &[PYTHON, wit_files!("wit", "wit")]),
         Lang::PythonWsgi => (
             "Python WSGI",
             &[PYTHON_WSGI, wit_files!("wit", "wasmhost_wsgi/wit")],
-            format!(
-                "cd {shown} && python3 -m wasmhost_wsgi build wsgi:application -r requirements.txt -o {wasm}"
-            ),
         ),
         Lang::Javascript => (
             "JavaScript",
@@ -159,17 +148,10 @@ pub fn write(args: &NewArgs) -> Result<String> {
                 JAVASCRIPT,
                 wit_files!("guest-examples/javascript-demo/wit", "wit"),
             ],
-            format!("cd {shown} && ./build.sh {wasm}"),
         ),
     };
-    let serve = match args.lang {
-        Lang::Rust => format!(
-            "wasmhost serve {shown}/target/wasm32-wasip2/release/{}.wasm",
-            name.replace('-', "_")
-        ),
-        _ => format!("wasmhost serve {shown}/{wasm}"),
-    };
-    let config = dev_config(args.lang, &name);
+    let project = Project::of(args.lang, &name);
+    let config = project.config();
     let written = parts
         .iter()
         .flat_map(|files| files.iter())
@@ -192,52 +174,79 @@ pub fn write(args: &NewArgs) -> Result<String> {
         }
     }
     Ok(format!(
-        "created a {language} app in {shown}\nbuild: {build}\nserve: {serve}\ndev:   cd {shown} && wasmhost dev\n"
+        "created a {language} app in {shown}\nbuild: cd {shown} && {}\nserve: wasmhost serve {shown}/{}\ndev:   cd {shown} && wasmhost dev\n",
+        project.build, project.component
     ))
 }
 
-/// The project's wasmhost.toml: the app at `/`, with the build and the
-/// sources `wasmhost dev` rebuilds it from.
-fn dev_config(lang: Lang, name: &str) -> String {
-    let wasm = format!("{name}.wasm");
-    let (component, build, watch) = match lang {
-        Lang::Rust => (
-            format!(
-                "target/wasm32-wasip2/release/{}.wasm",
-                name.replace('-', "_")
+/// How a project is built: the commands printed and its wasmhost.toml say
+/// the same.
+struct Project {
+    /// The component the build writes, relative to the project.
+    component: String,
+    /// Run in the project's directory.
+    build: String,
+    /// The sources `wasmhost dev` rebuilds on, as TOML.
+    watch: &'static str,
+}
+
+impl Project {
+    fn of(lang: Lang, name: &str) -> Project {
+        let wasm = format!("{name}.wasm");
+        let (component, build, watch) = match lang {
+            Lang::Rust => (
+                format!(
+                    "target/wasm32-wasip2/release/{}.wasm",
+                    name.replace('-', "_")
+                ),
+                // The project's own target dir, wherever CARGO_TARGET_DIR points.
+                "cargo build --release --target wasm32-wasip2 --target-dir target".to_string(),
+                r#"["src/**", "Cargo.toml"]"#,
             ),
-            // The project's own target dir, wherever CARGO_TARGET_DIR points.
-            "cargo build --release --target wasm32-wasip2 --target-dir target".to_string(),
-            r#"["src/**", "Cargo.toml"]"#,
-        ),
-        Lang::Python => (
-            wasm.clone(),
-            format!("componentize-py -d wit -w app componentize app -o {wasm}"),
-            r#"["*.py"]"#,
-        ),
-        Lang::PythonWsgi => (
-            wasm.clone(),
-            format!(
-                "python3 -m wasmhost_wsgi build wsgi:application -r requirements.txt -o {wasm}"
+            Lang::Python => (
+                wasm.clone(),
+                format!("componentize-py -d wit -w app componentize app -o {wasm}"),
+                r#"["*.py"]"#,
             ),
-            r#"["*.py", "requirements.txt"]"#,
-        ),
-        Lang::Javascript => (
-            wasm.clone(),
-            format!("./build.sh {wasm}"),
-            r#"["*.js", "package.json"]"#,
-        ),
-    };
-    format!(
-        "# `wasmhost dev` builds the app, serves it, and rebuilds and reloads it\n\
-         # whenever a watched source changes; `wasmhost serve --config\n\
-         # wasmhost.toml` serves the last build.\n\
-         [[app]]\n\
-         route = \"/\"\n\
-         component = \"{component}\"\n\
-         build = \"{build}\"\n\
-         watch = {watch}\n"
-    )
+            Lang::PythonWsgi => (
+                wasm.clone(),
+                format!(
+                    "python3 -m wasmhost_wsgi build wsgi:application -r requirements.txt -o {wasm}"
+                ),
+                r#"["*.py", "requirements.txt"]"#,
+            ),
+            Lang::Javascript => (
+                wasm.clone(),
+                format!("./build.sh {wasm}"),
+                r#"["*.js", "package.json"]"#,
+            ),
+        };
+        Project {
+            component,
+            build,
+            watch,
+        }
+    }
+
+    /// The project's wasmhost.toml: the app at `/`, with the build and the
+    /// sources `wasmhost dev` rebuilds it from.
+    fn config(&self) -> String {
+        let Project {
+            component,
+            build,
+            watch,
+        } = self;
+        format!(
+            "# `wasmhost dev` builds the app, serves it, and rebuilds and reloads it\n\
+             # whenever a watched source changes; `wasmhost serve --config\n\
+             # wasmhost.toml` serves the last build.\n\
+             [[app]]\n\
+             route = \"/\"\n\
+             component = \"{component}\"\n\
+             build = \"{build}\"\n\
+             watch = {watch}\n"
+        )
+    }
 }
 
 /// The app's name: the directory's last component, as cargo, npm and
