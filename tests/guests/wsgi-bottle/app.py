@@ -1,6 +1,8 @@
 """A Bottle app for the WSGI bridge's tests: a second framework, served
 unmodified (`app` is Bottle's WSGI callable)."""
 
+import weakref
+
 import bottle
 
 app = bottle.Bottle()
@@ -26,3 +28,18 @@ def upload():
 def redirect():
     # Relative: resolved against the request URL, which includes SCRIPT_NAME.
     bottle.redirect("hello/redirected")
+
+
+@app.get("/weakref")
+def own_weakref():
+    # The bridge gives componentize-py's bindings a lighter finalizer while
+    # the component is built; the app's requests see the standard one.
+    class Thing:
+        pass
+
+    seen = []
+    thing = Thing()
+    finalizer = weakref.finalize(thing, seen.append, "collected")
+    alive = finalizer.alive
+    del thing
+    return {"module": weakref.finalize.__module__, "alive": alive, "seen": seen}
