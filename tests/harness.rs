@@ -351,7 +351,15 @@ impl Server {
 
     /// Starts a prepared command (which must make the server print its
     /// address) and waits for its `serving on` line.
-    pub fn spawn(mut command: Command) -> Server {
+    pub fn spawn(command: Command) -> Server {
+        let mut server = Self::spawn_unready(command);
+        server.wait_until_serving();
+        server
+    }
+
+    /// Starts a prepared command without waiting for it to serve: `addr` is
+    /// known once [`Server::wait_until_serving`] returns.
+    pub fn spawn_unready(mut command: Command) -> Server {
         // The log level is the test's choice, not the environment's.
         if command.get_envs().all(|(name, _)| name != "RUST_LOG") {
             command.env_remove("RUST_LOG");
@@ -365,20 +373,26 @@ impl Server {
         let log = Log::new(2);
         log.drain(child.stdout.take().unwrap());
         log.drain(child.stderr.take().unwrap());
-        let addr = log.wait_for(STARTUP_DEADLINE, |text| {
-            let rest = text.split("serving on ").nth(1)?;
-            listening_address(rest)
-        });
-        let mut server = Server {
+        Server {
             child,
             addr: "0.0.0.0:0".parse().unwrap(),
             log,
-        };
-        match addr {
-            Some(addr) => server.addr = addr,
-            None => panic!("wasmhost exited or did not print its address in time"),
         }
-        server
+    }
+
+    /// Waits for the `serving on` line and takes the address from it.
+    pub fn wait_until_serving(&mut self) {
+        let addr = self.log.wait_for(STARTUP_DEADLINE, |text| {
+            let rest = text.split("serving on ").nth(1)?;
+            listening_address(rest)
+        });
+        match addr {
+            Some(addr) => self.addr = addr,
+            None => panic!(
+                "wasmhost exited or did not print its address in time:\n{}",
+                self.log()
+            ),
+        }
     }
 
     /// The addresses of the first `count` `serving on` lines (one per

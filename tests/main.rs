@@ -1,6 +1,7 @@
 //! The end-to-end suite: every test starts the real `wasmhost` binary and
 //! talks HTTP to it over real sockets. One module per area; one test binary.
 
+mod admin;
 mod cache;
 mod config;
 mod connections;

@@ -164,7 +164,10 @@ fn a_bottle_app_is_served_unmodified_through_the_bridge() {
         .unwrap();
     assert!(location.ends_with("/b/hello/redirected"), "{location}");
     assert_eq!(get(&server.url("/b/nope")).unwrap().status, 404);
-    let own = get(&server.url("/b/weakref")).unwrap().body.replace(' ', "");
+    let own = get(&server.url("/b/weakref"))
+        .unwrap()
+        .body
+        .replace(' ', "");
     assert_eq!(
         own.trim(),
         "{\"module\":\"weakref\",\"alive\":true,\"seen\":[\"collected\"]}"

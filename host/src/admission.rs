@@ -10,6 +10,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub struct Admission {
     /// One permit per request allowed to run at once.
     running: Arc<Semaphore>,
+    concurrency: u32,
     /// Requests waiting for a permit now.
     waiting: AtomicU32,
     /// How many may wait.
@@ -26,9 +27,21 @@ impl Admission {
     pub fn new(concurrency: u32, queue: u32) -> Self {
         Self {
             running: Arc::new(Semaphore::new(concurrency as usize)),
+            concurrency,
             waiting: AtomicU32::new(0),
             queue,
         }
+    }
+
+    /// Requests holding a place now.
+    pub fn running(&self) -> u32 {
+        self.concurrency
+            .saturating_sub(self.running.available_permits() as u32)
+    }
+
+    /// Requests waiting for a place now.
+    pub fn queued(&self) -> u32 {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     /// A place to run, waiting for one if the queue has room; `None` if it

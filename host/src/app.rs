@@ -8,10 +8,11 @@ use crate::config::Mount;
 use crate::engine::{Compiler, Engines, QUICK_FIRST_FROM, Reset, World};
 use crate::instances::{Instances, Pool};
 use crate::p3_driver::Open;
+use crate::request_metrics::AppMetrics;
 use crate::sandbox::Sandbox;
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use wasmtime::Engine;
 use wasmtime::StoreContextMut;
@@ -49,6 +50,8 @@ pub struct App {
     pub origin: Origin,
     /// Which compiler built the code it runs.
     pub compiler: Compiler,
+    /// Its request counts, found on its first request when metrics are on.
+    pub metrics: OnceLock<Arc<AppMetrics>>,
 }
 
 /// The linker every app is instantiated against: all of WASI 0.2 (so that
@@ -247,6 +250,7 @@ pub fn compile(
         compile_time: started.elapsed(),
         origin,
         compiler,
+        metrics: OnceLock::new(),
     })
 }
 

@@ -5,6 +5,7 @@
 //! the serving itself is `server::run`.
 
 use crate::access_log::AccessLog;
+use crate::admin::{self, Admin};
 use crate::allocator;
 use crate::app::{self, App, Tier};
 use crate::compile_cache::{Cache, Origin};
@@ -16,7 +17,9 @@ use crate::engine::{Compiler, Engines, EpochTicker, PoolSize};
 use crate::forwarded::TrustedProxies;
 use crate::instances::Pool;
 use crate::limits::{self, MemoryBudget};
+use crate::metrics::{Metrics, PoolUse};
 use crate::reload;
+use crate::request_metrics;
 use crate::router::{Router, Routes};
 use crate::server::{self, Drained, Listener};
 use crate::signals;
@@ -126,6 +129,18 @@ async fn serve_until_signalled(
     // that connect while a large app compiles wait in the backlog instead of
     // being refused.
     let (listeners, _certificate_watchers) = bind_all(&config.listeners).await?;
+    // Up before the apps load, so its /readyz says they are loading.
+    let admin = match config.admin {
+        Some(addr) => {
+            let admin = Arc::new(Admin {
+                metrics: Arc::new(Metrics::new(request_metrics::install())),
+                readiness: Arc::default(),
+            });
+            let bound = admin::start(addr, admin.clone()).await?;
+            Some((admin, bound))
+        }
+        None => None,
+    };
     let apps = load_at_startup(&engines, &config.mounts, &pool).await?;
     let _ticker = EpochTicker::start(engines.clone());
     // Ends with the runtime.
@@ -136,6 +151,16 @@ async fn serve_until_signalled(
     let routes = Arc::new(Routes::from_pointee(Router::new(
         apps.iter().map(|app| (app.route.clone(), app.clone())),
     )));
+    if let Some((admin, _)) = &admin {
+        let (slots, total) = (pool.clone(), u64::from(pool_size.instances));
+        admin.metrics.serve(
+            routes.clone(),
+            PoolUse {
+                total,
+                in_use: Box::new(move || total.saturating_sub(slots.free_slots() as u64)),
+            },
+        );
+    }
     // Watching starts before the `serving on` line, so a change made once
     // that line is out is never missed.
     let reloads = reload::Reloads {
@@ -162,6 +187,16 @@ async fn serve_until_signalled(
         .transpose()?;
     // Said once everything loaded: a startup error stays the only line.
     tracing::info!("{budget_line}");
+    let readiness = admin.as_ref().map(|(admin, bound)| {
+        tracing::info!("admin on http://{bound}/ (/healthz, /readyz, /metrics)");
+        admin.readiness.clone()
+    });
+    if let Some(readiness) = &readiness {
+        // Every app is loaded; the listeners were bound before, and the
+        // connections that came meanwhile wait in their backlogs until the
+        // accept loops start below.
+        readiness.ready();
+    }
     announce(&apps, &listeners)?;
 
     let options = server::Options {
@@ -175,6 +210,9 @@ async fn serve_until_signalled(
     let listeners = listeners.into_iter().map(|bound| bound.listener).collect();
     let first = async {
         let _ = signals.first.await;
+        if let Some(readiness) = &readiness {
+            readiness.draining();
+        }
     };
     let second = async {
         let _ = signals.second.await;

@@ -315,6 +315,9 @@ async fn poll_once<F: Future + Unpin>(future: &mut F) -> Option<F::Output> {
 /// The answer to a request that found the app's places to run and to wait
 /// all taken.
 fn busy(app: &App) -> Response<Body> {
+    if let Some(counts) = crate::request_metrics::get() {
+        counts.cached(&app.metrics, &app.route).refused();
+    }
     tracing::debug!(app = %app.route, "app at its concurrency and queue limits; answered 503");
     try_again("the application is at capacity; try again shortly")
 }

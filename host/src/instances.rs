@@ -77,6 +77,11 @@ impl Pool {
             memory,
         }
     }
+
+    /// Slots no instance holds now.
+    pub fn free_slots(&self) -> usize {
+        self.slots.available_permits()
+    }
 }
 
 /// A store and, once instantiated, the component instance in it.

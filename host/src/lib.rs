@@ -45,6 +45,7 @@
 //! a route table and a shutdown future in, no signals.
 
 pub mod access_log;
+pub mod admin;
 pub mod admission;
 pub mod allocator;
 pub mod app;
@@ -65,6 +66,7 @@ pub mod instances;
 pub mod limits;
 pub mod log_rate;
 pub mod logging;
+pub mod metrics;
 pub mod nginx;
 pub mod outbound;
 pub mod p3_driver;
@@ -72,6 +74,7 @@ pub mod p3_request;
 pub mod paths;
 pub mod reload;
 pub mod request_head;
+pub mod request_metrics;
 pub mod router;
 pub mod sandbox;
 pub mod scaffold;

@@ -10,6 +10,7 @@ use crate::dev_errors::DevErrors;
 use crate::forwarded::{Forwarding, TrustedProxies};
 use crate::instances::Chores;
 use crate::request_head::{MAX_HEAD_BYTES, MAX_HEADERS};
+use crate::request_metrics::{self, ListenerMetrics, OpenConnection};
 use crate::router::Routes;
 use crate::service::{self, Activity};
 use anyhow::{Result, anyhow};
@@ -210,6 +211,13 @@ fn http_builder() -> auto::Builder<TokioExecutor> {
 /// Accepts connections on one listener until the server stops, then
 /// closes the listener. Each connection runs on a task of its own.
 async fn accept_loop(listener: Listener, accepting: Arc<Accepting>) {
+    let counted = request_metrics::get().map(|counts| {
+        let name = listener
+            .socket
+            .local_addr()
+            .map_or_else(|_| "-".to_string(), |addr| addr.to_string());
+        counts.listener(&name)
+    });
     loop {
         // The permit comes before `accept`: at the limit, new connections
         // wait in the kernel's backlog rather than being accepted and idle.
@@ -230,24 +238,31 @@ async fn accept_loop(listener: Listener, accepting: Arc<Accepting>) {
             },
             () = accepting.stopping.cancelled() => break,
         };
+        let counted = counted
+            .as_ref()
+            .map(|counted| (counted.accepted(), counted.clone()));
         tokio::spawn(serve_connection(
             stream,
             peer,
             listener.tls.clone(),
             accepting.clone(),
-            permit,
+            (permit, counted),
         ));
     }
 }
 
 /// One connection, from its TLS handshake (if any) to its close; `permit`
-/// is its place among the open connections.
+/// is its place among the open connections (and its count in `/metrics`,
+/// when kept).
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
     accepting: Arc<Accepting>,
-    permit: OwnedSemaphorePermit,
+    permit: (
+        OwnedSemaphorePermit,
+        Option<(OpenConnection, ListenerMetrics)>,
+    ),
 ) {
     // Small streamed chunks would otherwise wait up to 40 ms for Nagle.
     let _ = stream.set_nodelay(true);
@@ -274,7 +289,12 @@ async fn serve_connection(
         None => Either::Left(watched),
         Some(acceptor) => match handshake(&acceptor, watched, peer, timeouts.header).await {
             Some(tls) => Either::Right(tls),
-            None => return drop(permit),
+            None => {
+                if let Some((_, counted)) = &permit.1 {
+                    counted.tls_failed();
+                }
+                return drop(permit);
+            }
         },
     };
     let connection = accepting

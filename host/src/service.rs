@@ -13,6 +13,7 @@ use crate::forwarded::Forwarding;
 use crate::handler::{self, Body};
 use crate::instances::Chores;
 use crate::request_head::{self, Refused};
+use crate::request_metrics::{self, Measure};
 use crate::router::{Refusal, Routes};
 use bytes::Buf;
 use http::StatusCode;
@@ -66,6 +67,15 @@ pub fn new(
             Ok(routed.target.clone())
         });
         drop(table);
+        let counts = request_metrics::get();
+        let mut measure = counts.map(|counts| {
+            match &app {
+                Ok(app) => counts.cached(&app.metrics, &app.route),
+                Err(_) => counts.unrouted(),
+            }
+            .begin(request.method())
+        });
+        let head_refused = matches!(app, Err(Rejected::Head(_)));
         let chores = chores.clone();
         let failed_build = match (&app, &dev_errors) {
             (Ok(app), Some(errors)) => errors.page(&app.route),
@@ -86,10 +96,17 @@ pub fn new(
                     .headers_mut()
                     .insert(CONNECTION, HeaderValue::from_static("close"));
             }
+            let status = response.status().as_u16();
             if let Some(record) = &mut record {
-                record.set_status(response.status().as_u16());
+                record.set_status(status);
             }
-            Ok::<_, Infallible>(response.map(|body| Tracked::new(body, running, record)))
+            if let Some(measure) = &mut measure {
+                measure.set_status(status);
+            }
+            if let (Some(counts), true) = (counts, head_refused) {
+                counts.head_refused(status);
+            }
+            Ok::<_, Infallible>(response.map(|body| Tracked::new(body, running, record, measure)))
         }
     })
 }
@@ -266,17 +283,25 @@ pub struct Tracked<B> {
     body: B,
     running: Running,
     record: Option<Box<Record>>,
+    /// Counted for `/metrics` when the body is done.
+    _measure: Option<Measure>,
     /// Counted in `bodies_waiting`.
     waiting: bool,
 }
 
 impl<B> Tracked<B> {
-    pub fn new(body: B, running: Running, record: Option<Box<Record>>) -> Self {
+    pub fn new(
+        body: B,
+        running: Running,
+        record: Option<Box<Record>>,
+        measure: Option<Measure>,
+    ) -> Self {
         running.0.bodies_waiting.fetch_add(1, Ordering::Relaxed);
         Self {
             body,
             running,
             record,
+            _measure: measure,
             waiting: true,
         }
     }

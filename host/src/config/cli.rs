@@ -4,7 +4,7 @@
 use super::outbound::OutboundGrant;
 use super::settings::MAX_SPARES;
 use super::units::{
-    Destination, parse_dir, parse_duration, parse_env, parse_env_name, parse_network,
+    Destination, parse_admin, parse_dir, parse_duration, parse_env, parse_env_name, parse_network,
     parse_positive_duration, parse_size,
 };
 use clap::{Args, Parser, Subcommand};
@@ -255,6 +255,11 @@ pub struct ServeArgs {
     /// what the socket says [default: none]
     #[arg(long = "trusted-proxy", value_name = "CIDR", value_parser = parse_network)]
     pub trusted_proxies: Vec<IpNet>,
+    /// Serve /healthz, /readyz and /metrics (Prometheus) on this address of
+    /// its own, never routed to apps: PORT (on 127.0.0.1) or IP:PORT
+    /// [default: off]
+    #[arg(long, value_name = "[IP:]PORT", value_parser = parse_admin)]
+    pub admin: Option<SocketAddr>,
     /// Write a line per request, in the combined log format plus duration
     /// and app, to FILE (appended), `-` (standard output) or `off`
     /// [default: off]

@@ -8,14 +8,15 @@ use super::settings::{
     Mode, Mount, Origin,
 };
 use super::units::{
-    Destination, check_env_name, check_env_value, inherit_env, parse_dir, parse_duration,
-    parse_network, parse_size,
+    Destination, check_env_name, check_env_value, inherit_env, parse_admin, parse_dir,
+    parse_duration, parse_network, parse_size,
 };
 use crate::paths::normalise_prefix;
 use anyhow::{Result, anyhow, bail};
 use ipnet::IpNet;
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -37,6 +38,7 @@ pub struct File {
     pub send_timeout: Option<Duration>,
     pub trusted_proxies: Vec<IpNet>,
     pub access_log: Option<Destination>,
+    pub admin: Option<SocketAddr>,
 }
 
 /// The file as written.
@@ -57,6 +59,7 @@ struct RawFile {
     #[serde(default)]
     trusted_proxies: Vec<Spanned<String>>,
     access_log: Option<Spanned<String>>,
+    admin: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -305,6 +308,11 @@ impl File {
                 .map(|value| places.parsed(value, "trusted_proxies", parse_network))
                 .collect::<Result<_>>()?,
             access_log,
+            admin: raw
+                .admin
+                .as_ref()
+                .map(|value| places.parsed(value, "admin", parse_admin))
+                .transpose()?,
         })
     }
 }

@@ -14,7 +14,7 @@ pub mod settings;
 pub mod units;
 
 pub use settings::*;
-pub use units::{Destination, parse_duration, parse_network, parse_size};
+pub use units::{Destination, parse_admin, parse_duration, parse_network, parse_size};
 
 use crate::paths::normalise_prefix;
 use anyhow::{Result, anyhow, bail};
@@ -60,6 +60,7 @@ pub fn for_nginx(args: &ServeArgs) -> Result<Config> {
             .clone()
             .or(file.and_then(|f| f.access_log.clone()))
             .unwrap_or_default(),
+        admin: args.admin.or(file.and_then(|f| f.admin)),
         timeouts: Timeouts {
             header: args
                 .header_timeout

@@ -57,6 +57,8 @@ pub struct Config {
     /// Peers whose forwarding headers are believed.
     pub trusted_proxies: Vec<IpNet>,
     pub access_log: Destination,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served; off if unset.
+    pub admin: Option<SocketAddr>,
     /// Watch component files and swap in new versions.
     pub reload: bool,
 }

@@ -5,7 +5,7 @@
 //! granted to guests. Each parser's error says what a good value looks like.
 
 use ipnet::IpNet;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -71,6 +71,17 @@ pub fn parse_network(text: &str) -> Result<IpNet, String> {
         .map_err(|_| {
             format!("`{text}` is not an address or CIDR; write e.g. 127.0.0.1 or 10.0.0.0/8")
         })
+}
+
+/// Parses the admin listener's address: `PORT` (on 127.0.0.1: the admin
+/// listener is for this machine unless told otherwise) or `IP:PORT`.
+pub fn parse_admin(text: &str) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    text.parse::<SocketAddr>()
+        .map_err(|_| format!("`{text}` is not PORT or IP:PORT; write e.g. 9090 or 127.0.0.1:9090"))
 }
 
 /// Where the access log goes.

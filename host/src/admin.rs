@@ -1,0 +1,183 @@
+//! The admin listener (`--admin`, off by default): what operators, their
+//! probes and Prometheus ask the server about itself, on an address of its
+//! own that no app is ever routed to. `GET /healthz` (the process answers),
+//! `GET /readyz` (every app loaded and the listeners bound: the place to
+//! send traffic), `GET /metrics` (`metrics`). Plain HTTP/1.1; it answers
+//! from before the apps are compiled until the process exits, draining
+//! included, so a probe sees each state.
+
+use crate::metrics::Metrics;
+use anyhow::{Result, anyhow};
+use bytes::Bytes;
+use http::{Method, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// Connections the admin listener serves at once: probes and a scraper need
+/// a handful; past this, more wait in the backlog.
+const MAX_CONNECTIONS: usize = 64;
+
+/// Whether the server should be sent traffic, as `/readyz` answers.
+#[derive(Debug, Default)]
+pub struct Readiness(AtomicU8);
+
+const STARTING: u8 = 0;
+const READY: u8 = 1;
+const DRAINING: u8 = 2;
+
+impl Readiness {
+    /// Every app loaded, the listeners accepting.
+    pub fn ready(&self) {
+        let _ = self
+            .0
+            .compare_exchange(STARTING, READY, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// Shutting down: finishing the requests in flight, taking no new ones.
+    pub fn draining(&self) {
+        self.0.store(DRAINING, Ordering::Release);
+    }
+
+    /// The status and body of `/readyz`.
+    fn answer(&self) -> (StatusCode, &'static str) {
+        match self.0.load(Ordering::Acquire) {
+            READY => (StatusCode::OK, "ready\n"),
+            STARTING => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "starting: the apps are loading (compiling, or reading the compile cache)\n",
+            ),
+            _ => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "draining: shutting down, finishing the requests in flight\n",
+            ),
+        }
+    }
+}
+
+/// What the admin listener answers from.
+pub struct Admin {
+    pub metrics: Arc<Metrics>,
+    pub readiness: Arc<Readiness>,
+}
+
+/// Binds `addr` and answers on it on a task that ends with the runtime.
+/// Returns the bound address (port 0 picks one).
+pub async fn start(addr: SocketAddr, admin: Arc<Admin>) -> Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await.map_err(|error| match error.kind() {
+        ErrorKind::AddrInUse => anyhow!(
+            "--admin {addr}: the address is already in use; give the admin listener another port"
+        ),
+        ErrorKind::AddrNotAvailable => {
+            anyhow!("--admin {addr}: no network interface has that address")
+        }
+        _ => anyhow!("--admin {addr}: cannot listen there: {error}"),
+    })?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(accept_loop(listener, admin));
+    Ok(bound)
+}
+
+async fn accept_loop(listener: TcpListener, admin: Arc<Admin>) {
+    let open = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(permit) = open.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                tracing::debug!("admin listener: accept failed: {error}");
+                // Out of file descriptors, most likely: let some close.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let response = answer(&admin, &request);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            drop(permit);
+        });
+    }
+}
+
+fn answer<B>(admin: &Admin, request: &http::Request<B>) -> Response<Full<Bytes>> {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        let mut response = plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "the admin listener answers GET and HEAD\n",
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+        return response;
+    }
+    match request.uri().path() {
+        "/healthz" => plain(StatusCode::OK, "ok\n"),
+        "/readyz" => {
+            let (status, body) = admin.readiness.answer();
+            plain(status, body)
+        }
+        "/metrics" => {
+            // Prometheus asks for OpenMetrics first; anything else gets the
+            // older text format every tool reads.
+            let openmetrics = request
+                .headers()
+                .get_all(header::ACCEPT)
+                .iter()
+                .filter_map(|value| value.to_str().ok())
+                .any(|value| value.contains("application/openmetrics-text"));
+            let (body, content_type) = if openmetrics {
+                (
+                    admin.metrics.openmetrics(),
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )
+            } else {
+                (
+                    admin.metrics.text(),
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )
+            };
+            let mut response = Response::new(Full::new(Bytes::from(body)));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static(content_type),
+            );
+            response
+        }
+        _ => plain(
+            StatusCode::NOT_FOUND,
+            "not found: the admin listener serves /healthz, /readyz and /metrics\n",
+        ),
+    }
+}
+
+fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    // A probe's answer is about now.
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    response
+}

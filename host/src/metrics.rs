@@ -1,0 +1,354 @@
+//! What the admin listener's `/metrics` shows, in the OpenMetrics text
+//! format Prometheus scrapes: the counts of `request_metrics`, registered
+//! under their names, and states read at scrape time by collectors that look
+//! at the route table and `/proc` then (each app's instances, places and
+//! queue, its version; the pool; the process's CPU, memory and files), so
+//! keeping them costs the request path nothing.
+
+use crate::app::App;
+use crate::config::Mode;
+use crate::engine::Compiler;
+use crate::request_metrics::{AppLabel, Counts};
+use crate::router::Routes;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::{Registry, Unit};
+use std::sync::{Arc, OnceLock};
+
+/// The registry `/metrics` encodes.
+pub struct Metrics {
+    registry: Registry,
+    serving: Arc<Serving>,
+}
+
+impl Metrics {
+    /// Registers `counts` and the collectors.
+    pub fn new(counts: &Counts) -> Self {
+        // `process_*` keeps the name every Prometheus client gives it; the
+        // rest is under `wasmhost_`.
+        let mut root = Registry::default();
+        root.register_collector(Box::new(Process));
+        let registry = root.sub_registry_with_prefix("wasmhost");
+        registry.register(
+            "requests",
+            "Requests answered, by app (its route; `-` for none), method and status class",
+            counts.requests.clone(),
+        );
+        registry.register_with_unit(
+            "request_duration",
+            "Time from the request's head to the end of its response, by app",
+            Unit::Seconds,
+            counts.durations.clone(),
+        );
+        registry.register(
+            "requests_in_flight",
+            "Requests whose response is not yet sent in full, by app",
+            counts.in_flight.clone(),
+        );
+        registry.register(
+            "requests_refused",
+            "Requests turned away with 503 because the app's places and queue were full",
+            counts.refused.clone(),
+        );
+        registry.register(
+            "request_heads_refused",
+            "Requests refused for their head (400: Host; 431: too many fields), by status",
+            counts.heads_refused.clone(),
+        );
+        registry.register(
+            "connections_open",
+            "Client connections open, by listener",
+            counts.connections_open.clone(),
+        );
+        registry.register(
+            "connections_accepted",
+            "Client connections accepted, by listener",
+            counts.connections_accepted.clone(),
+        );
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed or timed out (plain HTTP to a TLS port included), by listener",
+            counts.tls_failures.clone(),
+        );
+        let serving = Arc::new(Serving::default());
+        registry.register_collector(Box::new(serving.clone()));
+        Self {
+            registry: root,
+            serving,
+        }
+    }
+
+    /// From now on, scrapes show the apps of `routes` and the pool.
+    pub fn serve(&self, routes: Arc<Routes>, pool: PoolUse) {
+        let _ = self.serving.routes.set(routes);
+        let _ = self.serving.pool.set(pool);
+    }
+
+    /// The whole registry as OpenMetrics text, what Prometheus asks for.
+    pub fn openmetrics(&self) -> String {
+        let mut text = String::with_capacity(16 * 1024);
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+
+    /// The same in Prometheus's older text format (0.0.4), for every other
+    /// reader (`promtool check metrics`, curl, scrapers that predate
+    /// OpenMetrics). The two differ only where this registry uses them: a
+    /// counter's family is named with its `_total` there, and there are no
+    /// `# UNIT` or `# EOF` lines.
+    pub fn text(&self) -> String {
+        let openmetrics = self.openmetrics();
+        let mut text = String::with_capacity(openmetrics.len());
+        let mut counters = Vec::new();
+        for line in openmetrics.lines() {
+            if let Some(family) = line
+                .strip_prefix("# TYPE ")
+                .and_then(|rest| rest.strip_suffix(" counter"))
+            {
+                counters.push(family);
+            }
+        }
+        for line in openmetrics.lines() {
+            if line.starts_with("# UNIT ") || line == "# EOF" {
+                continue;
+            }
+            let described = ["# HELP ", "# TYPE "]
+                .into_iter()
+                .find_map(|tag| Some((tag, line.strip_prefix(tag)?)));
+            match described {
+                Some((tag, rest))
+                    if counters.contains(&rest.split(' ').next().unwrap_or_default()) =>
+                {
+                    let (family, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                    text.push_str(&format!("{tag}{family}_total {tail}\n"));
+                }
+                _ => {
+                    text.push_str(line);
+                    text.push('\n');
+                }
+            }
+        }
+        text
+    }
+}
+
+/// How the instance pool is used, read at scrape time.
+pub struct PoolUse {
+    pub total: u64,
+    pub in_use: Box<dyn Fn() -> u64 + Send + Sync>,
+}
+
+/// The apps served now and the pool: read when scraped.
+#[derive(Default)]
+struct Serving {
+    routes: OnceLock<Arc<Routes>>,
+    pool: OnceLock<PoolUse>,
+}
+
+impl std::fmt::Debug for Serving {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Serving")
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    app: Arc<str>,
+    sha256: String,
+    mode: &'static str,
+    compiler: &'static str,
+}
+
+impl Collector for Serving {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        if let Some(pool) = self.pool.get() {
+            gauge(
+                &mut encoder,
+                "pool_slots",
+                "Instance slots of the pooling allocator, all apps together.",
+                pool.total,
+            )?;
+            gauge(
+                &mut encoder,
+                "pool_slots_in_use",
+                "Instance slots held by live instances (idle, spare or serving).",
+                (pool.in_use)(),
+            )?;
+        }
+        let Some(routes) = self.routes.get() else {
+            return Ok(());
+        };
+        let table = routes.load();
+        let apps: Vec<&Arc<App>> = table.mounts().map(|(_, app)| app).collect();
+        let per_app = |encoder: &mut DescriptorEncoder,
+                       name: &str,
+                       help: &str,
+                       value: &dyn Fn(&App) -> u64|
+         -> Result<(), std::fmt::Error> {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for app in &apps {
+                let label = AppLabel {
+                    app: app.route.clone(),
+                };
+                ConstGauge::new(value(app) as i64).encode(family.encode_family(&label)?)?;
+            }
+            Ok(())
+        };
+        per_app(
+            &mut encoder,
+            "instances_idle",
+            "Instances instantiated and waiting for a request (spares included), by app.",
+            &|app| app.instances.idle() as u64,
+        )?;
+        per_app(
+            &mut encoder,
+            "instances_spares_target",
+            "How many idle instances the app keeps ready ahead of requests.",
+            &|app| app.instances.spares() as u64,
+        )?;
+        per_app(
+            &mut encoder,
+            "requests_running",
+            "Requests holding one of the app's places to run (in a guest now).",
+            &|app| u64::from(app.admission.running()),
+        )?;
+        per_app(
+            &mut encoder,
+            "requests_queued",
+            "Requests waiting for one of the app's places to run.",
+            &|app| u64::from(app.admission.queued()),
+        )?;
+        let mut version = encoder.encode_descriptor(
+            "app_version",
+            "The version each app serves: its component's SHA-256, mode and compiler (value 1).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for app in &apps {
+            let labels = VersionLabels {
+                app: app.route.clone(),
+                sha256: app.digest.hex(),
+                mode: match app.instances.mode() {
+                    Mode::Fresh => "fresh",
+                    Mode::Reuse(_) => "reuse",
+                },
+                compiler: match app.compiler {
+                    Compiler::Cranelift => "cranelift",
+                    Compiler::Winch => "winch",
+                },
+            };
+            ConstGauge::new(1i64).encode(version.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    let gauge = ConstGauge::new(value as i64);
+    gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)
+}
+
+/// The process's own numbers, named as Prometheus's client libraries name
+/// them (`process_*`), read from `/proc/self` when scraped.
+#[derive(Debug, Default)]
+struct Process;
+
+impl Collector for Process {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(stat) = ProcessStat::read() else {
+            return Ok(());
+        };
+        let cpu = ConstCounter::new(stat.cpu_seconds);
+        cpu.encode(encoder.encode_descriptor(
+            "process_cpu",
+            "User and system CPU time spent.",
+            Some(&Unit::Seconds),
+            cpu.metric_type(),
+        )?)?;
+        let gauges = [
+            (
+                "process_resident_memory_bytes",
+                "Resident memory size.",
+                stat.resident_bytes as f64,
+            ),
+            (
+                "process_virtual_memory_bytes",
+                "Virtual memory size (the instance pool reserves much of it).",
+                stat.virtual_bytes as f64,
+            ),
+            (
+                "process_start_time_seconds",
+                "Start time of the process since the Unix epoch.",
+                stat.start_time,
+            ),
+            (
+                "process_open_fds",
+                "Open file descriptors.",
+                stat.open_fds as f64,
+            ),
+            (
+                "process_max_fds",
+                "The limit on open file descriptors.",
+                stat.max_fds as f64,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::new(value);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
+
+struct ProcessStat {
+    cpu_seconds: f64,
+    resident_bytes: u64,
+    virtual_bytes: u64,
+    start_time: f64,
+    open_fds: usize,
+    max_fds: u64,
+}
+
+impl ProcessStat {
+    fn read() -> Option<Self> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // The fields after the command name, which is in parentheses and may
+        // hold spaces: field 3 (state) is the first here.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
+        // SAFETY: sysconf only reads a configuration value.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+        let boot = std::fs::read_to_string("/proc/stat")
+            .ok()?
+            .lines()
+            .find_map(|line| line.strip_prefix("btime ")?.trim().parse::<u64>().ok())?;
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes the struct it is given.
+        let max_fds = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+            limit.rlim_cur
+        } else {
+            0
+        };
+        Some(Self {
+            cpu_seconds: (field(14)? + field(15)?) as f64 / ticks,
+            resident_bytes: field(24)? * page,
+            virtual_bytes: field(23)?,
+            start_time: boot as f64 + field(22)? as f64 / ticks,
+            open_fds: std::fs::read_dir("/proc/self/fd").map_or(0, |dir| dir.count()),
+            max_fds,
+        })
+    }
+}

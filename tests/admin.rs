@@ -1,0 +1,285 @@
+//! The admin listener (`--admin`): `/healthz`, `/readyz` through startup and
+//! drain, and `/metrics` as a real Prometheus scrapes it and `promtool`
+//! checks it.
+
+use crate::WASMHOST;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use wasmhost_tests::tempfile::TempDir;
+use wasmhost_tests::{Guest, Server, free_port, get, guest, libc, post, ureq};
+
+/// Starts the apps of `mounts` with the admin listener on a free port.
+fn with_admin(mounts: &[String], extra: &[&str]) -> (Server, String) {
+    let admin = format!("127.0.0.1:{}", free_port());
+    let mut args: Vec<&str> = Vec::new();
+    for mount in mounts {
+        args.extend(["--mount", mount]);
+    }
+    args.extend(["--admin", &admin]);
+    args.extend_from_slice(extra);
+    let server = Server::start(WASMHOST, &args);
+    assert!(
+        server.log().contains(&format!("admin on http://{admin}/")),
+        "{}",
+        server.log()
+    );
+    (server, format!("http://{admin}"))
+}
+
+/// `/metrics` as a plain client gets it (Prometheus's text format 0.0.4).
+fn metrics(admin: &str) -> String {
+    get(&format!("{admin}/metrics")).unwrap().body
+}
+
+/// The value of the sample `series` (name and labels, as printed).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn the_admin_listener_answers_health_readiness_and_metrics_apart_from_the_apps() {
+    let hello = format!("/={}", guest(Guest::RustHello).display());
+    let (server, admin) = with_admin(&[hello], &[]);
+    let healthz = get(&format!("{admin}/healthz")).unwrap();
+    assert_eq!((healthz.status, healthz.body.as_str()), (200, "ok\n"));
+    let readyz = get(&format!("{admin}/readyz")).unwrap();
+    assert_eq!((readyz.status, readyz.body.as_str()), (200, "ready\n"));
+    for _ in 0..3 {
+        assert_eq!(get(&server.url("/")).unwrap().status, 200);
+    }
+    // The app's own listener never answers with the admin's pages.
+    assert!(
+        !get(&server.url("/metrics"))
+            .unwrap()
+            .body
+            .contains("wasmhost_")
+    );
+    assert_eq!(get(&format!("{admin}/nope")).unwrap().status, 404);
+    assert_eq!(post(&format!("{admin}/metrics"), b"").unwrap().status, 405);
+
+    let text = metrics(&admin);
+    let requests = r#"wasmhost_requests_total{app="/",method="GET",status="2xx"}"#;
+    assert!(
+        sample(&text, requests).is_some_and(|n| n >= 4.0),
+        "three requests and the app's /metrics: {text}"
+    );
+    assert_eq!(
+        sample(&text, r#"wasmhost_request_duration_seconds_count{app="/"}"#),
+        sample(&text, requests)
+    );
+    assert_eq!(
+        sample(&text, r#"wasmhost_requests_in_flight{app="/"}"#),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&text, r#"wasmhost_instances_spares_target{app="/"}"#),
+        Some(2.0)
+    );
+    let listener = format!("{}", server.addr);
+    assert!(
+        sample(
+            &text,
+            &format!(r#"wasmhost_connections_accepted_total{{listener="{listener}"}}"#)
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"wasmhost_app_version{app="/",sha256=""#),
+        "{text}"
+    );
+    assert!(sample(&text, "process_resident_memory_bytes").is_some_and(|n| n > 0.0));
+
+    // A request with no Host header is refused for its head, and counted.
+    let _ = wasmhost_tests::raw_request(server.addr, "GET / HTTP/1.1\r\n\r\n");
+    let text = metrics(&admin);
+    assert_eq!(
+        sample(
+            &text,
+            r#"wasmhost_request_heads_refused_total{status="400"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+
+    // promtool, Prometheus's own checker, finds nothing to object to.
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is installed by tests/run (Debian's prometheus package)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+
+    // Prometheus itself asks for OpenMetrics, and gets it.
+    let openmetrics = ureq::get(&format!("{admin}/metrics"))
+        .header("Accept", "application/openmetrics-text;version=1.0.0")
+        .call()
+        .unwrap()
+        .into_body()
+        .read_to_string()
+        .unwrap();
+    assert!(openmetrics.ends_with("# EOF\n"), "{openmetrics}");
+}
+
+#[test]
+fn the_admin_address_must_be_port_or_ip_and_port() {
+    let hello = guest(Guest::RustHello).to_str().unwrap();
+    let flag = wasmhost_tests::run_to_exit(
+        WASMHOST,
+        &["serve", hello, "--admin", "localhost:9090"],
+        Duration::from_secs(30),
+    );
+    assert!(!flag.status.success());
+    assert!(
+        flag.stderr.contains("--admin") && flag.stderr.contains("127.0.0.1:9090"),
+        "{}",
+        flag.stderr
+    );
+    let (_dir, config) = wasmhost_tests::config_file(&format!(
+        "admin = \"all\"\n[[app]]\nroute = \"/\"\ncomponent = \"{hello}\"\n"
+    ));
+    let file = wasmhost_tests::run_to_exit(
+        WASMHOST,
+        &["serve", "--config", &config],
+        Duration::from_secs(30),
+    );
+    let line = file.error_line();
+    assert!(
+        line.contains("wasmhost.toml:1") && line.contains("admin: `all` is not PORT or IP:PORT"),
+        "{line}"
+    );
+}
+
+#[test]
+fn readyz_is_503_while_the_apps_compile_and_while_draining() {
+    let cache = TempDir::new().unwrap();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let python = format!("/py={}", guest(Guest::PythonHello).display());
+    let fault = format!("/={}", guest(Guest::Fault).display());
+    let mut command = Command::new(WASMHOST);
+    // An empty compile cache: the Python app compiles for a second or more
+    // before anything is served.
+    command.args([
+        "serve", "--port", "0", "--admin", &admin, "--mount", &python,
+    ]);
+    command.args(["--mount", &fault, "--cache-dir"]);
+    command.arg(cache.path());
+    let readyz = format!("http://{admin}/readyz");
+    let mut server = Server::spawn_unready(command);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let first = loop {
+        if let Ok(reply) = get(&readyz) {
+            break reply;
+        }
+        assert!(Instant::now() < deadline, "{}", server.log());
+        // Polling for the admin listener to come up; a failed connect
+        // returns at once.
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(first.status, 503, "{}", first.body);
+    assert!(first.body.starts_with("starting:"), "{}", first.body);
+    assert_eq!(get(&format!("http://{admin}/healthz")).unwrap().status, 200);
+    server.wait_until_serving();
+    let ready = get(&readyz).unwrap();
+    assert_eq!((ready.status, ready.body.as_str()), (200, "ready\n"));
+
+    let url = server.url("/sleep/1500");
+    let slow = std::thread::spawn(move || get(&url).map(|reply| reply.status).ok());
+    assert!(
+        server.wait_for_log("[/] sleeping 1500 ms", Duration::from_secs(30)),
+        "{}",
+        server.log()
+    );
+    server.signal(libc::SIGTERM);
+    assert!(
+        server.wait_for_log("shutting down", Duration::from_secs(10)),
+        "{}",
+        server.log()
+    );
+    let draining = get(&readyz).unwrap();
+    assert_eq!(draining.status, 503);
+    assert!(draining.body.starts_with("draining:"), "{}", draining.body);
+    assert_eq!(slow.join().unwrap(), Some(200));
+    let status = server.wait_exit(Duration::from_secs(20)).expect("exits");
+    assert_eq!(status.code(), Some(0), "{}", server.log());
+}
+
+#[test]
+fn prometheus_scrapes_the_request_counts_of_each_app() {
+    let hello = format!("/a={}", guest(Guest::RustHello).display());
+    let other = format!("/b={}", guest(Guest::RustHello).display());
+    let (server, admin) = with_admin(&[hello, other], &[]);
+    for _ in 0..5 {
+        assert_eq!(get(&server.url("/a/")).unwrap().status, 200);
+    }
+    assert_eq!(get(&server.url("/b/")).unwrap().status, 200);
+
+    let dir = TempDir::new().unwrap();
+    let config = dir.path().join("prometheus.yml");
+    let target = admin.trim_start_matches("http://");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: wasmhost\n    \
+             static_configs:\n      - targets: ['{target}']\n"
+        ),
+    )
+    .unwrap();
+    let web = format!("127.0.0.1:{}", free_port());
+    let mut prometheus = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address={web}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus is installed by tests/run (Debian's prometheus package)");
+    let query = |expr: &str| -> Option<String> {
+        let reply = ureq::get(&format!("http://{web}/api/v1/query"))
+            .query("query", expr)
+            .call()
+            .ok()?
+            .into_body()
+            .read_to_string()
+            .ok()?;
+        Some(reply)
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let found = loop {
+        let answer = query(r#"sum(wasmhost_requests_total{app="/a"})"#).unwrap_or_default();
+        // The vector's value is `[<time>, "5"]` once a scrape is in.
+        if answer.contains(r#","5"]"#) {
+            break answer;
+        }
+        if Instant::now() >= deadline {
+            let _ = prometheus.kill();
+            panic!("Prometheus never saw 5 requests of /a: {answer}");
+        }
+        // Waiting for the next scrape (every second).
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let b = query(r#"sum(wasmhost_requests_total{app="/b"})"#).unwrap_or_default();
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+    assert!(found.contains(r#""status":"success""#), "{found}");
+    assert!(b.contains(r#","1"]"#), "{b}");
+}
