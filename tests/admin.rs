@@ -283,3 +283,32 @@ fn prometheus_scrapes_the_request_counts_of_each_app() {
     assert!(found.contains(r#""status":"success""#), "{found}");
     assert!(b.contains(r#","1"]"#), "{b}");
 }
+
+#[test]
+fn guest_faults_are_counted_by_app_and_kind() {
+    let fault = format!("/f={}", guest(Guest::Fault).display());
+    let (server, admin) = with_admin(&[fault], &["--timeout", "300ms"]);
+    assert_eq!(get(&server.url("/f/trap")).unwrap().status, 500);
+    assert_eq!(get(&server.url("/f/trap")).unwrap().status, 500);
+    assert_eq!(get(&server.url("/f/no-response")).unwrap().status, 502);
+    assert_eq!(get(&server.url("/f/sleep/5000")).unwrap().status, 504);
+    assert_eq!(get(&server.url("/f/")).unwrap().status, 200);
+    let text = metrics(&admin);
+    for (kind, count) in [("trap", 2.0), ("no_response", 1.0), ("timeout", 1.0)] {
+        assert_eq!(
+            sample(
+                &text,
+                &format!(r#"wasmhost_guest_faults_total{{app="/f",kind="{kind}"}}"#)
+            ),
+            Some(count),
+            "{text}"
+        );
+    }
+    let requests = |status: &str| {
+        sample(
+            &text,
+            &format!(r#"wasmhost_requests_total{{app="/f",method="GET",status="{status}"}}"#),
+        )
+    };
+    assert_eq!((requests("5xx"), requests("2xx")), (Some(4.0), Some(1.0)));
+}

@@ -115,9 +115,15 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
     std::fs::write(dir.path().join("wasmhost@.service"), &unit).unwrap();
     let instance = dir.path().join("wasmhost@8080.service");
     std::fs::write(&instance, &unit).unwrap();
+    let socket =
+        std::fs::read_to_string(repo_root().join("deploy/systemd/wasmhost@.socket")).unwrap();
+    std::fs::write(dir.path().join("wasmhost@.socket"), &socket).unwrap();
+    let socket_instance = dir.path().join("wasmhost@8080.socket");
+    std::fs::write(&socket_instance, &socket).unwrap();
     let output = Command::new("systemd-analyze")
         .arg("verify")
         .arg(&instance)
+        .arg(&socket_instance)
         .output()
         .expect("running systemd-analyze (apt-get install systemd)");
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -127,4 +133,6 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
     );
     assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID"));
     assert!(unit.contains("DynamicUser=yes"));
+    assert!(unit.contains("Type=notify"));
+    assert!(socket.contains("ListenStream=127.0.0.1:%i"));
 }

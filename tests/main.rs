@@ -26,6 +26,7 @@ mod reuse;
 mod serve;
 mod shutdown;
 mod stalls;
+mod systemd;
 mod timeouts;
 mod tls;
 

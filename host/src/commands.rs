@@ -23,6 +23,7 @@ use crate::request_metrics;
 use crate::router::{Router, Routes};
 use crate::server::{self, Drained, Listener};
 use crate::signals;
+use crate::systemd::{self, Inherited};
 use crate::tls::Certificates;
 use anyhow::{Context, Result, anyhow, bail};
 use std::path::PathBuf;
@@ -128,7 +129,8 @@ async fn serve_until_signalled(
     // Bind before compiling: a taken port is reported at once, and clients
     // that connect while a large app compiles wait in the backlog instead of
     // being refused.
-    let (listeners, _certificate_watchers) = bind_all(&config.listeners).await?;
+    let inherited = systemd::inherited_listeners()?;
+    let (listeners, _certificate_watchers) = bind_all(&config.listeners, inherited).await?;
     // Up before the apps load, so its /readyz says they are loading.
     let admin = match config.admin {
         Some(addr) => {
@@ -198,6 +200,7 @@ async fn serve_until_signalled(
         readiness.ready();
     }
     announce(&apps, &listeners)?;
+    systemd::ready(&format!("serving {} app(s)", apps.len()));
 
     let options = server::Options {
         max_connections: config.max_connections,
@@ -213,6 +216,7 @@ async fn serve_until_signalled(
         if let Some(readiness) = &readiness {
             readiness.draining();
         }
+        systemd::stopping();
     };
     let second = async {
         let _ = signals.second.await;
@@ -267,12 +271,25 @@ struct Bound {
 }
 
 /// Binds every listener, loading its certificates; also returns the tasks
-/// that watch those for renewals, which run until dropped.
-async fn bind_all(listens: &[Listen]) -> Result<(Vec<Bound>, Vec<JoinHandle<()>>)> {
-    let mut bound = Vec::with_capacity(listens.len());
+/// that watch those for renewals, which run until dropped. A socket systemd
+/// passed (`inherited`) stands in for the listener with its address.
+async fn bind_all(
+    listens: &[Listen],
+    mut inherited: Vec<Inherited>,
+) -> Result<(Vec<Bound>, Vec<JoinHandle<()>>)> {
+    let mut bound = Vec::with_capacity(listens.len() + inherited.len());
     let mut watchers = Vec::new();
     for listen in listens {
-        let socket = server::bind(listen.addr).await?;
+        let passed = inherited.iter().position(|socket| {
+            socket.addr == listen.addr
+                || socket.name == listen.addr.to_string()
+                // `ListenStream=8080` listens on every address.
+                || (socket.addr.ip().is_unspecified() && socket.addr.port() == listen.addr.port())
+        });
+        let socket = match passed {
+            Some(index) => from_systemd(inherited.remove(index))?,
+            None => server::bind(listen.addr).await?,
+        };
         if listen.tls.is_empty() {
             bound.push(Bound {
                 listener: Listener { socket, tls: None },
@@ -291,7 +308,26 @@ async fn bind_all(listens: &[Listen]) -> Result<(Vec<Bound>, Vec<JoinHandle<()>>
             certificates: Some(certificates),
         });
     }
+    for extra in inherited {
+        tracing::info!(
+            "systemd passed {} ({}), which no listener names: serving it as plain HTTP",
+            extra.addr,
+            extra.name
+        );
+        bound.push(Bound {
+            listener: Listener {
+                socket: from_systemd(extra)?,
+                tls: None,
+            },
+            certificates: None,
+        });
+    }
     Ok((bound, watchers))
+}
+
+fn from_systemd(socket: Inherited) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::from_std(socket.listener)
+        .with_context(|| format!("serving the socket systemd passed for {}", socket.addr))
 }
 
 /// Compiles every mount off the runtime's threads, large ones with Winch

@@ -39,6 +39,23 @@ pub enum Fault {
     BodyStalled,
 }
 
+impl Fault {
+    /// Its name in `/metrics` (`wasmhost_guest_faults_total{kind=…}`).
+    pub fn kind(self) -> &'static str {
+        match self {
+            Fault::Trapped => "trap",
+            Fault::NoResponse => "no_response",
+            Fault::ErrorCode => "error_code",
+            Fault::Informational => "informational",
+            Fault::OutOfMemory => "out_of_memory",
+            Fault::CpuTime => "cpu_limit",
+            Fault::TimedOut => "timeout",
+            Fault::Budget => "memory_budget",
+            Fault::BodyStalled => "body_stalled",
+        }
+    }
+}
+
 /// Logs a guest failure on one line and tells which it was.
 pub fn fault_of(route: &str, error: &wasmtime::Error) -> Fault {
     log_fault(route, error, 1);

@@ -10,6 +10,7 @@ pub use crate::guest_faults::{Body, plain};
 use crate::guest_faults::{Fault, fault_of, fault_response, try_again};
 use crate::instances::{Chores, Instance, Leftovers};
 use crate::log_rate::clip;
+use crate::request_metrics;
 use http::{Response, StatusCode};
 use http_body::Body as _;
 use http_body_util::BodyExt;
@@ -105,7 +106,10 @@ pub async fn handle(
     };
     let (response, outcome) = match wait(&app, guest, receiver, waiting).await {
         Ok(answer) => answer,
-        Err(fault) => return fault_response(fault),
+        Err(fault) => {
+            request_metrics::fault(&app.route, fault.kind());
+            return fault_response(fault);
+        }
     };
     respond(&app, response, outcome, failure, &body_fault)
 }
@@ -287,7 +291,10 @@ fn respond(
     // client's request was the cause.
     match body_fault.get() {
         Some(client) => client_fault_response(app, client),
-        None => fault_response(fault),
+        None => {
+            request_metrics::fault(&app.route, fault.kind());
+            fault_response(fault)
+        }
     }
 }
 
@@ -315,7 +322,7 @@ async fn poll_once<F: Future + Unpin>(future: &mut F) -> Option<F::Output> {
 /// The answer to a request that found the app's places to run and to wait
 /// all taken.
 fn busy(app: &App) -> Response<Body> {
-    if let Some(counts) = crate::request_metrics::get() {
+    if let Some(counts) = request_metrics::get() {
         counts.cached(&app.metrics, &app.route).refused();
     }
     tracing::debug!(app = %app.route, "app at its concurrency and queue limits; answered 503");

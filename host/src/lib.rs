@@ -34,7 +34,12 @@
 //! runs the apps' builds when their sources change (its results reach the
 //! route table through `reload`), `nginx` writes the nginx front,
 //! `scaffold` the projects `wasmhost new` writes,
-//! `signals` and `logging` belong to the binary,
+//! `signals` and `logging` belong to the binary, `systemd` takes the
+//! sockets systemd passes and tells it when the server is ready, reloading
+//! or stopping, `admin` serves `/healthz`, `/readyz` and `/metrics` on a
+//! listener of its own, `metrics` encodes the counts `request_metrics`
+//! keeps (the request path and the accept loops add to them) with what it
+//! reads from the route table at scrape time,
 //! `log_rate` bounds the log lines a client can trigger, and `allocator`
 //! holds the allocator and hands freed memory back from idle threads.
 //! What a guest may reach outside: `egress` (its grants, checked at run
@@ -82,6 +87,7 @@ pub mod server;
 pub mod service;
 pub mod signals;
 pub mod sockets;
+pub mod systemd;
 pub mod tls;
 pub mod upstream;
 pub mod upstream_pool;

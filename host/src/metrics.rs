@@ -8,10 +8,10 @@
 use crate::app::App;
 use crate::config::Mode;
 use crate::engine::Compiler;
-use crate::request_metrics::{AppLabel, Counts};
+use crate::request_metrics::{AppLabel, Counts, RequestLabels};
 use crate::router::Routes;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -26,32 +26,22 @@ pub struct Metrics {
 
 impl Metrics {
     /// Registers `counts` and the collectors.
-    pub fn new(counts: &Counts) -> Self {
+    pub fn new(counts: &'static Counts) -> Self {
         // `process_*` keeps the name every Prometheus client gives it; the
         // rest is under `wasmhost_`.
         let mut root = Registry::default();
         root.register_collector(Box::new(Process));
         let registry = root.sub_registry_with_prefix("wasmhost");
-        registry.register(
-            "requests",
-            "Requests answered, by app (its route; `-` for none), method and status class",
-            counts.requests.clone(),
-        );
-        registry.register_with_unit(
-            "request_duration",
-            "Time from the request's head to the end of its response, by app",
-            Unit::Seconds,
-            counts.durations.clone(),
-        );
-        registry.register(
-            "requests_in_flight",
-            "Requests whose response is not yet sent in full, by app",
-            counts.in_flight.clone(),
-        );
+        registry.register_collector(Box::new(AppCounts(counts)));
         registry.register(
             "requests_refused",
             "Requests turned away with 503 because the app's places and queue were full",
             counts.refused.clone(),
+        );
+        registry.register(
+            "guest_faults",
+            "Requests a guest failed, by app and kind (trap, out_of_memory, cpu_limit, timeout, no_response, …)",
+            counts.faults.clone(),
         );
         registry.register(
             "request_heads_refused",
@@ -133,6 +123,70 @@ impl Metrics {
             }
         }
         text
+    }
+}
+
+/// Each app's request counts, summed over their shards when scraped.
+struct AppCounts(&'static Counts);
+
+impl std::fmt::Debug for AppCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AppCounts")
+    }
+}
+
+impl Collector for AppCounts {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let apps: Vec<_> = self
+            .0
+            .apps()
+            .into_iter()
+            .map(|app| (app.route().clone(), app.snapshot()))
+            .collect();
+        let mut requests = encoder.encode_descriptor(
+            "requests",
+            "Requests answered, by app (its route; `-` for none), method and status class.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (app, snapshot) in &apps {
+            for &(method, status, count) in &snapshot.requests {
+                let labels = RequestLabels {
+                    app: app.clone(),
+                    method,
+                    status,
+                };
+                ConstCounter::new(count).encode(requests.encode_family(&labels)?)?;
+            }
+        }
+        let mut durations = encoder.encode_descriptor(
+            "request_duration",
+            "Time from the request's head to the end of its response, by app.",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        for (app, snapshot) in &apps {
+            let label = AppLabel { app: app.clone() };
+            durations
+                .encode_family(&label)?
+                .encode_histogram::<NoLabelSet>(
+                    snapshot.duration_seconds,
+                    snapshot.count,
+                    &snapshot.buckets,
+                    None,
+                )?;
+        }
+        let mut in_flight = encoder.encode_descriptor(
+            "requests_in_flight",
+            "Requests whose response is not yet sent in full, by app.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (app, snapshot) in &apps {
+            let label = AppLabel { app: app.clone() };
+            ConstGauge::new(snapshot.in_flight as i64).encode(in_flight.encode_family(&label)?)?;
+        }
+        Ok(())
     }
 }
 

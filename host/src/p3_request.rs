@@ -13,6 +13,7 @@ use crate::bodies::LimitedBody;
 use crate::guest_faults::{Body, Fault, classify, fault_response, log_fault, plain, try_again};
 use crate::instances::Chores;
 use crate::p3_driver::{Answer, Driver, Ending, Inbox, Job, LocalWakes};
+use crate::request_metrics;
 use bytes::Bytes;
 use futures::channel::oneshot;
 use http::{Response, StatusCode, header};
@@ -108,6 +109,7 @@ pub async fn serve(
     if let Some(driver) = driver {
         driver.detach(&wakes);
     }
+    request_metrics::fault(&app.route, fault.kind());
     fault_response(fault)
 }
 

@@ -13,6 +13,7 @@ use crate::config::{Config, Listen, Mount};
 use crate::engine::{self, Compiler, Engines};
 use crate::instances::Pool;
 use crate::router::{Router, Routes};
+use crate::systemd;
 use anyhow::{Context, Result, anyhow};
 use notify::event::{AccessKind, AccessMode};
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
@@ -295,7 +296,9 @@ impl Reloading {
                 },
                 _ = hangup.recv() => {
                     tracing::info!("SIGHUP: reloading the configuration and every app");
+                    systemd::reloading();
                     self.apply_config(Instant::now(), true).await;
+                    systemd::ready("reloaded");
                     continue;
                 }
             };
