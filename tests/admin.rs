@@ -312,3 +312,108 @@ fn guest_faults_are_counted_by_app_and_kind() {
     };
     assert_eq!((requests("5xx"), requests("2xx")), (Some(4.0), Some(1.0)));
 }
+
+/// The text of the cell of class `class` in the row of `app`, from the DOM
+/// Chromium printed.
+fn cell_text(dom: &str, app: &str, class: &str) -> Option<String> {
+    let row = dom.split(&format!(r#"<tr data-app="{app}">"#)).nth(1)?;
+    let row = row.split("</tr>").next()?;
+    let cell = row.split(&format!(r#"<td class="{class}">"#)).nth(1)?;
+    Some(cell.split("</td>").next()?.to_string())
+}
+
+#[test]
+fn the_status_page_shows_live_numbers_for_two_apps_in_chromium() {
+    let hello = format!("/a={}", guest(Guest::RustHello).display());
+    let fault = format!("/b={}", guest(Guest::Fault).display());
+    let (server, admin) = with_admin(&[hello, fault], &[]);
+    assert_eq!(get(&server.url("/b/trap")).unwrap().status, 500);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (stop, a, b) = (stop.clone(), server.url("/a/"), server.url("/b/"));
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = get(&a);
+                let _ = get(&b);
+            }
+        })
+    };
+    // The page shows rates once the server has sampled two seconds of them.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = get(&format!("{admin}/status.json")).unwrap().body;
+        let parsed: wasmhost_tests::serde_json::Value =
+            wasmhost_tests::serde_json::from_str(&status).unwrap();
+        let rates: Vec<f64> = parsed["apps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|app| app["rate"].as_f64().unwrap_or(0.0))
+            .collect();
+        if rates.len() == 2 && rates.iter().all(|rate| *rate > 0.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no rates in {status}");
+        // The server samples once a second.
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let profile = TempDir::new().unwrap();
+    let chromium = Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
+        .arg("--virtual-time-budget=3000")
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("{admin}/"))
+        .output()
+        .expect("chromium is installed by tests/run (Debian's chromium package)");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    load.join().unwrap();
+    let dom = String::from_utf8_lossy(&chromium.stdout);
+    assert!(
+        chromium.status.success(),
+        "{}",
+        String::from_utf8_lossy(&chromium.stderr)
+    );
+    for app in ["/a", "/b"] {
+        let rate =
+            cell_text(&dom, app, "rate").unwrap_or_else(|| panic!("no row for {app}: {dom}"));
+        let rate: f64 = rate.replace(',', "").parse().unwrap_or(0.0);
+        assert!(rate > 0.0, "{app} shows {rate} req/s: {dom}");
+        let p50 = cell_text(&dom, app, "p50").unwrap();
+        assert!(p50.ends_with(" ms"), "{app} p50 {p50}");
+        let version = cell_text(&dom, app, "version").unwrap();
+        assert_eq!(version.len(), 12, "a short SHA-256: {version}");
+    }
+    assert!(dom.contains("<polyline"), "a sparkline per app: {dom}");
+    assert!(
+        dom.contains("/b  fault: trap"),
+        "the trap in the recent events: {dom}"
+    );
+    assert!(dom.contains("2 app(s) · up"), "{dom}");
+}
+
+#[test]
+fn reloads_are_counted_with_their_duration() {
+    let dir = TempDir::new().unwrap();
+    let app = dir.path().join("app.wasm");
+    std::fs::copy(guest(Guest::RustHello), &app).unwrap();
+    let (server, admin) = with_admin(&[format!("/={}", app.display())], &[]);
+    let demo = std::fs::read(guest(Guest::RustDemo)).unwrap();
+    wasmhost_tests::rename_over(&app, &demo);
+    assert!(
+        server.wait_for_log("reloaded / (", Duration::from_secs(60)),
+        "{}",
+        server.log()
+    );
+    let text = metrics(&admin);
+    assert_eq!(
+        sample(&text, r#"wasmhost_reloads_total{app="/",outcome="done"}"#),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        sample(&text, r#"wasmhost_last_reload_duration_seconds{app="/"}"#).is_some_and(|s| s > 0.0),
+        "{text}"
+    );
+    let status = get(&format!("{admin}/status.json")).unwrap().body;
+    assert!(status.contains("reloaded "), "{status}");
+}

@@ -2,11 +2,14 @@
 //! probes and Prometheus ask the server about itself, on an address of its
 //! own that no app is ever routed to. `GET /healthz` (the process answers),
 //! `GET /readyz` (every app loaded and the listeners bound: the place to
-//! send traffic), `GET /metrics` (`metrics`). Plain HTTP/1.1; it answers
+//! send traffic), `GET /metrics` (`metrics`), and a live status page at `/`
+//! (one self-contained HTML file polling `/status.json`, `status`). Plain
+//! HTTP/1.1; it answers
 //! from before the apps are compiled until the process exits, draining
 //! included, so a probe sees each state.
 
 use crate::metrics::Metrics;
+use crate::status::Status;
 use anyhow::{Result, anyhow};
 use bytes::Bytes;
 use http::{Method, Response, StatusCode, header};
@@ -66,7 +69,11 @@ impl Readiness {
 pub struct Admin {
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<Readiness>,
+    pub status: Arc<Status>,
 }
+
+/// The status page: no CDN, no build step, its script inline.
+const STATUS_PAGE: &str = include_str!("status.html");
 
 /// Binds `addr` and answers on it on a task that ends with the runtime.
 /// Returns the bound address (port 0 picks one).
@@ -128,6 +135,11 @@ fn answer<B>(admin: &Admin, request: &http::Request<B>) -> Response<Full<Bytes>>
         return response;
     }
     match request.uri().path() {
+        "/" => typed(
+            Bytes::from_static(STATUS_PAGE.as_bytes()),
+            "text/html; charset=utf-8",
+        ),
+        "/status.json" => typed(Bytes::from(admin.status.json()), "application/json"),
         "/healthz" => plain(StatusCode::OK, "ok\n"),
         "/readyz" => {
             let (status, body) = admin.readiness.answer();
@@ -162,9 +174,22 @@ fn answer<B>(admin: &Admin, request: &http::Request<B>) -> Response<Full<Bytes>>
         }
         _ => plain(
             StatusCode::NOT_FOUND,
-            "not found: the admin listener serves /healthz, /readyz and /metrics\n",
+            "not found: the admin listener serves /, /status.json, /healthz, /readyz and /metrics\n",
         ),
     }
+}
+
+fn typed(body: Bytes, content_type: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    response
 }
 
 fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {

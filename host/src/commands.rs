@@ -23,6 +23,7 @@ use crate::request_metrics;
 use crate::router::{Router, Routes};
 use crate::server::{self, Drained, Listener};
 use crate::signals;
+use crate::status::Status;
 use crate::systemd::{self, Inherited};
 use crate::tls::Certificates;
 use anyhow::{Context, Result, anyhow, bail};
@@ -134,9 +135,11 @@ async fn serve_until_signalled(
     // Up before the apps load, so its /readyz says they are loading.
     let admin = match config.admin {
         Some(addr) => {
+            let counts = request_metrics::install();
             let admin = Arc::new(Admin {
-                metrics: Arc::new(Metrics::new(request_metrics::install())),
+                metrics: Arc::new(Metrics::new(counts)),
                 readiness: Arc::default(),
+                status: Status::start(counts),
             });
             let bound = admin::start(addr, admin.clone()).await?;
             Some((admin, bound))
@@ -155,6 +158,7 @@ async fn serve_until_signalled(
     )));
     if let Some((admin, _)) = &admin {
         let (slots, total) = (pool.clone(), u64::from(pool_size.instances));
+        admin.status.serve(routes.clone());
         admin.metrics.serve(
             routes.clone(),
             PoolUse {
@@ -190,7 +194,7 @@ async fn serve_until_signalled(
     // Said once everything loaded: a startup error stays the only line.
     tracing::info!("{budget_line}");
     let readiness = admin.as_ref().map(|(admin, bound)| {
-        tracing::info!("admin on http://{bound}/ (/healthz, /readyz, /metrics)");
+        tracing::info!("admin on http://{bound}/ (status page; /healthz, /readyz, /metrics)");
         admin.readiness.clone()
     });
     if let Some(readiness) = &readiness {

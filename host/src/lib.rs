@@ -36,10 +36,11 @@
 //! `scaffold` the projects `wasmhost new` writes,
 //! `signals` and `logging` belong to the binary, `systemd` takes the
 //! sockets systemd passes and tells it when the server is ready, reloading
-//! or stopping, `admin` serves `/healthz`, `/readyz` and `/metrics` on a
-//! listener of its own, `metrics` encodes the counts `request_metrics`
-//! keeps (the request path and the accept loops add to them) with what it
-//! reads from the route table at scrape time,
+//! or stopping, `admin` serves `/healthz`, `/readyz`, `/metrics` and the
+//! status page on a listener of its own, `metrics` encodes the counts
+//! `request_metrics` keeps (the request path, the accept loops and `reload`
+//! add to them) with what it reads from the route table at scrape time,
+//! `status` samples those counts each second for the status page,
 //! `log_rate` bounds the log lines a client can trigger, and `allocator`
 //! holds the allocator and hands freed memory back from idle threads.
 //! What a guest may reach outside: `egress` (its grants, checked at run
@@ -87,6 +88,7 @@ pub mod server;
 pub mod service;
 pub mod signals;
 pub mod sockets;
+pub mod status;
 pub mod systemd;
 pub mod tls;
 pub mod upstream;

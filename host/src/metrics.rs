@@ -44,6 +44,17 @@ impl Metrics {
             counts.faults.clone(),
         );
         registry.register(
+            "reloads",
+            "Hot reloads by app (`-`: the configuration) and outcome (done, refused)",
+            counts.reloads.clone(),
+        );
+        registry.register_with_unit(
+            "last_reload_duration",
+            "How long the app's last reload took, from the change seen to the new version serving",
+            Unit::Seconds,
+            counts.reload_seconds.clone(),
+        );
+        registry.register(
             "request_heads_refused",
             "Requests refused for their head (400: Host; 431: too many fields), by status",
             counts.heads_refused.clone(),

@@ -12,6 +12,7 @@ use crate::compile_cache::Digest;
 use crate::config::{Config, Listen, Mount};
 use crate::engine::{self, Compiler, Engines};
 use crate::instances::Pool;
+use crate::request_metrics;
 use crate::router::{Router, Routes};
 use crate::systemd;
 use anyhow::{Context, Result, anyhow};
@@ -398,11 +399,15 @@ impl Reloading {
                     app.digest,
                     noticed.elapsed().as_millis()
                 );
+                request_metrics::reload(route, Some((noticed.elapsed(), &app.digest.to_string())));
                 self.reloads.settle(&app, mount);
             }
-            Err(error) => tracing::warn!(
-                "not reloading {route}: {error:#}; still serving the previous version"
-            ),
+            Err(error) => {
+                tracing::warn!(
+                    "not reloading {route}: {error:#}; still serving the previous version"
+                );
+                request_metrics::reload(route, None);
+            }
         }
     }
 
@@ -432,6 +437,10 @@ impl Reloading {
             plan.added,
             plan.reloaded,
             plan.kept
+        );
+        request_metrics::reload(
+            &Arc::from("-"),
+            Some((noticed.elapsed(), "the configuration")),
         );
         for (app, mount) in &plan.fresh {
             self.reloads.settle(app, mount);
@@ -488,6 +497,7 @@ struct Plan {
 /// The one line for a configuration that is not applied.
 fn refuse_config(reason: String) {
     tracing::warn!("not applying the configuration: {reason}; still serving the previous one");
+    request_metrics::reload(&Arc::from("-"), None);
 }
 
 /// Whether `app` already serves what `mount` with this file digest asks for.

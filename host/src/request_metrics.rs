@@ -9,16 +9,23 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 static COUNTS: OnceLock<Counts> = OnceLock::new();
 
 /// The counts, once [`install`]ed.
 pub fn get() -> Option<&'static Counts> {
     COUNTS.get()
+}
+
+/// Counts a reload of the app at `route`, if counting (see [`Counts::reload`]).
+pub fn reload(route: &Arc<str>, done: Option<(Duration, &str)>) {
+    if let Some(counts) = get() {
+        counts.reload(route, done);
+    }
 }
 
 /// Counts a guest fault of `kind` for the app at `route`, if counting.
@@ -60,6 +67,24 @@ pub(crate) struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ReloadLabels {
+    app: Arc<str>,
+    outcome: &'static str,
+}
+
+/// Something an operator wants to see happened: a fault, a reload.
+#[derive(Clone, Debug)]
+pub struct Event {
+    /// Seconds since the Unix epoch.
+    pub at: f64,
+    pub app: Arc<str>,
+    pub what: String,
+}
+
+/// Events kept for the status page.
+const EVENTS: usize = 50;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct FaultLabels {
     app: Arc<str>,
     kind: &'static str,
@@ -79,6 +104,10 @@ pub(crate) struct StatusLabel {
 pub struct Counts {
     pub(crate) refused: Family<AppLabel, Counter>,
     pub(crate) faults: Family<FaultLabels, Counter>,
+    pub(crate) reloads: Family<ReloadLabels, Counter>,
+    pub(crate) reload_seconds: Family<AppLabel, Gauge<f64, AtomicU64>>,
+    /// The last faults and reloads, newest last, for the status page.
+    events: Mutex<VecDeque<Event>>,
     pub(crate) heads_refused: Family<StatusLabel, Counter>,
     pub(crate) connections_open: Family<ListenerLabel, Gauge>,
     pub(crate) connections_accepted: Family<ListenerLabel, Counter>,
@@ -93,6 +122,9 @@ impl Default for Counts {
         Self {
             refused: Family::default(),
             faults: Family::default(),
+            reloads: Family::default(),
+            reload_seconds: Family::default(),
+            events: Mutex::new(VecDeque::new()),
             heads_refused: Family::default(),
             connections_open: Family::default(),
             connections_accepted: Family::default(),
@@ -157,6 +189,58 @@ impl Counts {
                 kind,
             })
             .inc();
+        self.event(route, format!("fault: {kind}"));
+    }
+
+    /// A reload of the app at `route` (`-`: the configuration) was done in
+    /// `took`, or refused.
+    pub fn reload(&self, route: &Arc<str>, done: Option<(Duration, &str)>) {
+        let outcome = if done.is_some() { "done" } else { "refused" };
+        self.reloads
+            .get_or_create(&ReloadLabels {
+                app: route.clone(),
+                outcome,
+            })
+            .inc();
+        match done {
+            Some((took, version)) => {
+                self.reload_seconds
+                    .get_or_create(&AppLabel { app: route.clone() })
+                    .set(took.as_secs_f64());
+                self.event(
+                    route,
+                    format!("reloaded {version} in {} ms", took.as_millis()),
+                );
+            }
+            None => self.event(route, "reload refused; the previous version serves".into()),
+        }
+    }
+
+    fn event(&self, route: &Arc<str>, what: String) {
+        let at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |since| since.as_secs_f64());
+        let mut events = self
+            .events
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if events.len() == EVENTS {
+            events.pop_front();
+        }
+        events.push_back(Event {
+            at,
+            app: route.clone(),
+            what,
+        });
+    }
+
+    /// The last faults and reloads, newest last.
+    pub fn events(&self) -> Vec<Event> {
+        let events = self
+            .events
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        events.iter().cloned().collect()
     }
 
     /// A request refused for its head with `status` (400 or 431).
