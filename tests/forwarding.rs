@@ -201,3 +201,58 @@ fn a_bad_access_log_path_is_one_clear_line() {
         "{line}"
     );
 }
+
+#[test]
+fn sigusr1_reopens_the_access_log_after_a_rotation() {
+    let dir = wasmhost_tests::tempfile::TempDir::new().unwrap();
+    let log = dir.path().join("access.log");
+    let server = server(&["--access-log", log.to_str().unwrap()]);
+    let wait_for_line = |file: &std::path::Path, needle: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(file).unwrap_or_default();
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{needle} not in {text}"
+            );
+            // The writer flushes every 100 ms.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    assert_eq!(
+        client()
+            .get(server.url("/hello/before"))
+            .call()
+            .unwrap()
+            .status(),
+        200
+    );
+    wait_for_line(&log, "GET /hello/before");
+    // What logrotate does without copytruncate: rename, then signal.
+    let rotated = dir.path().join("access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    server.signal(wasmhost_tests::libc::SIGUSR1);
+    assert!(
+        server.wait_for_log("SIGUSR1: reopening the access log", Duration::from_secs(10)),
+        "{}",
+        server.log()
+    );
+    assert_eq!(
+        client()
+            .get(server.url("/hello/after"))
+            .call()
+            .unwrap()
+            .status(),
+        200
+    );
+    let fresh = wait_for_line(&log, "GET /hello/after");
+    assert!(!fresh.contains("/hello/before"), "{fresh}");
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert!(
+        old.contains("/hello/before") && !old.contains("/hello/after"),
+        "{old}"
+    );
+}

@@ -22,6 +22,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -32,6 +33,9 @@ const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 #[derive(Debug)]
 pub struct AccessLog {
     lines: mpsc::Sender<Line>,
+    /// Set by [`AccessLog::reopen`]; the writer opens the file again before
+    /// its next line.
+    reopen: Arc<AtomicBool>,
 }
 
 /// The writer thread, to wait for when shutting down.
@@ -51,21 +55,33 @@ impl AccessLog {
     /// Opens `destination` (appending to a file) and starts its writer;
     /// `None` if it is off.
     pub fn open(destination: &Destination) -> anyhow::Result<Option<(AccessLog, Writer)>> {
-        let out: Box<dyn Write + Send> = match destination {
+        let (out, path): (Box<dyn Write + Send>, _) = match destination {
             Destination::Off => return Ok(None),
-            Destination::Stdout => Box::new(std::io::stdout()),
-            Destination::File(path) => Box::new(open_file(path)?),
+            Destination::Stdout => (Box::new(std::io::stdout()), None),
+            Destination::File(path) => (Box::new(open_file(path)?), Some(path.clone())),
         };
         let (lines, received) = mpsc::channel::<Line>();
         let (finished, done) = mpsc::channel();
+        let reopen = Arc::new(AtomicBool::new(false));
+        let target = Target {
+            path,
+            reopen: reopen.clone(),
+        };
         std::thread::Builder::new()
             .name("wasmhost-access-log".into())
             .spawn(move || {
-                write_lines(out, received);
+                write_lines(out, received, target);
                 drop(finished);
             })
             .map_err(|e| anyhow::anyhow!("cannot start the access log writer: {e}"))?;
-        Ok(Some((AccessLog { lines }, Writer { done })))
+        Ok(Some((AccessLog { lines, reopen }, Writer { done })))
+    }
+
+    /// Opens the file again (by its name) before the next line: after
+    /// logrotate has renamed it, lines go to the new file, none is lost.
+    /// Standard output is left as it is.
+    pub fn reopen(&self) {
+        self.reopen.store(true, Ordering::Release);
     }
 
     /// Starts the record of a request: what it asked, from where, when.
@@ -108,10 +124,24 @@ fn open_file(path: &PathBuf) -> anyhow::Result<File> {
 /// Waits for a line, gives the next ones `FLUSH_INTERVAL` to arrive
 /// (sleeping, so senders meanwhile wake nobody), writes them all and
 /// flushes; ends when every sender is gone and all is written.
-fn write_lines(out: Box<dyn Write + Send>, lines: mpsc::Receiver<Line>) {
+fn write_lines(out: Box<dyn Write + Send>, lines: mpsc::Receiver<Line>, target: Target) {
     let mut out = BufWriter::with_capacity(64 * 1024, out);
     let mut clock = Clock::default();
     while let Ok(line) = lines.recv() {
+        if target.reopen.swap(false, Ordering::AcqRel)
+            && let Some(path) = &target.path
+        {
+            match open_file(path) {
+                Ok(file) => {
+                    let _ = out.flush();
+                    out = BufWriter::with_capacity(64 * 1024, Box::new(file));
+                    tracing::info!("reopened the access log {}", path.display());
+                }
+                Err(error) => {
+                    tracing::error!("{error:#}; writing on to the file open before");
+                }
+            }
+        }
         let mut result = line.write(&mut out, &mut clock);
         std::thread::sleep(FLUSH_INTERVAL);
         while let Ok(line) = lines.try_recv() {
@@ -122,6 +152,13 @@ fn write_lines(out: Box<dyn Write + Send>, lines: mpsc::Receiver<Line>) {
             return;
         }
     }
+}
+
+/// Where the writer writes, for reopening it.
+struct Target {
+    /// The file, if the log is one.
+    path: Option<PathBuf>,
+    reopen: Arc<AtomicBool>,
 }
 
 /// One request's record, sent to the writer when dropped: after its

@@ -122,6 +122,13 @@ async fn serve_until_signalled(
 ) -> Result<()> {
     let signals = signals::install()?;
     let (access_log, log_writer) = AccessLog::open(&config.access_log)?.unzip();
+    let access_log = access_log.map(Arc::new);
+    if let Some(log) = access_log.clone() {
+        signals::on_usr1(move || {
+            tracing::info!("SIGUSR1: reopening the access log");
+            log.reopen();
+        })?;
+    }
     let pool_size = PoolSize::default();
     let engines = Arc::new(Engines::new(pool_size, cache));
     let (budget, budget_line) = memory_budget(config.memory_budget);
@@ -211,7 +218,7 @@ async fn serve_until_signalled(
         timeouts: config.timeouts,
         drain_timeout: config.shutdown_timeout,
         trusted_proxies: Arc::new(TrustedProxies::new(config.trusted_proxies.clone())),
-        access_log: access_log.map(Arc::new),
+        access_log,
         dev_errors: dev.and_then(|dev| dev.errors),
     };
     let listeners = listeners.into_iter().map(|bound| bound.listener).collect();

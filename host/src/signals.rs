@@ -1,5 +1,5 @@
 //! SIGINT and SIGTERM: the first starts a graceful shutdown, the second cuts
-//! it short.
+//! it short. SIGUSR1: reopen the access log (log rotation).
 
 use anyhow::{Context, Result};
 use tokio::signal::unix::{SignalKind, signal};
@@ -29,4 +29,15 @@ pub fn install() -> Result<ShutdownSignals> {
         }
     });
     Ok(ShutdownSignals { first, second })
+}
+
+/// On every SIGUSR1, calls `reopen` (on a task that ends with the runtime).
+pub fn on_usr1(reopen: impl Fn() + Send + 'static) -> Result<()> {
+    let mut usr1 = signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
+    tokio::spawn(async move {
+        while usr1.recv().await.is_some() {
+            reopen();
+        }
+    });
+    Ok(())
 }
