@@ -96,6 +96,10 @@ fn every_request_gets_a_combined_format_access_log_line() {
         .header("User-Agent", "test \"agent\"")
         .call()
         .unwrap();
+    let hello_id = response
+        .headers()
+        .get("x-request-id")
+        .map(|id| id.to_str().unwrap().to_string());
     let body = response.body_mut().read_to_string().unwrap();
     let missing = client().get(server.url("/drip/3/50")).call().unwrap();
     assert_eq!(missing.status(), 200);
@@ -119,9 +123,14 @@ fn every_request_gets_a_combined_format_access_log_line() {
         body.len()
     );
     assert!(after.starts_with(&expected), "{hello}\nexpected {expected}");
-    let (seconds, app) = after[expected.len()..].split_once(' ').unwrap();
+    let fields: Vec<&str> = after[expected.len()..].split(' ').collect();
+    let [seconds, app, request_id] = fields[..] else {
+        panic!("{hello}")
+    };
     assert!(seconds.parse::<f64>().unwrap() < 10.0, "{hello}");
     assert_eq!(app, "/hello");
+    // The id the response carried.
+    assert_eq!(Some(request_id), hello_id.as_deref(), "{hello}");
 
     // A streamed response is logged once sent, with every byte and the
     // time it took.
@@ -129,9 +138,10 @@ fn every_request_gets_a_combined_format_access_log_line() {
         .lines()
         .find(|line| line.contains("GET /drip/3/50"))
         .unwrap_or_else(|| panic!("{log}"));
-    let fields: Vec<&str> = drip.rsplitn(3, ' ').collect();
-    assert_eq!(fields[0], "/", "{drip}");
-    assert!(fields[1].parse::<f64>().unwrap() >= 0.1, "{drip}");
+    let fields: Vec<&str> = drip.rsplitn(4, ' ').collect();
+    assert_eq!(fields[0].len(), 32, "{drip}");
+    assert_eq!(fields[1], "/", "{drip}");
+    assert!(fields[2].parse::<f64>().unwrap() >= 0.1, "{drip}");
     assert!(drip.contains("\" 200 21 \"-\" "), "{drip}");
 }
 
@@ -255,4 +265,48 @@ fn sigusr1_reopens_the_access_log_after_a_rotation() {
         old.contains("/hello/before") && !old.contains("/hello/after"),
         "{old}"
     );
+}
+
+#[test]
+fn every_request_gets_an_x_request_id_kept_only_from_a_trusted_proxy() {
+    let id_of = |server: &Server, headers: &[(&str, &str)]| {
+        let mut request = client().get(server.url("/seen"));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let mut response = request.call().unwrap();
+        let answered = response
+            .headers()
+            .get("x-request-id")
+            .expect("every response carries its request id")
+            .to_str()
+            .unwrap()
+            .to_string();
+        let seen = response.body_mut().read_to_string().unwrap();
+        assert!(
+            seen.contains(&format!("x-request-id: {answered}\n")),
+            "{seen}"
+        );
+        answered
+    };
+    let open = server(&[]);
+    let made = id_of(&open, &[]);
+    assert!(
+        made.len() == 32 && made.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{made}"
+    );
+    assert_ne!(id_of(&open, &[]), made, "a new id per request");
+    // A client's own id is not believed: it could collide on purpose.
+    assert_ne!(
+        id_of(&open, &[("X-Request-Id", "chosen-by-client")]),
+        "chosen-by-client"
+    );
+
+    let behind_proxy = server(&["--trusted-proxy", "127.0.0.1"]);
+    assert_eq!(
+        id_of(&behind_proxy, &[("X-Request-Id", "nginx-7f3a")]),
+        "nginx-7f3a"
+    );
+    let odd = id_of(&behind_proxy, &[("X-Request-Id", "two words")]);
+    assert_eq!(odd.len(), 32, "an id with a space is replaced: {odd}");
 }

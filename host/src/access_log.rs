@@ -15,6 +15,7 @@
 //! waking the writer per line cost a third of a hello app's throughput.
 
 use crate::config::Destination;
+use crate::forwarded::X_REQUEST_ID;
 use http::header::{HeaderValue, REFERER, USER_AGENT};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Version};
@@ -100,6 +101,7 @@ impl AccessLog {
                 referer: request.headers().get(REFERER).cloned(),
                 agent: request.headers().get(USER_AGENT).cloned(),
                 app,
+                request_id: request.headers().get(X_REQUEST_ID).cloned(),
                 status: 0,
                 bytes: 0,
                 seconds: 0.0,
@@ -206,6 +208,7 @@ struct Line {
     referer: Option<HeaderValue>,
     agent: Option<HeaderValue>,
     app: Arc<str>,
+    request_id: Option<HeaderValue>,
     status: u16,
     bytes: u64,
     seconds: f64,
@@ -226,7 +229,13 @@ impl Line {
         escape_into(out, self.referer.as_ref().map_or(b"-", |v| v.as_bytes()))?;
         out.write_all(b"\" \"")?;
         escape_into(out, self.agent.as_ref().map_or(b"-", |v| v.as_bytes()))?;
-        writeln!(out, "\" {:.3} {}", self.seconds, self.app)
+        write!(out, "\" {:.3} {} ", self.seconds, self.app)?;
+        match &self.request_id {
+            // Kept only if it is visible ASCII (`forwarded`), so no escaping.
+            Some(id) => out.write_all(id.as_bytes())?,
+            None => out.write_all(b"-")?,
+        }
+        out.write_all(b"\n")
     }
 }
 

@@ -21,6 +21,10 @@ pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The longest request id kept from a proxy; a longer one is replaced.
+const MAX_REQUEST_ID: usize = 128;
 
 /// The networks whose forwarding headers are believed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -100,6 +104,7 @@ impl Forwarding {
         };
         // RFC 7239's header says the same things and is no more believable.
         headers.remove(FORWARDED);
+        headers.insert(X_REQUEST_ID, new_request_id());
         Client {
             ip: self.peer,
             https: self.https,
@@ -108,6 +113,14 @@ impl Forwarding {
 
     /// The peer is a trusted proxy: believe it, as far as it is trusted.
     fn told_by_proxy(&self, trusted: &TrustedProxies, headers: &mut HeaderMap) -> Client {
+        // nginx's `$request_id`, say: one id for the request across both
+        // servers' logs. A missing, repeated or odd one is replaced.
+        let mut ids = headers.get_all(X_REQUEST_ID).iter();
+        let kept = match (ids.next(), ids.next()) {
+            (Some(id), None) => usable_request_id(id).then(|| id.clone()),
+            _ => None,
+        };
+        headers.insert(X_REQUEST_ID, kept.unwrap_or_else(new_request_id));
         let chain = forwarded_for(headers);
         // The client is the last address not one of ours; if every address
         // is ours, the first.
@@ -185,6 +198,20 @@ fn proto(https: bool) -> HeaderValue {
 
 fn header_value(ip: IpAddr) -> HeaderValue {
     HeaderValue::from_str(&ip.to_string()).expect("an address is valid header text")
+}
+
+/// A request id made here: 128 random bits in hex, as nginx's `$request_id`.
+fn new_request_id() -> HeaderValue {
+    HeaderValue::from_str(&format!("{:032x}", fastrand::u128(..)))
+        .expect("hex digits are valid header text")
+}
+
+/// Whether a proxy's request id can be passed on and logged as it is.
+fn usable_request_id(id: &HeaderValue) -> bool {
+    let bytes = id.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= MAX_REQUEST_ID
+        && bytes.iter().all(|byte| byte.is_ascii_graphic())
 }
 
 #[cfg(test)]

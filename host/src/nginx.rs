@@ -268,6 +268,9 @@ server {{
     proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
     proxy_set_header X-Forwarded-Proto $scheme;
     proxy_set_header X-Forwarded-Host $http_host;
+    # One id per request in both servers' logs, handed to the app; wasmhost
+    # makes its own when not behind a trusted proxy.
+    proxy_set_header X-Request-Id $request_id;
 
     # The servers are near: a connection that takes over a second is a
     # server in trouble, try the next.

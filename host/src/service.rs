@@ -9,7 +9,7 @@
 
 use crate::access_log::{AccessLog, Record};
 use crate::dev_errors::DevErrors;
-use crate::forwarded::Forwarding;
+use crate::forwarded::{Forwarding, X_REQUEST_ID};
 use crate::handler::{self, Body};
 use crate::instances::Chores;
 use crate::request_head::{self, Refused};
@@ -50,6 +50,7 @@ pub fn new(
         let http1 = request.version() < http::Version::HTTP_2;
         let head = request_head::check(&mut request, local);
         let client = forwarding.apply(request.headers_mut());
+        let request_id = request.headers().get(X_REQUEST_ID).cloned();
         let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
         let table = routes.load();
         let routed = head
@@ -95,6 +96,9 @@ pub fn new(
                 response
                     .headers_mut()
                     .insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            if let Some(id) = request_id {
+                response.headers_mut().insert(X_REQUEST_ID, id);
             }
             let status = response.status().as_u16();
             if let Some(record) = &mut record {
