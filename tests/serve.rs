@@ -149,3 +149,50 @@ fn cleartext_http2_with_prior_knowledge_is_served() {
         "Hello from a WebAssembly component!\n2 200"
     );
 }
+
+#[test]
+fn log_format_json_writes_one_object_per_line_with_the_app() {
+    let fault = format!("/f={}", guest(Guest::Fault).display());
+    let server = Server::start(WASMHOST, &["--mount", &fault, "--log-format", "json"]);
+    assert_eq!(get(&server.url("/f/trap")).unwrap().status, 500);
+    assert!(
+        server.wait_for_log("guest trapped", Duration::from_secs(10)),
+        "{}",
+        server.log()
+    );
+    let lines: Vec<wasmhost_tests::serde_json::Value> = server
+        .log()
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .map(|line| {
+            wasmhost_tests::serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))
+        })
+        .collect();
+    let serving = lines
+        .iter()
+        .find(|line| {
+            line["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("serving on "))
+        })
+        .unwrap_or_else(|| panic!("{}", server.log()));
+    assert_eq!(serving["level"], "INFO");
+    assert!(
+        serving["timestamp"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{serving}"
+    );
+    let trapped = lines
+        .iter()
+        .find(|line| {
+            line["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("guest trapped"))
+        })
+        .unwrap_or_else(|| panic!("{}", server.log()));
+    assert_eq!(
+        (trapped["level"].as_str(), trapped["app"].as_str()),
+        (Some("WARN"), Some("/f"))
+    );
+}

@@ -26,6 +26,29 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// How the server's own log lines are written: `--log-format` of
+    /// `serve` and `dev`, text for the other commands.
+    pub fn log_format(&self) -> LogFormat {
+        match &self.command {
+            Command::Serve(args) => args.log_format,
+            Command::Dev(args) => args.serve.log_format,
+            _ => LogFormat::Text,
+        }
+    }
+}
+
+/// The server's own log lines (not the access log).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line of text per event, for a terminal or the journal.
+    #[default]
+    Text,
+    /// One JSON object per line (time, level, message, and the event's
+    /// fields such as `app`), for a log pipeline.
+    Json,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve components over HTTP/1.1 and HTTP/2, plain or TLS.
@@ -255,6 +278,10 @@ pub struct ServeArgs {
     /// what the socket says [default: none]
     #[arg(long = "trusted-proxy", value_name = "CIDR", value_parser = parse_network)]
     pub trusted_proxies: Vec<IpNet>,
+    /// How the server's own log lines are written: `text`, or `json` (one
+    /// object per line) [default: text]
+    #[arg(long, value_name = "text|json", default_value = "text")]
+    pub log_format: LogFormat,
     /// Serve /healthz, /readyz and /metrics (Prometheus) on this address of
     /// its own, never routed to apps: PORT (on 127.0.0.1) or IP:PORT
     /// [default: off]
