@@ -32,6 +32,20 @@ fn metrics(admin: &str) -> String {
     get(&format!("{admin}/metrics")).unwrap().body
 }
 
+/// `/metrics` once `series` has reached `at_least`: a request is counted
+/// when its response body is dropped, which can come just after the client
+/// has read it.
+fn metrics_once(admin: &str, series: &str, at_least: f64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = metrics(admin);
+        if sample(&text, series).is_some_and(|n| n >= at_least) || Instant::now() >= deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// The value of the sample `series` (name and labels, as printed).
 fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
@@ -59,8 +73,8 @@ fn the_admin_listener_answers_health_readiness_and_metrics_apart_from_the_apps()
     assert_eq!(get(&format!("{admin}/nope")).unwrap().status, 404);
     assert_eq!(post(&format!("{admin}/metrics"), b"").unwrap().status, 405);
 
-    let text = metrics(&admin);
     let requests = r#"wasmhost_requests_total{app="/",method="GET",status="2xx"}"#;
+    let text = metrics_once(&admin, requests, 4.0);
     assert!(
         sample(&text, requests).is_some_and(|n| n >= 4.0),
         "three requests and the app's /metrics: {text}"
@@ -293,7 +307,11 @@ fn guest_faults_are_counted_by_app_and_kind() {
     assert_eq!(get(&server.url("/f/no-response")).unwrap().status, 502);
     assert_eq!(get(&server.url("/f/sleep/5000")).unwrap().status, 504);
     assert_eq!(get(&server.url("/f/")).unwrap().status, 200);
-    let text = metrics(&admin);
+    let text = metrics_once(
+        &admin,
+        r#"wasmhost_requests_total{app="/f",method="GET",status="2xx"}"#,
+        1.0,
+    );
     for (kind, count) in [("trap", 2.0), ("no_response", 1.0), ("timeout", 1.0)] {
         assert_eq!(
             sample(

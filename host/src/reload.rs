@@ -394,19 +394,22 @@ impl Reloading {
                     Compiler::Winch => " with Winch, Cranelift build to follow",
                     Compiler::Cranelift => "",
                 };
+                // Counted before the line, so whoever reads the line finds
+                // the count.
+                let took = noticed.elapsed();
+                request_metrics::reload(route, Some((took, &app.digest.to_string())));
                 tracing::info!(
                     "reloaded {route} ({}) in {} ms{later}",
                     app.digest,
-                    noticed.elapsed().as_millis()
+                    took.as_millis()
                 );
-                request_metrics::reload(route, Some((noticed.elapsed(), &app.digest.to_string())));
                 self.reloads.settle(&app, mount);
             }
             Err(error) => {
+                request_metrics::reload(route, None);
                 tracing::warn!(
                     "not reloading {route}: {error:#}; still serving the previous version"
                 );
-                request_metrics::reload(route, None);
             }
         }
     }
@@ -430,17 +433,15 @@ impl Reloading {
         let before = self.reloads.routes.load().mounts().count();
         let removed = before - (plan.kept + plan.reloaded);
         self.reloads.routes.store(Arc::new(Router::new(plan.table)));
+        let took = noticed.elapsed();
+        request_metrics::reload(&Arc::from("-"), Some((took, "the configuration")));
         tracing::info!(
             "configuration applied in {} ms: {} app(s) added, {} reloaded, \
              {removed} removed, {} unchanged",
-            noticed.elapsed().as_millis(),
+            took.as_millis(),
             plan.added,
             plan.reloaded,
             plan.kept
-        );
-        request_metrics::reload(
-            &Arc::from("-"),
-            Some((noticed.elapsed(), "the configuration")),
         );
         for (app, mount) in &plan.fresh {
             self.reloads.settle(app, mount);
@@ -496,8 +497,8 @@ struct Plan {
 
 /// The one line for a configuration that is not applied.
 fn refuse_config(reason: String) {
-    tracing::warn!("not applying the configuration: {reason}; still serving the previous one");
     request_metrics::reload(&Arc::from("-"), None);
+    tracing::warn!("not applying the configuration: {reason}; still serving the previous one");
 }
 
 /// Whether `app` already serves what `mount` with this file digest asks for.
