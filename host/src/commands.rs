@@ -125,8 +125,10 @@ async fn serve_until_signalled(
     let access_log = access_log.map(Arc::new);
     if let Some(log) = access_log.clone() {
         signals::on_usr1(move || {
-            tracing::info!("SIGUSR1: reopening the access log");
+            // Asked for before the line, so a line logged after it goes to
+            // the new file.
             log.reopen();
+            tracing::info!("SIGUSR1: reopening the access log");
         })?;
     }
     let pool_size = PoolSize::default();
