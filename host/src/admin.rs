@@ -193,16 +193,11 @@ fn typed(body: Bytes, content_type: &'static str) -> Response<Full<Bytes>> {
 }
 
 fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    // No-store (from `typed`): a probe's answer is about now.
+    let mut response = typed(
+        Bytes::from_static(body.as_bytes()),
+        "text/plain; charset=utf-8",
+    );
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    // A probe's answer is about now.
-    response.headers_mut().insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-store"),
-    );
     response
 }

@@ -19,7 +19,7 @@ const KEPT: usize = 300;
 const WINDOW: usize = 60;
 
 /// One app's counts at one second.
-#[derive(Clone, Default)]
+#[derive(Default)]
 struct Sample {
     requests: u64,
     errors: u64,
@@ -136,16 +136,12 @@ fn window(kept: Option<&VecDeque<Sample>>) -> Value {
         .zip(kept.iter().skip(1))
         .map(|(before, after)| after.requests.saturating_sub(before.requests))
         .collect();
-    let (first, last) = match (
-        kept.len()
-            .checked_sub(WINDOW + 1)
-            .and_then(|i| kept.get(i))
-            .or(kept.front()),
-        kept.back(),
-    ) {
-        (Some(first), Some(last)) => (first.clone(), last.clone()),
-        _ => (Sample::default(), Sample::default()),
-    };
+    let none = Sample::default();
+    // The sample a window back (or the oldest kept), and the newest.
+    let first = kept
+        .get(kept.len().saturating_sub(WINDOW + 1))
+        .unwrap_or(&none);
+    let last = kept.back().unwrap_or(&none);
     let seconds = (kept.len().saturating_sub(1)).clamp(1, WINDOW) as f64;
     // The rate of the last five seconds: what "now" means on the page.
     let recent = per_second.iter().rev().take(5);
