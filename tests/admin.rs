@@ -105,6 +105,40 @@ fn the_admin_listener_answers_health_readiness_and_metrics_apart_from_the_apps()
         "{text}"
     );
     assert!(sample(&text, "process_resident_memory_bytes").is_some_and(|n| n > 0.0));
+    // The app's instances: its two spares at least, their memory, how long
+    // they took to make, and the compile that came before.
+    let at_least = |series: &str, n: f64| {
+        assert!(
+            sample(&text, series).is_some_and(|value| value >= n),
+            "{series} >= {n}: {text}"
+        );
+    };
+    at_least(r#"wasmhost_instances_live{app="/"}"#, 2.0);
+    at_least(r#"wasmhost_instance_memory_bytes{app="/"}"#, 65536.0);
+    at_least(
+        r#"wasmhost_instantiation_duration_seconds_count{app="/"}"#,
+        2.0,
+    );
+    at_least("wasmhost_pool_component_instances", 2.0);
+    at_least("wasmhost_pool_memories", 2.0);
+    let compiles: f64 = ["compiled", "cache"]
+        .iter()
+        .filter_map(|origin| {
+            sample(
+                &text,
+                &format!(r#"wasmhost_compiles_total{{compiler="cranelift",origin="{origin}"}}"#),
+            )
+        })
+        .sum();
+    assert_eq!(compiles, 1.0, "{text}");
+    assert!(
+        sample(
+            &text,
+            r#"wasmhost_compile_seconds_total{compiler="cranelift"}"#
+        )
+        .is_some_and(|seconds| seconds > 0.0),
+        "{text}"
+    );
 
     // A request with no Host header is refused for its head, and counted.
     let _ = wasmhost_tests::raw_request(server.addr, "GET / HTTP/1.1\r\n\r\n");
@@ -434,4 +468,35 @@ fn reloads_are_counted_with_their_duration() {
     );
     let status = get(&format!("{admin}/status.json")).unwrap().body;
     assert!(status.contains("reloaded "), "{status}");
+}
+
+#[test]
+fn outbound_requests_are_counted_by_app_origin_and_status_and_denials_by_app() {
+    let upstream = wasmhost_tests::Upstream::start();
+    let origin = format!("http://127.0.0.1:{}", upstream.port());
+    let fault = guest(Guest::Fault).to_str().unwrap().to_string();
+    let (server, admin) = with_admin(&[format!("/f={fault}")], &["--allow-outbound", &origin]);
+    for n in 0..3 {
+        let reply = get(&server.url(&format!("/f/fetch?url={origin}/{n}"))).unwrap();
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+    // Another port of the same address: no grant.
+    let other = format!("http://127.0.0.1:{}/", free_port());
+    let denied = get(&server.url(&format!("/f/fetch?url={other}"))).unwrap();
+    assert_eq!(denied.status, 502, "{}", denied.body);
+
+    let sent =
+        format!(r#"wasmhost_outbound_requests_total{{app="/f",origin="{origin}",status="2xx"}}"#);
+    let text = metrics_once(&admin, &sent, 3.0);
+    assert_eq!(sample(&text, &sent), Some(3.0), "{text}");
+    assert_eq!(
+        sample(&text, r#"wasmhost_outbound_denied_total{app="/f"}"#),
+        Some(1.0),
+        "{text}"
+    );
+    // The denied origin is not a label anywhere: guests cannot make series.
+    assert!(
+        !text.contains(&other.trim_end_matches('/').to_string()),
+        "{text}"
+    );
 }

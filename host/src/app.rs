@@ -8,7 +8,7 @@ use crate::config::Mount;
 use crate::engine::{Compiler, Engines, QUICK_FIRST_FROM, Reset, World};
 use crate::instances::{Instances, Pool};
 use crate::p3_driver::Open;
-use crate::request_metrics::AppMetrics;
+use crate::request_metrics::{self, AppMetrics};
 use crate::sandbox::Sandbox;
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -205,6 +205,11 @@ pub fn compile(
         .with_context(|| format!("{shown} is not a valid component"))?;
 
     let t_compiled = started.elapsed();
+    request_metrics::compiled(
+        compiler.name(),
+        origin == Origin::Cached,
+        t_compiled.saturating_sub(t_prepared),
+    );
     if world == World::Http02 {
         require_handler_export(&component, engine, path)?;
     }

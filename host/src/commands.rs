@@ -173,6 +173,7 @@ async fn serve_until_signalled(
             PoolUse {
                 total,
                 in_use: Box::new(move || total.saturating_sub(slots.free_slots() as u64)),
+                engines: engines.clone(),
             },
         );
     }

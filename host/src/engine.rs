@@ -116,6 +116,16 @@ pub enum Compiler {
     Winch,
 }
 
+impl Compiler {
+    /// As metrics label it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compiler::Cranelift => "cranelift",
+            Compiler::Winch => "winch",
+        }
+    }
+}
+
 /// Components at least this large are compiled with Winch first when no
 /// Cranelift build of them is cached. Smaller ones compile with Cranelift
 /// in well under a second (the Rust hello: ~60 ms).
@@ -163,6 +173,19 @@ impl World {
 
 /// The export a WASI 0.3 HTTP component serves from.
 pub const HANDLER_03: &str = "wasi:http/handler@0.3";
+
+/// What wasmtime's pooling allocators report, over all engines.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PoolTotals {
+    /// Component instances allocated now.
+    pub component_instances: u64,
+    /// Linear memories allocated now.
+    pub memories: u64,
+    /// Memory slots left warm (not returned to the kernel) for reuse.
+    pub warm_memories: u64,
+    /// Resident bytes in those slots.
+    pub warm_memory_bytes: u64,
+}
 
 /// The process's engines, one per [`Reset`], [`Compiler`] and [`World`],
 /// each built on first use. They share nothing but the pool sizes: a component compiled
@@ -227,6 +250,22 @@ impl Engines {
         self.cache
             .as_ref()
             .is_some_and(|cache| cache.contains(engine, digest))
+    }
+
+    /// What the pooling allocators of every engine hold now, summed.
+    pub fn pool_totals(&self) -> PoolTotals {
+        let mut totals = PoolTotals::default();
+        for metrics in self
+            .built()
+            .iter()
+            .filter_map(Engine::pooling_allocator_metrics)
+        {
+            totals.component_instances += metrics.component_instances();
+            totals.memories += metrics.memories() as u64;
+            totals.warm_memories += u64::from(metrics.unused_warm_memories());
+            totals.warm_memory_bytes += metrics.unused_memory_bytes_resident() as u64;
+        }
+        totals
     }
 
     /// Every engine built so far.

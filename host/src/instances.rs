@@ -48,13 +48,15 @@
 
 use crate::config::{Grants, Limits, Mode, Mount};
 use crate::engine::Reset;
-use crate::limits::{self, MemoryBudget};
+use crate::limits::{self, MemoryBudget, MemoryShare};
+use crate::request_metrics::{self, AppMetrics};
 use crate::sandbox::{Access, Sandbox};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Context;
+use std::time::Instant;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::Engine;
 use wasmtime::Store;
@@ -93,6 +95,16 @@ pub struct Instance {
     uses: u32,
     /// Its place in the pool, held while it lives, idle or busy.
     _slot: OwnedSemaphorePermit,
+    _live: Live,
+}
+
+/// Counted among its app's live instances until dropped.
+struct Live(Arc<AtomicUsize>);
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Instance {
@@ -132,6 +144,12 @@ pub struct Instances {
     access: Access,
     stdout_prefix: Arc<str>,
     stderr_prefix: Arc<str>,
+    /// The guest memory its instances hold.
+    memory: Arc<MemoryShare>,
+    /// Its instances alive now: idle, spare or serving.
+    live: Arc<AtomicUsize>,
+    /// With an admin listener: where instantiations are counted.
+    metrics: Option<Arc<AppMetrics>>,
 }
 
 impl Instances {
@@ -155,7 +173,6 @@ impl Instances {
             pre,
             engine,
             reset,
-            pool,
             mode: mount.mode,
             per_instance,
             idle: Mutex::new(Vec::new()),
@@ -166,6 +183,10 @@ impl Instances {
             access: Access::new(route, &mount.grants, &mount.limits),
             stdout_prefix: format!("[{route}] ").into(),
             stderr_prefix: format!("[{route}] stderr: ").into(),
+            memory: MemoryShare::new(pool.memory.clone()),
+            live: Arc::default(),
+            metrics: request_metrics::get().map(|counts| counts.app(route)),
+            pool,
         }
     }
 
@@ -217,9 +238,18 @@ impl Instances {
     /// Instantiates `instance` if it is new.
     pub async fn instantiate(&self, instance: &mut Instance) -> wasmtime::Result<()> {
         if instance.proxy.is_none() {
-            instance.proxy = Some(self.pre.instantiate_async(&mut instance.store).await?);
+            instance.proxy = Some(self.instantiate_new(instance).await?);
         }
         Ok(())
+    }
+
+    async fn instantiate_new(&self, instance: &mut Instance) -> wasmtime::Result<Proxy> {
+        let started = self.metrics.as_ref().map(|_| Instant::now());
+        let proxy = self.pre.instantiate_async(&mut instance.store).await?;
+        if let (Some(metrics), Some(started)) = (&self.metrics, started) {
+            metrics.instantiated(started.elapsed());
+        }
+        Ok(proxy)
     }
 
     /// Requests `instance` may still start before it is spent.
@@ -286,6 +316,16 @@ impl Instances {
         self.spares
     }
 
+    /// Bytes of guest memory its instances hold now, idle ones included.
+    pub fn memory_used(&self) -> u64 {
+        self.memory.used()
+    }
+
+    /// Instances alive now: idle, spare or serving a request.
+    pub fn live(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+
     /// Instances waiting for a request.
     pub fn idle(&self) -> usize {
         self.lock_idle().len()
@@ -327,7 +367,7 @@ impl Instances {
                 return;
             };
             let mut instance = self.new_instance(slot);
-            match self.pre.instantiate_async(&mut instance.store).await {
+            match self.instantiate_new(&mut instance).await {
                 Ok(proxy) => instance.proxy = Some(proxy),
                 Err(error) => {
                     // The request that next needs an instance reports it.
@@ -350,7 +390,7 @@ impl Instances {
             &self.stderr_prefix,
             self.limits,
             &self.access,
-            self.pool.memory.clone(),
+            self.memory.clone(),
         );
         let mut store = Store::new(&self.engine, sandbox);
         store.limiter(|sandbox| sandbox.meter());
@@ -363,6 +403,10 @@ impl Instances {
             proxy: None,
             uses: 0,
             _slot: slot,
+            _live: {
+                self.live.fetch_add(1, Ordering::Relaxed);
+                Live(self.live.clone())
+            },
         }
     }
 

@@ -70,6 +70,40 @@ impl MemoryBudget {
     }
 }
 
+/// One app's part of the [`MemoryBudget`]: what its instances hold now.
+#[derive(Debug)]
+pub struct MemoryShare {
+    budget: Arc<MemoryBudget>,
+    used: AtomicU64,
+}
+
+impl MemoryShare {
+    pub fn new(budget: Arc<MemoryBudget>) -> Arc<Self> {
+        Arc::new(Self {
+            budget,
+            used: AtomicU64::new(0),
+        })
+    }
+
+    /// Bytes the app's instances hold now.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn reserve(&self, bytes: u64) -> bool {
+        let reserved = self.budget.reserve(bytes);
+        if reserved {
+            self.used.fetch_add(bytes, Ordering::Relaxed);
+        }
+        reserved
+    }
+
+    fn release(&self, bytes: u64) {
+        self.used.fetch_sub(bytes, Ordering::Relaxed);
+        self.budget.release(bytes);
+    }
+}
+
 /// The default budget and what it was taken from: three quarters of the
 /// memory this process may use, the machine's or its cgroup's limit if
 /// lower, leaving the rest to wasmhost itself, connection buffers and the
@@ -112,19 +146,20 @@ pub struct Meter {
     /// the request started. (Only an `Instant` is kept under the lock: a
     /// poisoned one is still valid.)
     resumed: Arc<Mutex<Option<Instant>>>,
-    /// The process-wide budget, and what this store holds of it.
-    budget: Arc<MemoryBudget>,
+    /// The app's share of the process-wide budget, and what this store
+    /// holds of it.
+    share: Arc<MemoryShare>,
     reserved: u64,
 }
 
 impl Drop for Meter {
     fn drop(&mut self) {
-        self.budget.release(self.reserved);
+        self.share.release(self.reserved);
     }
 }
 
 impl Meter {
-    pub fn new(limits: Limits, budget: Arc<MemoryBudget>) -> Self {
+    pub fn new(limits: Limits, share: Arc<MemoryShare>) -> Self {
         let tick = EPOCH_TICK.as_millis().max(1);
         let ticks_allowed = (limits.cpu_limit.as_millis() / tick).max(1) as u64;
         Self {
@@ -132,7 +167,7 @@ impl Meter {
             ticks_allowed,
             ticks_used: 0,
             resumed: Arc::new(Mutex::new(None)),
-            budget,
+            share,
             reserved: 0,
         }
     }
@@ -195,8 +230,10 @@ impl ResourceLimiter for Meter {
         }
         // Called for a memory's first allocation too (from 0).
         let more = desired.saturating_sub(current) as u64;
-        if !self.budget.reserve(more) {
-            return Err(wasmtime::Error::new(Exceeded::Budget(self.budget.limit)));
+        if !self.share.reserve(more) {
+            return Err(wasmtime::Error::new(Exceeded::Budget(
+                self.share.budget.limit,
+            )));
         }
         self.reserved += more;
         Ok(true)
@@ -231,7 +268,7 @@ mod tests {
                 cpu_limit: EPOCH_TICK * 3,
                 ..Limits::default()
             },
-            MemoryBudget::new(u64::MAX),
+            MemoryShare::new(MemoryBudget::new(u64::MAX)),
         );
         let ran_a_tick = |meter: &mut Meter| {
             *meter.resumed.lock().unwrap() = Some(Instant::now() - EPOCH_TICK);
@@ -256,15 +293,22 @@ mod tests {
     #[test]
     fn the_budget_is_shared_refused_past_its_limit_and_returned_on_drop() {
         let budget = MemoryBudget::new(100 << 20);
-        let meter = |budget: &Arc<MemoryBudget>| Meter::new(Limits::default(), budget.clone());
-        let (mut a, mut b) = (meter(&budget), meter(&budget));
+        let (app_a, app_b) = (
+            MemoryShare::new(budget.clone()),
+            MemoryShare::new(budget.clone()),
+        );
+        let meter = |share: &Arc<MemoryShare>| Meter::new(Limits::default(), share.clone());
+        let (mut a, mut b) = (meter(&app_a), meter(&app_b));
         assert!(a.memory_growing(0, 60 << 20, None).unwrap());
         let refused = b.memory_growing(0, 60 << 20, None).unwrap_err();
         assert!(matches!(refused.downcast_ref(), Some(Exceeded::Budget(_))));
+        assert_eq!(app_b.used(), 0);
         assert!(b.memory_growing(0, 40 << 20, None).unwrap());
         assert_eq!(budget.used(), 100 << 20);
+        assert_eq!((app_a.used(), app_b.used()), (60 << 20, 40 << 20));
         drop(a);
         assert_eq!(budget.used(), 40 << 20);
+        assert_eq!(app_a.used(), 0);
         drop(b);
         assert_eq!(budget.used(), 0);
     }

@@ -7,7 +7,7 @@
 
 use crate::app::App;
 use crate::config::Mode;
-use crate::engine::Compiler;
+use crate::engine::Engines;
 use crate::request_metrics::{AppLabel, Counts, RequestLabels};
 use crate::router::Routes;
 use prometheus_client::collector::Collector;
@@ -73,6 +73,27 @@ impl Metrics {
             "tls_handshake_failures",
             "TLS handshakes that failed or timed out (plain HTTP to a TLS port included), by listener",
             counts.tls_failures.clone(),
+        );
+        registry.register(
+            "compiles",
+            "Components made ready to serve, by compiler (cranelift, winch) and origin (compiled now, or loaded from the compile cache)",
+            counts.compiles.clone(),
+        );
+        registry.register_with_unit(
+            "compile",
+            "Time spent compiling components or loading them from the cache, by compiler",
+            Unit::Seconds,
+            counts.compile_seconds.clone(),
+        );
+        registry.register(
+            "outbound_requests",
+            "Guests' outbound HTTP requests, by app, origin and status class (`error`: no response)",
+            counts.outbound.clone(),
+        );
+        registry.register(
+            "outbound_denied",
+            "Guests' outbound HTTP requests refused because no grant of the app allows them, by app",
+            counts.outbound_denied.clone(),
         );
         let serving = Arc::new(Serving::default());
         registry.register_collector(Box::new(serving.clone()));
@@ -187,6 +208,23 @@ impl Collector for AppCounts {
                     None,
                 )?;
         }
+        let mut instantiations = encoder.encode_descriptor(
+            "instantiation_duration",
+            "Time to instantiate one of the app's instances (for a request or as a spare), by app.",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        for (app, snapshot) in &apps {
+            let label = AppLabel { app: app.clone() };
+            instantiations
+                .encode_family(&label)?
+                .encode_histogram::<NoLabelSet>(
+                    snapshot.instantiate_seconds,
+                    snapshot.instantiated,
+                    &snapshot.instantiations,
+                    None,
+                )?;
+        }
         let mut in_flight = encoder.encode_descriptor(
             "requests_in_flight",
             "Requests whose response is not yet sent in full, by app.",
@@ -205,6 +243,8 @@ impl Collector for AppCounts {
 pub struct PoolUse {
     pub total: u64,
     pub in_use: Box<dyn Fn() -> u64 + Send + Sync>,
+    /// Whose pooling allocators say what they hold.
+    pub engines: Arc<Engines>,
 }
 
 /// The apps served now and the pool: read when scraped.
@@ -243,6 +283,32 @@ impl Collector for Serving {
                 "Instance slots held by live instances (idle, spare or serving).",
                 (pool.in_use)(),
             )?;
+            let totals = pool.engines.pool_totals();
+            gauge(
+                &mut encoder,
+                "pool_component_instances",
+                "Component instances wasmtime's pooling allocators hold, all apps together.",
+                totals.component_instances,
+            )?;
+            gauge(
+                &mut encoder,
+                "pool_memories",
+                "Linear memories wasmtime's pooling allocators hold, all apps together.",
+                totals.memories,
+            )?;
+            gauge(
+                &mut encoder,
+                "pool_warm_memories",
+                "Memory slots kept warm for reuse, not yet returned to the kernel.",
+                totals.warm_memories,
+            )?;
+            let warm = ConstGauge::new(totals.warm_memory_bytes as i64);
+            warm.encode(encoder.encode_descriptor(
+                "pool_warm_memory",
+                "Resident bytes in the memory slots kept warm for reuse.",
+                Some(&Unit::Bytes),
+                warm.metric_type(),
+            )?)?;
         }
         let Some(routes) = self.routes.get() else {
             return Ok(());
@@ -263,6 +329,18 @@ impl Collector for Serving {
             }
             Ok(())
         };
+        per_app(
+            &mut encoder,
+            "instances_live",
+            "Instances alive (idle, spare or serving), by app.",
+            &|app| app.instances.live() as u64,
+        )?;
+        per_app(
+            &mut encoder,
+            "instance_memory_bytes",
+            "Guest linear memory the app's live instances hold, in bytes.",
+            &|app| app.instances.memory_used(),
+        )?;
         per_app(
             &mut encoder,
             "instances_idle",
@@ -301,10 +379,7 @@ impl Collector for Serving {
                     Mode::Fresh => "fresh",
                     Mode::Reuse(_) => "reuse",
                 },
-                compiler: match app.compiler {
-                    Compiler::Cranelift => "cranelift",
-                    Compiler::Winch => "winch",
-                },
+                compiler: app.compiler.name(),
             };
             ConstGauge::new(1i64).encode(version.encode_family(&labels)?)?;
         }

@@ -14,6 +14,7 @@
 use crate::config::outbound::{Host, Scheme};
 use crate::config::{Grants, Limits};
 use crate::egress::Egress;
+use crate::request_metrics::{self, OutboundMetrics};
 use crate::upstream::{ConnectError, Connector};
 use crate::upstream_pool::{Lease, SendError, UpstreamPool};
 use bytes::Bytes;
@@ -33,10 +34,12 @@ pub struct Outbound {
     /// One permit per request in flight, held until its response body ends.
     in_flight: Arc<Semaphore>,
     timeout: Duration,
+    /// With an admin listener: what the app's requests are counted with.
+    metrics: Option<OutboundMetrics>,
 }
 
 impl Outbound {
-    pub fn new(egress: Arc<Egress>, grants: &Grants, limits: &Limits) -> Self {
+    pub fn new(route: &str, egress: Arc<Egress>, grants: &Grants, limits: &Limits) -> Self {
         let mut roots = rustls::RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
         };
@@ -65,6 +68,7 @@ impl Outbound {
             pool: UpstreamPool::new(connector, concurrency),
             in_flight: Arc::new(Semaphore::new(concurrency)),
             timeout: limits.outbound_timeout,
+            metrics: request_metrics::get().map(|counts| counts.outbound(&Arc::from(route))),
         }
     }
 
@@ -86,8 +90,16 @@ impl Outbound {
         let host = uri.host().ok_or(Error::HttpRequestUriInvalid)?.to_string();
         let host = Host::parse(&host);
         if !self.egress.allows(scheme, host, port) {
+            if let Some(metrics) = &self.metrics {
+                metrics.denied();
+            }
             return Err(Error::HttpRequestDenied);
         }
+        let origin = self.metrics.as_ref().map(|_| {
+            let scheme = uri.scheme_str().unwrap_or_default();
+            let host = uri.host().unwrap_or_default().to_ascii_lowercase();
+            format!("{scheme}://{host}:{port}")
+        });
         let options = options.unwrap_or_default();
         let within = |asked: Option<Duration>| asked.map_or(self.timeout, |t| t.min(self.timeout));
         // The connect and the wait for the head together, as the guest's
@@ -108,10 +120,17 @@ impl Outbound {
             .await
             .expect("the semaphore is never closed");
         let response =
-            tokio::time::timeout(head_timeout, self.pool.send(scheme, host, port, request))
-                .await
-                .map_err(|_| Error::ConnectionReadTimeout)?;
-        let (response, lease) = response.map_err(error_for_guest)?;
+            tokio::time::timeout(head_timeout, self.pool.send(scheme, host, port, request)).await;
+        if let (Some(metrics), Some(origin)) = (&self.metrics, &origin) {
+            let status = match &response {
+                Ok(Ok((response, _))) => Some(response.status().as_u16()),
+                _ => None,
+            };
+            metrics.sent(origin, status);
+        }
+        let (response, lease) = response
+            .map_err(|_| Error::ConnectionReadTimeout)?
+            .map_err(error_for_guest)?;
         Ok(response.map(|body| {
             UpstreamBody {
                 body,

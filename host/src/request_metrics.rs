@@ -28,6 +28,22 @@ pub fn reload(route: &Arc<str>, done: Option<(Duration, &str)>) {
     }
 }
 
+/// Counts a compile by `compiler` that took `took`, or a load from the
+/// compile cache (`cached`), if counting.
+pub fn compiled(compiler: &'static str, cached: bool, took: Duration) {
+    if let Some(counts) = get() {
+        let origin = if cached { "cache" } else { "compiled" };
+        counts
+            .compiles
+            .get_or_create(&CompileLabels { compiler, origin })
+            .inc();
+        counts
+            .compile_seconds
+            .get_or_create(&CompilerLabel { compiler })
+            .inc_by(took.as_secs_f64());
+    }
+}
+
 /// Counts a guest fault of `kind` for the app at `route`, if counting.
 pub fn fault(route: &Arc<str>, kind: &'static str) {
     if let Some(counts) = get() {
@@ -53,6 +69,13 @@ const METHODS: [&str; 9] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
 ];
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Instantiation times, in seconds: 10 µs (a small Rust app from the pool)
+/// to 1 s (a large interpreter copying its heap in).
+pub(crate) const INSTANTIATE_BUCKETS: [f64; 14] = [
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.25, 1.0,
+];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct AppLabel {
@@ -91,6 +114,24 @@ pub(crate) struct FaultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct CompileLabels {
+    compiler: &'static str,
+    origin: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct CompilerLabel {
+    compiler: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct OutboundLabels {
+    app: Arc<str>,
+    origin: String,
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ListenerLabel {
     listener: Arc<str>,
 }
@@ -112,6 +153,10 @@ pub struct Counts {
     pub(crate) connections_open: Family<ListenerLabel, Gauge>,
     pub(crate) connections_accepted: Family<ListenerLabel, Counter>,
     pub(crate) tls_failures: Family<ListenerLabel, Counter>,
+    pub(crate) compiles: Family<CompileLabels, Counter>,
+    pub(crate) compile_seconds: Family<CompilerLabel, Counter<f64, AtomicU64>>,
+    pub(crate) outbound: Family<OutboundLabels, Counter>,
+    pub(crate) outbound_denied: Family<AppLabel, Counter>,
     apps: Mutex<HashMap<Arc<str>, Arc<AppMetrics>>>,
     /// Requests that reach no app (`app="-"`).
     unrouted: OnceLock<Arc<AppMetrics>>,
@@ -129,6 +174,10 @@ impl Default for Counts {
             connections_open: Family::default(),
             connections_accepted: Family::default(),
             tls_failures: Family::default(),
+            compiles: Family::default(),
+            compile_seconds: Family::default(),
+            outbound: Family::default(),
+            outbound_denied: Family::default(),
             apps: Mutex::new(HashMap::new()),
             unrouted: OnceLock::new(),
         }
@@ -250,6 +299,17 @@ impl Counts {
             .inc();
     }
 
+    /// The handles the outbound HTTP of the app at `route` counts with.
+    pub fn outbound(&self, route: &Arc<str>) -> OutboundMetrics {
+        OutboundMetrics {
+            app: route.clone(),
+            sent: self.outbound.clone(),
+            denied: self
+                .outbound_denied
+                .get_or_create_owned(&AppLabel { app: route.clone() }),
+        }
+    }
+
     /// The handles one listener's accept loop counts its connections with.
     pub fn listener(&self, name: &str) -> ListenerMetrics {
         let label = ListenerLabel {
@@ -288,6 +348,9 @@ struct Shard {
     duration_nanos: AtomicU64,
     begun: AtomicU64,
     ended: AtomicU64,
+    /// Instantiations per time bucket (the last past 1 s), and their time.
+    instantiations: [AtomicU64; INSTANTIATE_BUCKETS.len() + 1],
+    instantiate_nanos: AtomicU64,
 }
 
 /// One app's request counts, shared by all its versions.
@@ -306,6 +369,10 @@ pub struct Snapshot {
     pub count: u64,
     pub duration_seconds: f64,
     pub in_flight: u64,
+    /// The same for instantiations.
+    pub instantiations: Vec<(f64, u64)>,
+    pub instantiated: u64,
+    pub instantiate_seconds: f64,
 }
 
 impl AppMetrics {
@@ -331,6 +398,19 @@ impl AppMetrics {
     /// A request turned away with 503: the app was at its limits.
     pub fn refused(&self) {
         self.refused.inc();
+    }
+
+    /// One of the app's instances was instantiated in `took`.
+    pub fn instantiated(&self, took: Duration) {
+        let seconds = took.as_secs_f64();
+        let bucket = INSTANTIATE_BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(INSTANTIATE_BUCKETS.len());
+        let shard = &self.shards[shard()];
+        shard.instantiations[bucket].fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        shard.instantiate_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 
     fn count(&self, method: usize, status: u16, took: Duration) {
@@ -373,7 +453,17 @@ impl AppMetrics {
             .map(|(b, bound)| (bound, sum(&|shard| &shard.buckets[b])))
             .collect();
         let ended = sum(&|shard| &shard.ended);
+        let instantiations: Vec<(f64, u64)> = INSTANTIATE_BUCKETS
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .enumerate()
+            .map(|(b, bound)| (bound, sum(&|shard| &shard.instantiations[b])))
+            .collect();
         Snapshot {
+            instantiated: instantiations.iter().map(|(_, n)| n).sum(),
+            instantiations,
+            instantiate_seconds: sum(&|shard| &shard.instantiate_nanos) as f64 / 1e9,
             requests,
             count: buckets.iter().map(|(_, n)| n).sum(),
             buckets,
@@ -433,5 +523,37 @@ pub struct OpenConnection(Gauge);
 impl Drop for OpenConnection {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+/// What one app's outbound HTTP counts: each response by origin and status
+/// class, and each request its grants refused. Denials are not counted by
+/// origin: a guest could make up any number of them.
+#[derive(Clone)]
+pub struct OutboundMetrics {
+    app: Arc<str>,
+    sent: Family<OutboundLabels, Counter>,
+    denied: Counter,
+}
+
+impl OutboundMetrics {
+    /// A request to `origin` (`scheme://host:port`) ended with `status`,
+    /// or with no response (`None`).
+    pub fn sent(&self, origin: &str, status: Option<u16>) {
+        let status = match status {
+            Some(status) => STATUS_CLASSES[usize::from(status / 100).clamp(1, 5) - 1],
+            None => "error",
+        };
+        self.sent
+            .get_or_create(&OutboundLabels {
+                app: self.app.clone(),
+                origin: origin.to_string(),
+                status,
+            })
+            .inc();
+    }
+
+    pub fn denied(&self) {
+        self.denied.inc();
     }
 }

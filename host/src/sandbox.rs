@@ -6,7 +6,7 @@
 use crate::config::{Grants, Limits};
 use crate::egress::Egress;
 use crate::guest_output::{GuestOutput, Sink};
-use crate::limits::{MemoryBudget, Meter};
+use crate::limits::{MemoryShare, Meter};
 use crate::outbound::Outbound;
 use crate::sockets::Sockets;
 use std::sync::Arc;
@@ -27,7 +27,7 @@ impl Access {
     pub fn new(route: &str, grants: &Grants, limits: &Limits) -> Self {
         let egress = Arc::new(Egress::new(route, &grants.outbound));
         Self {
-            outbound: Arc::new(Outbound::new(egress.clone(), grants, limits)),
+            outbound: Arc::new(Outbound::new(route, egress.clone(), grants, limits)),
             egress,
             grants: grants.clone(),
         }
@@ -61,7 +61,7 @@ impl Sandbox {
         stderr_prefix: &Arc<str>,
         limits: Limits,
         access: &Access,
-        budget: Arc<MemoryBudget>,
+        memory: Arc<MemoryShare>,
     ) -> Self {
         let grants = &access.grants;
         let mut wasi = WasiCtx::builder();
@@ -91,7 +91,7 @@ impl Sandbox {
             table: ResourceTable::new(),
             hooks: Hooks(access.outbound.clone()),
             sockets,
-            meter: Meter::new(limits, budget),
+            meter: Meter::new(limits, memory),
         }
     }
 }
