@@ -136,3 +136,67 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
     assert!(unit.contains("Type=notify"));
     assert!(socket.contains("ListenStream=127.0.0.1:%i"));
 }
+
+/// `wasmhost check --config` on `toml` with its component path made a real
+/// component: success, or the error line.
+fn check_config(toml: &str, component: &str) -> Result<(), String> {
+    let real = toml.replace(component, guest(Guest::RustHello).to_str().unwrap());
+    assert_ne!(real, toml, "{component} is not in the configuration");
+    let (_dir, path) = wasmhost_tests::config_file(&real);
+    let finished = wasmhost_tests::run_to_exit(
+        WASMHOST,
+        &["check", "--config", &path],
+        Duration::from_secs(60),
+    );
+    if finished.status.success() {
+        Ok(())
+    } else {
+        Err(finished.stderr)
+    }
+}
+
+/// A number after `key` in `text` (`key: 45`, `key = "30s"`).
+fn number_after(text: &str, key: &str) -> u64 {
+    let rest = &text[text.find(key).unwrap_or_else(|| panic!("no {key}")) + key.len()..];
+    let digits: String = rest
+        .chars()
+        .skip_while(|c| !c.is_ascii_digit())
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().unwrap()
+}
+
+#[test]
+fn the_container_and_kubernetes_configurations_pass_check_and_fit_the_grace_period() {
+    let image =
+        std::fs::read_to_string(repo_root().join("deploy/container/wasmhost.toml")).unwrap();
+    check_config(&image, "/srv/app.wasm").unwrap();
+    // Less than podman stop's default 10 s.
+    assert!(number_after(&image, "shutdown_timeout =") < 10);
+
+    let kubernetes = repo_root().join("deploy/kubernetes");
+    let configmap = std::fs::read_to_string(kubernetes.join("configmap.yaml")).unwrap();
+    // The block scalar under `wasmhost.toml: |`, its indentation removed.
+    let toml: String = configmap
+        .split_once("wasmhost.toml: |\n")
+        .unwrap()
+        .1
+        .lines()
+        .map(|line| format!("{}\n", line.strip_prefix("    ").unwrap_or(line)))
+        .collect();
+    check_config(&toml, "/srv/apps/app.wasm").unwrap();
+
+    let deployment = std::fs::read_to_string(kubernetes.join("deployment.yaml")).unwrap();
+    for probe in ["readinessProbe:", "livenessProbe:", "startupProbe:"] {
+        assert!(deployment.contains(probe), "{probe}");
+    }
+    assert!(deployment.contains("path: /readyz") && deployment.contains("path: /healthz"));
+    assert!(deployment.contains("runAsNonRoot: true"));
+    // The kubelet's SIGKILL comes after preStop and the whole drain.
+    let grace = number_after(&deployment, "terminationGracePeriodSeconds:");
+    let pause = number_after(&deployment, "sleep:");
+    let shutdown = number_after(&toml, "shutdown_timeout =");
+    assert!(grace > pause + shutdown, "{grace} <= {pause} + {shutdown}");
+    let service = std::fs::read_to_string(kubernetes.join("service.yaml")).unwrap();
+    assert!(service.contains("targetPort: http") && service.contains("targetPort: admin"));
+}

@@ -639,12 +639,26 @@ impl Nginx {
     /// Writes `config` to `dir/nginx.conf` and runs nginx from `dir` until
     /// it accepts connections on `addr`.
     pub fn start(dir: &Path, config: &str, addr: SocketAddr) -> Nginx {
+        Self::start_with(&[], dir, config, addr)
+    }
+
+    /// As [`Nginx::start`], with nginx run by the command `wrapper` (such
+    /// as `ip netns exec NAME`), which must exec it in its place.
+    pub fn start_with(wrapper: &[&str], dir: &Path, config: &str, addr: SocketAddr) -> Nginx {
         for sub in ["logs", "tmp"] {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
         }
         let conf = dir.join("nginx.conf");
         std::fs::write(&conf, config).unwrap();
-        let child = Command::new(nginx_binary())
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(nginx_binary());
+                command
+            }
+            None => Command::new(nginx_binary()),
+        };
+        let child = command
             .arg("-p")
             .arg(dir)
             .arg("-c")

@@ -16,7 +16,7 @@ use wasmhost_tests::tempfile::TempDir;
 use wasmhost_tests::{Guest, Nginx, Server, free_port, guest, nginx_binary, run_to_exit};
 
 /// `wasmhost nginx ARGS`' output.
-fn wasmhost_nginx(args: &[&str]) -> String {
+pub(crate) fn wasmhost_nginx(args: &[&str]) -> String {
     let mut all = vec!["nginx"];
     all.extend_from_slice(args);
     let finished = run_to_exit(WASMHOST, &all, Duration::from_secs(60));
@@ -296,14 +296,20 @@ fn static_files_and_gzip_come_from_nginx() {
 
 /// Requests through nginx from a few threads until stopped; what failed,
 /// and when.
-struct Load {
+pub(crate) struct Load {
     stop: Arc<AtomicBool>,
     threads: Vec<std::thread::JoinHandle<usize>>,
     failures: Arc<Mutex<Vec<(Instant, String)>>>,
 }
 
 impl Load {
-    fn start(url: String) -> Load {
+    pub(crate) fn start(url: String) -> Load {
+        Self::start_with(url, true)
+    }
+
+    /// With `posts`, a third of the requests are POSTs, which nginx does not
+    /// retry once sent; without, only GETs, which it does.
+    pub(crate) fn start_with(url: String, posts: bool) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let failures = Arc::new(Mutex::new(Vec::new()));
         let threads = (0..4)
@@ -318,7 +324,7 @@ impl Load {
                         // nginx retries a GET elsewhere when its server
                         // fails, but not a POST it has sent: the POSTs are
                         // what a shutdown that drops requests would fail.
-                        let response = match (sent + thread) % 3 {
+                        let response = match (sent + thread) % if posts { 3 } else { 2 } {
                             0 => agent.get(format!("{url}/")).call(),
                             1 => agent.get(format!("{url}/hello/")).call(),
                             _ => agent.post(format!("{url}/read-body")).send(&[7u8; 100][..]),
@@ -349,7 +355,7 @@ impl Load {
     }
 
     /// Stops the load: requests sent, and the failures.
-    fn finish(self) -> (usize, Vec<(Instant, String)>) {
+    pub(crate) fn finish(self) -> (usize, Vec<(Instant, String)>) {
         self.stop.store(true, Ordering::Relaxed);
         let sent = self.threads.into_iter().map(|t| t.join().unwrap()).sum();
         let failures = std::mem::take(&mut *self.failures.lock().unwrap());
@@ -359,7 +365,7 @@ impl Load {
 
 /// Waits until `server` has answered `count` requests (access-log lines)
 /// more than `before`.
-fn wait_for_traffic(server: &Server, before: usize, count: usize) {
+pub(crate) fn wait_for_traffic(server: &Server, before: usize, count: usize) {
     assert!(
         server.wait_for_count("\" 200 ", before + count, Duration::from_secs(60)),
         "no traffic reached {}:\n{}",
@@ -368,7 +374,7 @@ fn wait_for_traffic(server: &Server, before: usize, count: usize) {
     );
 }
 
-fn served(server: &Server) -> usize {
+pub(crate) fn served(server: &Server) -> usize {
     server.log().matches("\" 200 ").count()
 }
 

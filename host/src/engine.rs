@@ -404,11 +404,20 @@ pub fn in_background<T: Send>(compile: impl FnOnce() -> T + Send) -> T {
 
 /// Puts the calling thread at the lowest CPU priority.
 fn lowest_priority() {
-    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: an all-zero sched_param is valid (priority 0, as SCHED_IDLE
+    // requires; musl's has more fields than glibc's).
+    let param: libc::sched_param = unsafe { std::mem::zeroed() };
     // SAFETY: plain system calls on the calling thread (pid 0) with a valid
-    // parameter; they change nothing but its scheduling.
+    // parameter; they change nothing but its scheduling. The system call
+    // itself, not libc's wrapper: musl's refuses with ENOSYS by design.
     unsafe {
-        if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) != 0 {
+        let set = libc::syscall(
+            libc::SYS_sched_setscheduler,
+            0,
+            libc::SCHED_IDLE,
+            &param as *const libc::sched_param,
+        );
+        if set != 0 {
             libc::setpriority(libc::PRIO_PROCESS, 0, 19);
         }
     }

@@ -122,13 +122,28 @@ pub fn default_memory_budget() -> Option<(u64, &'static str, u64)> {
                 .ok()?;
             Some(kib << 10)
         });
-    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
-        .ok()
-        .and_then(|text| text.trim().parse::<u64>().ok());
+    // cgroup v2, else v1 (runc on a hybrid hierarchy, older Kubernetes
+    // nodes); "max", or v1's near-2^63 when unlimited, is no limit.
+    let cgroup = [
+        ("/sys/fs/cgroup/memory.max", "the cgroup's memory.max"),
+        (
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+            "the cgroup's memory.limit_in_bytes",
+        ),
+    ]
+    .into_iter()
+    .find_map(|(path, source)| {
+        let limit = std::fs::read_to_string(path)
+            .ok()?
+            .trim()
+            .parse::<u64>()
+            .ok()?;
+        Some((limit, source))
+    });
     let (total, source) = match (machine, cgroup) {
-        (Some(machine), Some(cgroup)) if cgroup < machine => (cgroup, "the cgroup's memory.max"),
+        (Some(machine), Some((cgroup, source))) if cgroup < machine => (cgroup, source),
         (Some(machine), _) => (machine, "the machine's memory"),
-        (None, Some(cgroup)) => (cgroup, "the cgroup's memory.max"),
+        (None, Some((cgroup, source))) => (cgroup, source),
         (None, None) => return None,
     };
     Some((total / 4 * 3, source, total))
