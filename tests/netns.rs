@@ -7,10 +7,9 @@
 //! where the kernel refuses network namespaces.
 
 use crate::WASMHOST;
-use crate::nginx::{Load, served, wait_for_traffic, wasmhost_nginx};
+use crate::nginx::{Load, restart_each, served, wait_for_traffic, wasmhost_nginx};
 use std::net::SocketAddr;
 use std::process::Command;
-use std::time::Duration;
 use wasmhost_tests::tempfile::TempDir;
 use wasmhost_tests::{Guest, Nginx, Server, guest};
 
@@ -191,16 +190,7 @@ fn across_network_namespaces_a_rolling_restart_and_a_kill_fail_no_request() {
     for server in &servers {
         wait_for_traffic(server, 0, 20);
     }
-    for i in 0..APPS {
-        let mut old = servers.remove(i);
-        old.signal(wasmhost_tests::libc::SIGTERM);
-        let status = old.wait_exit(Duration::from_secs(30)).expect("exits");
-        assert_eq!(status.code(), Some(0), "{}", old.log());
-        drop(old);
-        let new = start_app(&network, i);
-        wait_for_traffic(&new, 0, 20);
-        servers.insert(i, new);
-    }
+    restart_each(&mut servers, |i| start_app(&network, i));
     let (sent, failures) = load.finish();
     assert!(
         failures.is_empty(),

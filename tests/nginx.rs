@@ -374,6 +374,22 @@ pub(crate) fn wait_for_traffic(server: &Server, before: usize, count: usize) {
     );
 }
 
+/// Restarts `servers` one at a time as a rolling deploy does: each drains
+/// on SIGTERM and exits 0, then `start(index)` brings up its successor,
+/// which must see traffic before the next one goes.
+pub(crate) fn restart_each(servers: &mut Vec<Server>, mut start: impl FnMut(usize) -> Server) {
+    for index in 0..servers.len() {
+        let mut old = servers.remove(index);
+        old.signal(wasmhost_tests::libc::SIGTERM);
+        let status = old.wait_exit(Duration::from_secs(30)).expect("exits");
+        assert_eq!(status.code(), Some(0), "{}", old.log());
+        drop(old);
+        let new = start(index);
+        wait_for_traffic(&new, 0, 20);
+        servers.insert(index, new);
+    }
+}
+
 pub(crate) fn served(server: &Server) -> usize {
     server.log().matches("\" 200 ").count()
 }
@@ -418,16 +434,9 @@ fn a_rolling_restart_under_load_fails_no_request() {
     for server in &cluster.servers {
         wait_for_traffic(server, 0, 20);
     }
-    for index in 0..cluster.servers.len() {
-        let mut old = cluster.servers.remove(index);
-        old.signal(wasmhost_tests::libc::SIGTERM);
-        let status = old.wait_exit(Duration::from_secs(30)).expect("exits");
-        assert_eq!(status.code(), Some(0), "{}", old.log());
-        drop(old);
-        let new = start_wasmhost(&format!("127.0.0.1:{}", cluster.ports[index]));
-        wait_for_traffic(&new, 0, 20);
-        cluster.servers.insert(index, new);
-    }
+    restart_each(&mut cluster.servers, |index| {
+        start_wasmhost(&format!("127.0.0.1:{}", cluster.ports[index]))
+    });
     let (sent, failures) = load.finish();
     assert!(
         failures.is_empty(),
