@@ -300,3 +300,211 @@ fn a_missing_dir_is_an_error_naming_the_flag_or_the_line() {
     );
     assert!(line.contains("missing"), "{line}");
 }
+
+/// `data/` with `cache/` inside, and `outside/hostname` beside them: the
+/// file a guest escaping its grants would read.
+fn nested_dirs() -> TempDir {
+    let dir = TempDir::new().unwrap();
+    std::fs::create_dir_all(dir.path().join("data/cache")).unwrap();
+    std::fs::write(dir.path().join("data/cache/kept"), "cached\n").unwrap();
+    std::fs::create_dir_all(dir.path().join("outside")).unwrap();
+    std::fs::write(dir.path().join("outside/hostname"), "secret\n").unwrap();
+    dir
+}
+
+/// A config file serving the fault guest at each `(route, extra lines)`.
+fn apps_config(apps: &[(&str, String)]) -> (TempDir, String) {
+    let mut text = String::from("[[listen]]\naddress = \"127.0.0.1:0\"\n");
+    for (route, extra) in apps {
+        text.push_str(&format!(
+            "[[app]]\nroute = \"{route}\"\ncomponent = \"{}\"\n{extra}",
+            fault()
+        ));
+    }
+    wasmhost_tests::config_file(&text)
+}
+
+#[test]
+fn nested_grants_are_refused_at_load_naming_the_line_unless_allowed() {
+    let dir = nested_dirs();
+    let data = dir.path().join("data");
+    let one_app = format!(
+        "dirs = [\"{}:/data:rw\", \"{}:/cache:rw\"]\n",
+        data.display(),
+        data.join("cache").display()
+    );
+    let (_config_dir, config) = apps_config(&[("/", one_app.clone())]);
+    let line = check(&["--config", &config]).error_line().to_string();
+    assert!(
+        line.contains("wasmhost.toml:4: the granted directory"),
+        "{line}"
+    );
+    assert!(line.contains("lies inside"), "{line}");
+    assert!(line.contains("allow_nested_dirs = true"), "{line}");
+
+    // Across apps: the read-only inner grant is the one refused.
+    let (_config_dir, config) = apps_config(&[
+        ("/a", format!("dirs = [\"{}:/data:rw\"]\n", data.display())),
+        (
+            "/b",
+            format!("dirs = [\"{}:/cache\"]\n", data.join("cache").display()),
+        ),
+    ]);
+    let line = check(&["--config", &config]).error_line().to_string();
+    assert!(
+        line.contains("wasmhost.toml:8: the granted directory"),
+        "{line}"
+    );
+    assert!(line.contains("which app /a may write"), "{line}");
+
+    // Inside a directory no app writes, nothing can move it.
+    let (_config_dir, config) = apps_config(&[
+        ("/a", format!("dirs = [\"{}:/data\"]\n", data.display())),
+        (
+            "/b",
+            format!("dirs = [\"{}:/cache\"]\n", data.join("cache").display()),
+        ),
+    ]);
+    let finished = check(&["--config", &config]);
+    assert!(finished.status.success(), "{}", finished.stderr);
+
+    let allowed = format!("{one_app}allow_nested_dirs = true\n");
+    let (_config_dir, config) = apps_config(&[("/", allowed)]);
+    let finished = check(&["--config", &config]);
+    assert!(finished.status.success(), "{}", finished.stderr);
+}
+
+#[test]
+fn a_guest_cannot_link_out_of_its_grant() {
+    let dir = nested_dirs();
+    let grant = format!("{}:/data:rw", dir.path().join("data").display());
+    let server = serve(&[fault(), "--port", "0", "--dir", &grant]);
+    for target in [
+        "../outside/hostname",
+        "cache/../../outside",
+        "/etc/hostname",
+    ] {
+        let (status, body) = raw_get(
+            &server,
+            &format!("/symlink?target={target}&link=/data/link"),
+        );
+        assert_eq!(status, 403, "{target}: {body}");
+        assert!(body.contains("not-permitted"), "{target}: {body}");
+        assert!(std::fs::symlink_metadata(dir.path().join("data/link")).is_err());
+    }
+    // A link within its own directory is still a link.
+    assert_eq!(
+        raw_get(&server, "/symlink?target=cache/kept&link=/data/kept-link"),
+        (200, "linked\n".into())
+    );
+    assert_eq!(
+        raw_get(&server, "/file/data/kept-link"),
+        (200, "cached\n".into())
+    );
+}
+
+/// The escape of the security review: a guest granted `data/` and
+/// `data/cache/` moves `cache` away and leaves a link climbing out in its
+/// place. The guest's own link is refused; the one put there for it (as a
+/// guest of an older wasmhost could) leads nowhere, since every instance
+/// gets the directory that was opened, and a reload that would open the
+/// link refuses it.
+#[test]
+fn a_guest_cannot_escape_through_nested_grants() {
+    let dir = nested_dirs();
+    let data = dir.path().join("data");
+    let (_config_dir, config) = apps_config(&[(
+        "/",
+        format!(
+            "dirs = [\"{}:/data:rw\", \"{}:/cache:rw\"]\nallow_nested_dirs = true\n",
+            data.display(),
+            data.join("cache").display()
+        ),
+    )]);
+    let server = serve(&["--config", &config]);
+    assert_eq!(
+        raw_get(&server, "/file/cache/kept"),
+        (200, "cached\n".into())
+    );
+    assert_eq!(
+        raw_get(&server, "/rename?from=/data/cache&to=/data/moved"),
+        (200, "renamed\n".into())
+    );
+    let (status, body) = raw_get(
+        &server,
+        "/symlink?target=../../../../../../../../etc&link=/data/cache",
+    );
+    assert_eq!(status, 403, "{body}");
+    std::os::unix::fs::symlink("../outside", data.join("cache")).unwrap();
+    // Each request is a new instance, given the directory opened at load.
+    for _ in 0..3 {
+        assert_eq!(
+            raw_get(&server, "/file/cache/kept"),
+            (200, "cached\n".into())
+        );
+        let (status, body) = raw_get(&server, "/file/cache/hostname");
+        assert_eq!(status, 403, "{body}");
+        assert!(!body.contains("secret"), "{body}");
+    }
+    assert_eq!(raw_get(&server, "/write/cache/new").0, 200);
+    assert!(data.join("moved/new").exists());
+    assert!(!dir.path().join("outside/new").exists());
+
+    // A reload opens the grants again: the link is refused, with a line, and
+    // the version serving goes on.
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config).unwrap() + "env = { V = \"2\" }\n",
+    )
+    .unwrap();
+    assert!(
+        server.wait_for_log("is now a symbolic link", Duration::from_secs(60)),
+        "{}",
+        server.log()
+    );
+    assert_eq!(
+        raw_get(&server, "/file/cache/kept"),
+        (200, "cached\n".into())
+    );
+    assert_eq!(raw_get(&server, "/file/cache/hostname").0, 403);
+}
+
+#[test]
+fn a_guest_cannot_escape_through_another_apps_nested_grant() {
+    let dir = nested_dirs();
+    let data = dir.path().join("data");
+    let (_config_dir, config) = apps_config(&[
+        (
+            "/a",
+            format!("dirs = [\"{}:/uploads:rw\"]\n", data.display()),
+        ),
+        (
+            "/b",
+            format!(
+                "dirs = [\"{}:/public\"]\nallow_nested_dirs = true\n",
+                data.join("cache").display()
+            ),
+        ),
+    ]);
+    let server = serve(&["--config", &config]);
+    assert_eq!(
+        raw_get(&server, "/b/file/public/kept"),
+        (200, "cached\n".into())
+    );
+    assert_eq!(
+        raw_get(&server, "/a/rename?from=/uploads/cache&to=/uploads/old"),
+        (200, "renamed\n".into())
+    );
+    let (status, body) = raw_get(&server, "/a/symlink?target=../outside&link=/uploads/cache");
+    assert_eq!(status, 403, "{body}");
+    std::os::unix::fs::symlink("../outside", data.join("cache")).unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            raw_get(&server, "/b/file/public/kept"),
+            (200, "cached\n".into())
+        );
+        let (status, body) = raw_get(&server, "/b/file/public/hostname");
+        assert_eq!(status, 403, "{body}");
+        assert!(!body.contains("secret"), "{body}");
+    }
+}

@@ -335,6 +335,13 @@ impl Server {
             .expect("/proc/PID/status has VmRSS")
     }
 
+    /// The descriptors the server has open now (Linux).
+    pub fn open_descriptors(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .expect("the server is running")
+            .count()
+    }
+
     /// Starts `bin serve <args> --port 0` and waits for its `serving on` line.
     pub fn start(bin: &str, args: &[&str]) -> Server {
         let mut command = Command::new(bin);

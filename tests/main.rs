@@ -8,6 +8,7 @@ mod connections;
 mod container;
 mod demo;
 mod deploy;
+mod descriptors;
 mod dev;
 mod errors;
 mod faults;

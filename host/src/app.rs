@@ -9,17 +9,12 @@ use crate::engine::{Compiler, Engines, QUICK_FIRST_FROM, Reset, World};
 use crate::instances::{Instances, Pool};
 use crate::p3_driver::Open;
 use crate::request_metrics::{self, AppMetrics};
-use crate::sandbox::Sandbox;
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use wasmtime::Engine;
-use wasmtime::StoreContextMut;
-use wasmtime::component::{Component, Linker, Resource};
-use wasmtime_wasi::p2::bindings::sockets::ip_name_lookup::{Host as _, ResolveAddressStream};
-use wasmtime_wasi::p2::bindings::sockets::network::{ErrorCode, Network};
-use wasmtime_wasi::sockets::WasiSocketsView;
+use wasmtime::component::Component;
 use wasmtime_wasi_http::handler::ProxyPre;
 
 /// The interface every app must export, without its version: any 0.2.x
@@ -52,24 +47,6 @@ pub struct App {
     pub compiler: Compiler,
     /// Its request counts, found on its first request when metrics are on.
     pub metrics: OnceLock<Arc<AppMetrics>>,
-}
-
-/// The linker every app is instantiated against: all of WASI 0.2 (so that
-/// components built by ordinary toolchains, which import `wasi:cli` and
-/// `wasi:filesystem`, link) plus `wasi:http`. What a guest may actually use is
-/// decided per request by the `WasiCtx`, which grants nothing.
-pub fn linker(engine: &Engine, world: World) -> Result<Linker<Sandbox>> {
-    let mut linker = Linker::new(engine);
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-    shadow_name_lookup(&mut linker)?;
-    if world == World::Http03 {
-        // A 0.3 component built by an ordinary toolchain imports 0.2 too
-        // (Rust's std does), so it gets both.
-        wasmtime_wasi::p3::add_to_linker(&mut linker)?;
-        wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
-    }
-    Ok(linker)
 }
 
 /// What the first eight bytes of a file say it is.
@@ -197,7 +174,7 @@ pub fn compile(
         engine = engines.get(reset, compiler, world)?;
     }
     let engine = &engine;
-    let linker = linker(engine, world)?;
+    let linker = crate::linker::linker(engine, world)?;
     let t_prepared = started.elapsed();
     let (component, origin) = engines
         .compile(engine, compiler, bytes, &digest)
@@ -247,7 +224,7 @@ pub fn compile(
             reset,
             mount,
             pool.clone(),
-        )),
+        )?),
         open: Arc::default(),
         admission: Admission::new(limits.concurrency, limits.queue),
         size: bytes.len() as u64,
@@ -257,28 +234,6 @@ pub fn compile(
         compiler,
         metrics: OnceLock::new(),
     })
-}
-
-/// Puts the grant check in front of wasmtime-wasi's `resolve-addresses`.
-fn shadow_name_lookup(linker: &mut Linker<Sandbox>) -> Result<()> {
-    linker.allow_shadowing(true);
-    linker.instance(crate::sockets::NAME_LOOKUP)?.func_wrap(
-        "resolve-addresses",
-        |mut store: StoreContextMut<'_, Sandbox>,
-         (network, name): (Resource<Network>, String)|
-         -> wasmtime::Result<(Result<Resource<ResolveAddressStream>, ErrorCode>,)> {
-            if !store.data().socket_grants().may_look_up(&name) {
-                return Ok((Err(ErrorCode::AccessDenied),));
-            }
-            let mut view = store.data_mut().sockets();
-            match view.resolve_addresses(network, name) {
-                Ok(stream) => Ok((Ok(stream),)),
-                Err(error) => Ok((Err(error.downcast()?),)),
-            }
-        },
-    )?;
-    linker.allow_shadowing(false);
-    Ok(())
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use crate::app::{self, App, Tier};
 use crate::compile_cache::{Cache, Origin};
 use crate::config::cli::{DevArgs, ServeArgs, Source};
 use crate::config::{self, Config, Listen, Mount};
+use crate::descriptors;
 use crate::dev::{self, Dev};
 use crate::dev_errors::DevErrors;
 use crate::engine::{Compiler, Engines, EpochTicker, PoolSize};
@@ -134,6 +135,7 @@ async fn serve_until_signalled(
     let pool_size = PoolSize::default();
     let engines = Arc::new(Engines::new(pool_size, cache));
     let (budget, budget_line) = memory_budget(config.memory_budget);
+    let descriptors = descriptors::raise_limit();
     let pool = Pool::new(pool_size.instances, budget);
 
     // Bind before compiling: a taken port is reported at once, and clients
@@ -203,6 +205,11 @@ async fn serve_until_signalled(
         .transpose()?;
     // Said once everything loaded: a startup error stays the only line.
     tracing::info!("{budget_line}");
+    tracing::info!(
+        "open files and sockets: {} for the process, guests together up to {} (the rest is the server's)",
+        descriptors.descriptors,
+        descriptors.guests
+    );
     let readiness = admin.as_ref().map(|(admin, bound)| {
         tracing::info!("admin on http://{bound}/ (status page; /healthz, /readyz, /metrics)");
         admin.readiness.clone()

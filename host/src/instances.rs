@@ -159,7 +159,7 @@ impl Instances {
         reset: Reset,
         mount: &Mount,
         pool: Pool,
-    ) -> Self {
+    ) -> anyhow::Result<Self> {
         // Enough idle instances for every worker thread to find one, few
         // enough that idle memory stays small.
         let max_idle = std::thread::available_parallelism().map_or(4, |n| n.get() * 2);
@@ -169,7 +169,7 @@ impl Instances {
             (ProxyPre::P3(_), Mode::Reuse(_)) => mount.concurrency_per_instance.get() as usize,
             _ => 1,
         };
-        Self {
+        Ok(Self {
             pre,
             engine,
             reset,
@@ -180,14 +180,14 @@ impl Instances {
             spares,
             refilling: AtomicBool::new(false),
             limits: mount.limits,
-            access: Access::new(route, &mount.grants, &mount.limits),
+            access: Access::new(route, &mount.grants, &mount.limits)?,
             stdout_prefix: format!("[{route}] ").into(),
             stderr_prefix: format!("[{route}] stderr: ").into(),
             memory: MemoryShare::new(pool.memory.clone()),
             live: Arc::default(),
             metrics: request_metrics::get().map(|counts| counts.app(route)),
             pool,
-        }
+        })
     }
 
     /// An idle instance if there is one, else a new store that takes a slot

@@ -43,8 +43,8 @@
 //! `status` samples those counts each second for the status page,
 //! `log_rate` bounds the log lines a client can trigger, and `allocator`
 //! holds the allocator and hands freed memory back from idle threads.
-//! What a guest may reach outside: `egress` (its grants, checked at run
-//! time), `outbound` (its HTTP requests) over `upstream_pool` and
+//! What a guest may reach outside: `granted_dirs` (its directories, opened
+//! once per load), `egress` (its grants of hosts, checked at run time), `outbound` (its HTTP requests) over `upstream_pool` and
 //! `upstream` (connections), and `sockets` (wasi:sockets TCP).
 //!
 //! [`server::run`] is the entry point for an embedder or a test: listeners,
@@ -60,16 +60,19 @@ pub mod commands;
 pub mod compile_cache;
 pub mod config;
 pub mod connection;
+pub mod descriptors;
 pub mod dev;
 pub mod dev_errors;
 pub mod egress;
 pub mod engine;
 pub mod forwarded;
+pub mod granted_dirs;
 pub mod guest_faults;
 pub mod guest_output;
 pub mod handler;
 pub mod instances;
 pub mod limits;
+pub mod linker;
 pub mod log_rate;
 pub mod logging;
 pub mod metrics;

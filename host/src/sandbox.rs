@@ -4,14 +4,16 @@
 //! no outbound HTTP: nothing but what its app's `Grants` name.
 
 use crate::config::{Grants, Limits};
+use crate::descriptors::Held;
 use crate::egress::Egress;
+use crate::granted_dirs::GrantedDirs;
 use crate::guest_output::{GuestOutput, Sink};
 use crate::limits::{MemoryShare, Meter};
 use crate::outbound::Outbound;
 use crate::sockets::Sockets;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 /// What an app's instances are given, shared by all of them.
@@ -21,16 +23,20 @@ pub struct Access {
     pub egress: Arc<Egress>,
     /// The app's pooled outbound HTTP client.
     pub outbound: Arc<Outbound>,
+    /// Its granted directories, opened once for all its instances.
+    pub dirs: GrantedDirs,
 }
 
 impl Access {
-    pub fn new(route: &str, grants: &Grants, limits: &Limits) -> Self {
+    /// Fails when a granted directory cannot be opened as granted.
+    pub fn new(route: &str, grants: &Grants, limits: &Limits) -> anyhow::Result<Self> {
         let egress = Arc::new(Egress::new(route, &grants.outbound));
-        Self {
+        Ok(Self {
             outbound: Arc::new(Outbound::new(route, egress.clone(), grants, limits)),
             egress,
+            dirs: GrantedDirs::open(&grants.dirs)?,
             grants: grants.clone(),
-        }
+        })
     }
 }
 
@@ -42,12 +48,19 @@ pub struct Sandbox {
     sockets: Sockets,
     /// The app's limits, applied to this store.
     meter: Meter,
+    /// The files and sockets this instance holds open.
+    held: Held,
 }
 
 impl Sandbox {
     /// The meter of this store's limits.
     pub fn meter(&mut self) -> &mut Meter {
         &mut self.meter
+    }
+
+    /// What the instance holds open, and the table its handles are in.
+    pub fn descriptors(&mut self) -> (&mut Held, &ResourceTable) {
+        (&mut self.held, &self.table)
     }
 
     /// What this instance may do with wasi:sockets.
@@ -68,21 +81,7 @@ impl Sandbox {
         wasi.stdout(GuestOutput::new(Sink::Stdout, stdout_prefix.clone()))
             .stderr(GuestOutput::new(Sink::Stderr, stderr_prefix.clone()))
             .envs(&grants.env);
-        for dir in &grants.dirs {
-            let perms = match dir.writable {
-                true => FsPerms::ReadWrite,
-                false => FsPerms::ReadOnly,
-            };
-            // Checked at load; gone since (removed, renamed, unmounted), the
-            // guest runs without it and finds it missing.
-            if let Err(error) = wasi.preopened_dir(&dir.host, &dir.guest, perms) {
-                crate::limited!(
-                    warn,
-                    "cannot open the granted directory {}: {error:#}; the guest runs without it",
-                    dir.host.display()
-                );
-            }
-        }
+        access.dirs.preopen(&mut wasi);
         let sockets = Sockets::new(&access.egress, &mut wasi);
         let wasi = wasi.build();
         Self {
@@ -91,6 +90,7 @@ impl Sandbox {
             table: ResourceTable::new(),
             hooks: Hooks(access.outbound.clone()),
             sockets,
+            held: Held::new(limits.max_open_per_instance),
             meter: Meter::new(limits, memory),
         }
     }

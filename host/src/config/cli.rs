@@ -175,6 +175,11 @@ pub struct Source {
     /// outside it
     #[arg(long = "dir", value_name = "HOST[:GUEST][:rw]", value_parser = parse_dir)]
     pub dirs: Vec<(String, String, bool)>,
+    /// Accept a granted directory inside another that an app may write; it
+    /// is then opened through that one, following no link. Refused without
+    /// this: the outer app's guest could swap the inner directory for a link
+    #[arg(long = "allow-nested-dirs")]
+    pub allow_nested_dirs: bool,
     /// Let every app's guest reach this host, e.g.
     /// `--allow-outbound https://api.example.com` or `tcp://127.0.0.1:6379`;
     /// repeatable. Guests reach nothing but what is granted
@@ -192,6 +197,10 @@ pub struct Source {
     /// one to finish, within the app's --timeout [default: 100]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub outbound_concurrency: Option<u32>,
+    /// Files and sockets one instance of any app may hold open at once;
+    /// past it an open fails with the interface's error [default: 256]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_open_per_instance: Option<u32>,
     /// Requests of any one app that may run at once [default: 100]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub concurrency: Option<u32>,

@@ -119,6 +119,8 @@ struct RawApp {
     inherit_env: Option<Vec<Spanned<String>>>,
     /// Host directories the guest is given, `"HOST:GUEST[:rw]"`.
     dirs: Option<Vec<Spanned<String>>>,
+    /// Its `dirs` may lie inside a directory an app may write.
+    allow_nested_dirs: Option<bool>,
     /// Hosts the guest may reach, `"https://api.example.com"`.
     allowed_outbound_hosts: Option<Vec<Spanned<String>>>,
     /// A PEM file of the CA its HTTPS upstreams may be signed by.
@@ -127,6 +129,8 @@ struct RawApp {
     outbound_timeout: Option<Spanned<String>>,
     /// Outbound requests in flight at once.
     outbound_concurrency: Option<Spanned<u32>>,
+    /// Files and sockets one instance may hold open at once.
+    max_open_per_instance: Option<Spanned<u32>>,
     /// The command that builds `component` from source, for `wasmhost dev`.
     build: Option<Spanned<String>>,
     /// The sources whose changes rerun `build`, as globs under the file's
@@ -403,10 +407,13 @@ fn grants(entry: &RawApp, places: &Places, base: &Path) -> Result<Grants> {
             grants.set_env(name.clone(), value);
         }
     }
+    grants.allow_nested_dirs = entry.allow_nested_dirs.unwrap_or(false);
     for dir in entry.dirs.iter().flatten() {
         let origin = places.at(dir.span());
         let parsed = places.parsed(dir, "dirs", parse_dir)?;
-        grants.dirs.push(super::dir_grant(parsed, base, &origin)?);
+        grants
+            .dirs
+            .push(super::dirs::dir_grant(parsed, base, &origin)?);
     }
     for entry in entry.allowed_outbound_hosts.iter().flatten() {
         let grant = places.parsed(entry, "allowed_outbound_hosts", OutboundGrant::parse)?;
@@ -505,6 +512,9 @@ fn limits(entry: &RawApp, places: &Places) -> Result<Limits> {
     }
     if let Some(value) = &entry.outbound_concurrency {
         limits.outbound_concurrency = places.at_least_one(value, "outbound_concurrency")?;
+    }
+    if let Some(value) = &entry.max_open_per_instance {
+        limits.max_open_per_instance = places.at_least_one(value, "max_open_per_instance")?;
     }
     Ok(limits)
 }

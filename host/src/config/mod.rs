@@ -8,6 +8,7 @@
 //! runtime reads these types.
 
 pub mod cli;
+pub mod dirs;
 pub mod file;
 pub mod outbound;
 pub mod settings;
@@ -197,7 +198,7 @@ fn mounts(source: &Source, file: Option<&File>) -> Result<Vec<Mount>> {
     let dirs = source
         .dirs
         .iter()
-        .map(|dir| dir_grant(dir.clone(), Path::new(""), &Origin::Flag("--dir")))
+        .map(|dir| dirs::dir_grant(dir.clone(), Path::new(""), &Origin::Flag("--dir")))
         .collect::<Result<Vec<_>>>()?;
     for grant in &source.allow_outbound {
         warn_if_wide(grant, "--allow-outbound");
@@ -234,10 +235,14 @@ fn mounts(source: &Source, file: Option<&File>) -> Result<Vec<Mount>> {
         limits.outbound_concurrency = source
             .outbound_concurrency
             .unwrap_or(limits.outbound_concurrency);
+        limits.max_open_per_instance = source
+            .max_open_per_instance
+            .unwrap_or(limits.max_open_per_instance);
         for (name, value) in source.env.iter().chain(&inherited) {
             mount.grants.set_env(name.clone(), value.clone());
         }
         mount.grants.dirs.extend(dirs.iter().cloned());
+        mount.grants.allow_nested_dirs |= source.allow_nested_dirs;
         mount
             .grants
             .outbound
@@ -246,6 +251,7 @@ fn mounts(source: &Source, file: Option<&File>) -> Result<Vec<Mount>> {
             mount.grants.outbound_ca = outbound_ca.clone();
         }
     }
+    dirs::place_nested(&mut mounts)?;
     Ok(mounts)
 }
 
@@ -256,26 +262,6 @@ pub(crate) fn warn_if_wide(grant: &outbound::OutboundGrant, place: &str) {
             "{place}: allowed_outbound_hosts entry \"{grant}\" lets the guest reach any host \
              (internal addresses still need their own entry); name the hosts it needs"
         );
-    }
-}
-
-/// A granted host directory must be a directory now; a flag's path is
-/// relative to where wasmhost runs, a file's to the file.
-pub(crate) fn dir_grant(
-    (host, guest, writable): (String, String, bool),
-    base: &Path,
-    origin: &Origin,
-) -> Result<DirGrant> {
-    let host = base.join(host);
-    let shown = host.display();
-    match std::fs::metadata(&host) {
-        Ok(meta) if meta.is_dir() => Ok(DirGrant {
-            host,
-            guest,
-            writable,
-        }),
-        Ok(_) => bail!("{origin}: {shown} is not a directory; grant a directory"),
-        Err(error) => bail!("{origin}: cannot open the directory {shown}: {error}"),
     }
 }
 
@@ -456,6 +442,11 @@ mod tests {
             per_app(["--queue", "3"], "queue = 5", |c| {
                 app(c).limits.queue.to_string()
             }),
+            per_app(
+                ["--max-open-per-instance", "3"],
+                "max_open_per_instance = 5",
+                |c| app(c).limits.max_open_per_instance.to_string(),
+            ),
         ]
     }
 

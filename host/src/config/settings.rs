@@ -136,6 +136,9 @@ pub struct Grants {
     pub outbound: Vec<OutboundGrant>,
     /// The CA its HTTPS upstreams may be signed by, besides the public roots.
     pub outbound_ca: Option<OutboundCa>,
+    /// Its directories may lie inside one that an app may write; they are
+    /// then opened through that one (see `config::dirs`).
+    pub allow_nested_dirs: bool,
 }
 
 /// A host directory given to a guest.
@@ -147,6 +150,17 @@ pub struct DirGrant {
     pub guest: String,
     /// Read-only unless this is set.
     pub writable: bool,
+    /// Set when `host` lies inside a directory that an app may write: a
+    /// guest there could have swapped a part of the path for a link.
+    pub within: Option<Within>,
+}
+
+/// Where a nested grant is opened from: `outer`, then `below` one
+/// component at a time, following no symbolic link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Within {
+    pub outer: PathBuf,
+    pub below: PathBuf,
 }
 
 impl Grants {
@@ -206,6 +220,9 @@ pub struct Limits {
     /// Outbound requests of the app's guests in flight at once; more wait
     /// (within the app's `timeout`).
     pub outbound_concurrency: u32,
+    /// Files and sockets one instance may hold open at once: each is a
+    /// descriptor of this process, which all apps share.
+    pub max_open_per_instance: u32,
 }
 
 /// Enough for an interpreter such as CPython (~40 MiB for a hello) with room
@@ -224,6 +241,10 @@ pub const DEFAULT_QUEUE: u32 = 200;
 pub const DEFAULT_OUTBOUND_TIMEOUT: Duration = Duration::from_secs(30);
 /// As many as requests may run at once, so one outbound call each never waits.
 pub const DEFAULT_OUTBOUND_CONCURRENCY: u32 = 100;
+/// As many as a process gets by default on many systems (macOS, Solaris,
+/// and the soft limit older Linux distributions set): room for any real
+/// app, and a small share of what the server holds.
+pub const DEFAULT_MAX_OPEN_PER_INSTANCE: u32 = 256;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -237,6 +258,7 @@ impl Default for Limits {
             queue: DEFAULT_QUEUE,
             outbound_timeout: DEFAULT_OUTBOUND_TIMEOUT,
             outbound_concurrency: DEFAULT_OUTBOUND_CONCURRENCY,
+            max_open_per_instance: DEFAULT_MAX_OPEN_PER_INSTANCE,
         }
     }
 }

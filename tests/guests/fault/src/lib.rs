@@ -28,6 +28,13 @@
 //!                     status and body, or 502 and the error code
 //! - `/connect?to=HOST:PORT` opens a TCP connection (wasi:sockets, through
 //!                     std); 200 `connected`, or 502 and the error
+//! - `/rename?from=A&to=B` renames a path in a granted directory
+//! - `/symlink?target=T&link=L` makes a symbolic link `L` (a path in a
+//!                     granted directory) to `T`, as written
+//! - `/hoard/<files|sockets>/<n>/<ms>?at=A` opens the file `A` (or connects
+//!                     to `A`, HOST:PORT) up to `n` times, keeping each open,
+//!                     holds them `ms` milliseconds, then 200 `opened <k>`
+//!                     and the first error
 
 use wasi::http::outgoing_handler;
 use wasi::http::types::{
@@ -132,6 +139,24 @@ impl wasi::exports::http::incoming_handler::Guest for Fault {
                 match (parts.next(), parts.next()) {
                     (Some(Ok(lines)), Some(Ok(ms))) => drip(out, lines, ms),
                     _ => respond(out, 400, b"bad drip\n"),
+                }
+            }
+            "/rename" => match std::fs::rename(query(&path, "from"), query(&path, "to")) {
+                Ok(()) => respond(out, 200, b"renamed\n"),
+                Err(error) => respond(out, 403, format!("{error}\n").as_bytes()),
+            },
+            "/symlink" => match symlink(query(&path, "target"), query(&path, "link")) {
+                Ok(()) => respond(out, 200, b"linked\n"),
+                Err(error) => respond(out, 403, format!("{error:?}\n").as_bytes()),
+            },
+            _ if route.starts_with("/hoard/") => {
+                let mut parts = route["/hoard/".len()..].split('/');
+                let (kind, n, ms) = (parts.next(), parts.next(), parts.next());
+                match (kind, n.map(str::parse::<usize>), ms.map(str::parse::<u64>)) {
+                    (Some(kind), Some(Ok(n)), Some(Ok(ms))) => {
+                        respond(out, 200, hoard(kind, n, ms, query(&path, "at")).as_bytes())
+                    }
+                    _ => respond(out, 400, b"bad hoard\n"),
                 }
             }
             _ if route.starts_with("/hold/") => {
@@ -277,6 +302,46 @@ fn echo(request: IncomingRequest, out: ResponseOutparam) {
     }
     drop(output);
     OutgoingBody::finish(body, None).unwrap();
+}
+
+/// The value of `key` in the query of `path`, as written.
+fn query<'a>(path: &'a str, key: &str) -> &'a str {
+    let query = path.split_once('?').map_or("", |(_, query)| query);
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='))
+        .unwrap_or("")
+}
+
+/// Makes the link `link` to `target` through the preopen that holds `link`.
+fn symlink(target: &str, link: &str) -> Result<(), wasi::filesystem::types::ErrorCode> {
+    let preopens = wasi::filesystem::preopens::get_directories();
+    let (dir, below) = preopens
+        .iter()
+        .filter_map(|(dir, at)| Some((dir, link.strip_prefix(at.as_str())?.trim_start_matches('/'))))
+        .min_by_key(|(_, below)| below.len())
+        .ok_or(wasi::filesystem::types::ErrorCode::NoEntry)?;
+    dir.symlink_at(target, below)
+}
+
+/// Opens `at` up to `n` times, holds what opened for `ms` milliseconds,
+/// and says how many opened and what stopped it.
+fn hoard(kind: &str, n: usize, ms: u64, at: &str) -> String {
+    let mut files = Vec::new();
+    let mut sockets = Vec::new();
+    let mut stopped = String::from("none");
+    for _ in 0..n {
+        let opened = match kind {
+            "files" => std::fs::File::open(at).map(|file| files.push(file)),
+            _ => std::net::TcpStream::connect(at).map(|socket| sockets.push(socket)),
+        };
+        if let Err(error) = opened {
+            stopped = error.to_string();
+            break;
+        }
+    }
+    wasi::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
+    format!("opened {}\nthen: {stopped}\n", files.len() + sockets.len())
 }
 
 fn sandbox() -> String {
