@@ -71,6 +71,7 @@ fn streams_with_a_zero_window_are_dropped_at_the_send_timeout_while_others_are_s
     let server = fault_server(&["--send-timeout", "1s"]);
     let addr = server.addresses(1)[0];
     let url = server.url("/");
+    let start = std::time::Instant::now();
     runtime().block_on(async {
         let (mut client, connection) = connect(addr, 0).await;
         let mut heads = Vec::new();
@@ -97,6 +98,9 @@ fn streams_with_a_zero_window_are_dropped_at_the_send_timeout_while_others_are_s
         "{}",
         server.log()
     );
+    // At its value (+ 2 s), not restarted by the streams beside.
+    let waited = start.elapsed();
+    assert!(waited < Duration::from_secs(3), "{waited:?}");
     // Its guests were stopped and their places freed.
     assert_eq!(get(&server.url("/")).unwrap().body, "hello\n");
 }

@@ -7,7 +7,7 @@ use crate::WASMHOST;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
-use wasmhost_tests::{Guest, Server, get, guest};
+use wasmhost_tests::{Guest, Server, get, guest, socket2};
 
 fn fault_server(flags: &[&str]) -> Server {
     let mut args = vec![guest(Guest::Fault).to_str().unwrap()];
@@ -138,4 +138,63 @@ fn slow_bodies_either_way_outlast_the_connection_timeouts() {
     let reply = read_chunked_reply(&mut stream);
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     assert!(reply.contains("read 6 bytes"), "{reply}");
+}
+
+/// Sends `GET path` on each of `count` connections whose client reads
+/// nothing (a small receive buffer, never read); they are kept open.
+fn stop_reading(server: &Server, path: &str, count: usize) -> Vec<TcpStream> {
+    (0..count)
+        .map(|_| {
+            let socket =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            socket.set_recv_buffer_size(4096).unwrap();
+            socket.connect(&server.addr.into()).unwrap();
+            let mut stream: TcpStream = socket.into();
+            stream
+                .write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+                .unwrap();
+            stream
+        })
+        .collect()
+}
+
+/// Waits for `count` send-timeout lines naming `value`; how long since
+/// `start` the last came.
+fn send_timeouts(server: &Server, value: &str, count: usize, start: Instant) -> Duration {
+    let line = format!("it took nothing of its response for {value}");
+    assert!(
+        server.wait_for_count(&line, count, Duration::from_secs(120)),
+        "{}",
+        server.log()
+    );
+    start.elapsed()
+}
+
+/// The client stops reading at once; the kernel's buffers fill within
+/// moments, and from then the send timeout runs. It used to be restarted
+/// by the few bytes a stalled socket still takes whenever it is written
+/// to, and fired at twice its value or more.
+#[test]
+fn the_send_timeout_fires_at_its_value() {
+    let server = fault_server(&["--send-timeout", "2s"]);
+    let start = Instant::now();
+    let _stalled = stop_reading(&server, "/big/200", 5);
+    let waited = send_timeouts(&server, "2s", 5, start);
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(4),
+        "{waited:?}"
+    );
+    assert_eq!(get(&server.url("/")).unwrap().body, "hello\n");
+}
+
+#[test]
+fn the_default_send_timeout_fires_at_30_s() {
+    let server = fault_server(&[]);
+    let start = Instant::now();
+    let _stalled = stop_reading(&server, "/big/200", 3);
+    let waited = send_timeouts(&server, "30s", 3, start);
+    assert!(
+        waited >= Duration::from_secs(30) && waited < Duration::from_secs(32),
+        "{waited:?}"
+    );
 }

@@ -158,12 +158,27 @@ impl Clock {
         }
     }
 
-    /// Reads `activity` into the phase.
-    fn observe(&mut self, activity: &Activity) {
+    /// Whether the timer's deadline has passed: the connection is being
+    /// polled because of it.
+    fn rang(&self) -> bool {
+        self.timer.is_elapsed()
+    }
+
+    /// Reads `activity` into the phase. `rung` is the client's progress
+    /// count as it was before a poll that the timer caused: what that poll
+    /// wrote is not the client taking something. A socket whose client
+    /// reads nothing still takes a few bytes now and then (the kernel's
+    /// zero-window probes leave room), and hyper writes them whenever it is
+    /// polled; counted, they restarted the send timeout at each of its
+    /// deadlines, so it fired at twice its value or more.
+    fn observe(&mut self, activity: &Activity, rung: Option<u64>) {
         self.stuck = match (activity.sending(), self.stuck) {
             ((false, _), _) => None,
             ((true, progress), Some((since, before))) if progress == before => {
                 Some((since, before))
+            }
+            ((true, progress), Some((since, before))) if rung == Some(before) => {
+                Some((since, progress))
             }
             ((true, progress), _) => Some((Instant::now(), progress)),
         };
@@ -276,11 +291,12 @@ where
                 }
                 clock.closing();
             }
+            let rung = clock.rang().then(|| activity.sending().1);
             if let Poll::Ready(result) = connection.as_mut().poll(cx) {
                 return Poll::Ready(Ended::Closed(result));
             }
             chores.run(&mut refill, cx);
-            clock.observe(&activity);
+            clock.observe(&activity, rung);
             match clock.poll_expired(cx) {
                 None => return Poll::Pending,
                 Some(Expired::Send) => return Poll::Ready(Ended::SendTimedOut),
