@@ -15,6 +15,7 @@ use crate::config::outbound::{Host, OutboundGrant, Scheme};
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 /// Destinations whose refusal is remembered, so each is logged once;
 /// past this many an app's refusals are logged at the rate of `log_rate`.
@@ -171,14 +172,17 @@ pub fn origin(scheme: Scheme, host: Host, port: u16) -> String {
 /// link-local ones (where cloud metadata services answer) and the
 /// unspecified address (which connects to this machine).
 pub fn is_internal(ip: IpAddr) -> bool {
-    match ip.to_canonical() {
+    let ip = ip.to_canonical();
+    let special = match ip {
         IpAddr::V4(ip) => is_internal_v4(ip),
         IpAddr::V6(ip) => is_internal_v6(ip),
-    }
+    };
+    special || is_own(ip)
 }
 
+/// IANA's special-purpose IPv4 blocks that are not globally reachable.
 fn is_internal_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, ..] = ip.octets();
+    let [a, b, c, _] = ip.octets();
     ip.is_loopback()
         || ip.is_private()
         || ip.is_link_local()
@@ -188,20 +192,98 @@ fn is_internal_v4(ip: Ipv4Addr) -> bool {
         || a == 0
         // 100.64.0.0/10, carrier-grade NAT
         || (a == 100 && (64..128).contains(&b))
+        // 192.0.0.0/24, IETF protocol assignments
+        || (a, b, c) == (192, 0, 0)
+        // 192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24: documentation
+        || (a, b, c) == (192, 0, 2)
+        || (a, b, c) == (198, 51, 100)
+        || (a, b, c) == (203, 0, 113)
+        // 192.88.99.0/24, the retired 6to4 relays
+        || (a, b, c) == (192, 88, 99)
+        // 198.18.0.0/15, benchmarking
+        || (a == 198 && (b & 0xfe) == 18)
+        // 240.0.0.0/4, reserved
+        || a >= 240
 }
 
+/// IANA's special-purpose IPv6 blocks that are not globally reachable.
 fn is_internal_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
+    let s = ip.segments();
     ip.is_loopback()
         || ip.is_unspecified()
         || ip.is_multicast()
+        // ::/96, the deprecated IPv4-compatible addresses (`[::127.0.0.1]`)
+        || s[..6] == [0; 6]
+        // 64:ff9b:1::/48, local-use NAT64
+        || s[..3] == [0x64, 0xff9b, 1]
+        // 100::/64, discard-only
+        || s[..4] == [0x100, 0, 0, 0]
+        // 2001::/23, IETF protocol assignments (Teredo, benchmarking, ORCHID)
+        || (s[0] == 0x2001 && s[1] < 0x200)
+        // 2001:db8::/32 and 3fff::/20, documentation
+        || s[..2] == [0x2001, 0xdb8]
+        || (s[0] & 0xfff0) == 0x3ff0
+        // 5f00::/16, segment routing
+        || s[0] == 0x5f00
         // fc00::/7, unique local
-        || (first & 0xfe00) == 0xfc00
+        || (s[0] & 0xfe00) == 0xfc00
         // fe80::/10, link-local; fec0::/10, the old site-local
-        || (first & 0xffc0) == 0xfe80
-        || (first & 0xffc0) == 0xfec0
+        || (s[0] & 0xffc0) == 0xfe80
+        || (s[0] & 0xffc0) == 0xfec0
         // An IPv4 address carried in IPv6 (NAT64, 6to4) that is internal.
         || embedded_v4(ip).is_some_and(is_internal_v4)
+}
+
+/// Whether `ip` is one of this machine's own interface addresses: a
+/// service bound to 0.0.0.0 (a database, a sidecar, the admin listener)
+/// answers on each of them, public ones included. Read from the kernel
+/// at most once every few seconds, so that an address added since counts.
+fn is_own(ip: IpAddr) -> bool {
+    const FRESH_FOR: Duration = Duration::from_secs(5);
+    static OWN: Mutex<Option<(Instant, Vec<IpAddr>)>> = Mutex::new(None);
+    let mut own = OWN.lock().unwrap_or_else(PoisonError::into_inner);
+    let stale = own
+        .as_ref()
+        .is_none_or(|(read, _)| read.elapsed() > FRESH_FOR);
+    if stale {
+        *own = Some((Instant::now(), interface_addresses()));
+    }
+    own.as_ref()
+        .is_some_and(|(_, addresses)| addresses.contains(&ip))
+}
+
+/// The addresses of this machine's interfaces (getifaddrs(3)); none if
+/// the kernel will not say.
+fn interface_addresses() -> Vec<IpAddr> {
+    let mut first: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `first` with a list that freeifaddrs frees;
+    // each entry's address is read as the family it names.
+    unsafe {
+        if libc::getifaddrs(&mut first) != 0 {
+            return Vec::new();
+        }
+        let mut addresses = Vec::new();
+        let mut entry = first;
+        while !entry.is_null() {
+            let addr = (*entry).ifa_addr;
+            if !addr.is_null() {
+                match i32::from((*addr).sa_family) {
+                    libc::AF_INET => {
+                        let v4 = &*(addr as *const libc::sockaddr_in);
+                        addresses.push(IpAddr::from(v4.sin_addr.s_addr.to_ne_bytes()));
+                    }
+                    libc::AF_INET6 => {
+                        let v6 = &*(addr as *const libc::sockaddr_in6);
+                        addresses.push(IpAddr::from(v6.sin6_addr.s6_addr));
+                    }
+                    _ => {}
+                }
+            }
+            entry = (*entry).ifa_next;
+        }
+        libc::freeifaddrs(first);
+        addresses
+    }
 }
 
 /// The IPv4 address inside a NAT64 (64:ff9b::/96) or 6to4 (2002::/16) one.
@@ -245,6 +327,24 @@ mod tests {
             "::ffff:169.254.169.254",
             "64:ff9b::a00:1",
             "2002:a00:1::",
+            "192.0.0.8",
+            "192.0.2.1",
+            "198.51.100.7",
+            "203.0.113.9",
+            "192.88.99.1",
+            "198.18.0.1",
+            "198.19.255.255",
+            "240.0.0.1",
+            "255.255.255.254",
+            "::127.0.0.1",
+            "::a00:1",
+            "64:ff9b:1::1",
+            "100::1",
+            "2001::1",
+            "2001:2::1",
+            "2001:db8::1",
+            "3fff::1",
+            "5f00::1",
         ] {
             assert!(is_internal(ip(internal)), "{internal}");
         }
@@ -253,8 +353,21 @@ mod tests {
             "93.184.216.34",
             "2606:4700::1111",
             "::ffff:8.8.8.8",
+            "198.20.0.1",
+            "192.0.1.1",
+            "2001:4860:4860::8888",
+            "64:ff9b::808:808",
         ] {
             assert!(!is_internal(ip(public)), "{public}");
+        }
+    }
+
+    #[test]
+    fn the_machines_own_addresses_are_internal() {
+        let own = interface_addresses();
+        assert!(own.contains(&ip("127.0.0.1")), "{own:?}");
+        for address in own {
+            assert!(is_internal(address), "{address}");
         }
     }
 
