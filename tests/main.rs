@@ -11,6 +11,7 @@ mod deploy;
 mod descriptors;
 mod dev;
 mod errors;
+mod fairness;
 mod faults;
 mod forwarding;
 mod graft;

@@ -226,7 +226,13 @@ pub fn compile(
             pool.clone(),
         )?),
         open: Arc::default(),
-        admission: Admission::new(limits.concurrency, limits.queue),
+        admission: Admission::new(
+            limits.concurrency,
+            limits.queue,
+            limits
+                .max_per_client
+                .unwrap_or_else(|| crate::admission::default_share(limits.concurrency)),
+        ),
         size: bytes.len() as u64,
         digest,
         compile_time: started.elapsed(),

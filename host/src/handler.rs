@@ -6,6 +6,7 @@
 use crate::admission::Admitted;
 use crate::app::App;
 use crate::bodies::{BodyFault, ClientFault, FailureFlag, GuestBody, LimitedBody};
+use crate::forwarded::Client;
 pub use crate::guest_faults::{Body, plain};
 use crate::guest_faults::{Fault, fault_of, fault_response, try_again};
 use crate::instances::{Chores, Instance, Leftovers};
@@ -43,9 +44,10 @@ pub async fn handle(
     app: Arc<App>,
     chores: &Arc<Chores>,
     connection_places: &Arc<Semaphore>,
-    https: bool,
+    client: &Client,
     request: http::Request<Incoming>,
 ) -> Response<Body> {
+    let https = client.https;
     // A declared length over the limit is refused before any instance is
     // taken; a body that grows past it is cut as the guest reads it.
     let limits = app.instances.limits();
@@ -69,7 +71,7 @@ pub async fn handle(
         }
         return client_fault_response(&app, fault);
     }
-    let Some(admitted) = app.admission.admit(&app.route).await else {
+    let Some(admitted) = app.admission.admit(&app.route, client.ip).await else {
         return busy(&app);
     };
     let admitted = (admitted, share);

@@ -16,6 +16,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::{Registry, Unit};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
 /// The registry `/metrics` encodes.
@@ -365,6 +366,26 @@ impl Collector for Serving {
             "Requests waiting for one of the app's places to run.",
             &|app| u64::from(app.admission.queued()),
         )?;
+        per_app(
+            &mut encoder,
+            "request_clients",
+            "Client addresses with a request running or waiting in the app.",
+            &|app| app.admission.clients() as u64,
+        )?;
+        let mut held_back = encoder.encode_descriptor(
+            "requests_held_back",
+            "Requests that waited because their client address had its share of the app \
+             (max_per_client) in already, by app; counted from the app's last reload.",
+            None,
+            MetricType::Counter,
+        )?;
+        for app in &apps {
+            let label = AppLabel {
+                app: app.route.clone(),
+            };
+            let count = app.admission.held_back.load(Ordering::Relaxed);
+            ConstCounter::new(count).encode(held_back.encode_family(&label)?)?;
+        }
         let mut version = encoder.encode_descriptor(
             "app_version",
             "The version each app serves: its component's SHA-256, mode and compiler (value 1).",

@@ -86,7 +86,7 @@ pub fn new(
             let mut response = match (app, failed_build) {
                 (Ok(_), Some(page)) => page,
                 (Ok(app), None) => {
-                    handler::handle(app, &chores, &running.0.places, client.https, request).await
+                    handler::handle(app, &chores, &running.0.places, &client, request).await
                 }
                 (Err(rejected), _) => rejected.response(),
             };

@@ -201,6 +201,11 @@ pub struct Source {
     /// past it an open fails with the interface's error [default: 256]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_open_per_instance: Option<u32>,
+    /// Requests of any one app that one client address may have running or
+    /// waiting at once; more wait for one of its own to end [default: three
+    /// quarters of --concurrency]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_per_client: Option<u32>,
     /// Requests of any one app that may run at once [default: 100]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub concurrency: Option<u32>,

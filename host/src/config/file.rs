@@ -131,6 +131,8 @@ struct RawApp {
     outbound_concurrency: Option<Spanned<u32>>,
     /// Files and sockets one instance may hold open at once.
     max_open_per_instance: Option<Spanned<u32>>,
+    /// Requests one client address may have in the app at once.
+    max_per_client: Option<Spanned<u32>>,
     /// The command that builds `component` from source, for `wasmhost dev`.
     build: Option<Spanned<String>>,
     /// The sources whose changes rerun `build`, as globs under the file's
@@ -512,6 +514,9 @@ fn limits(entry: &RawApp, places: &Places) -> Result<Limits> {
     }
     if let Some(value) = &entry.outbound_concurrency {
         limits.outbound_concurrency = places.at_least_one(value, "outbound_concurrency")?;
+    }
+    if let Some(value) = &entry.max_per_client {
+        limits.max_per_client = Some(places.at_least_one(value, "max_per_client")?);
     }
     if let Some(value) = &entry.max_open_per_instance {
         limits.max_open_per_instance = places.at_least_one(value, "max_open_per_instance")?;

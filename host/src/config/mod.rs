@@ -235,6 +235,7 @@ fn mounts(source: &Source, file: Option<&File>) -> Result<Vec<Mount>> {
         limits.outbound_concurrency = source
             .outbound_concurrency
             .unwrap_or(limits.outbound_concurrency);
+        limits.max_per_client = source.max_per_client.or(limits.max_per_client);
         limits.max_open_per_instance = source
             .max_open_per_instance
             .unwrap_or(limits.max_open_per_instance);
@@ -441,6 +442,9 @@ mod tests {
             }),
             per_app(["--queue", "3"], "queue = 5", |c| {
                 app(c).limits.queue.to_string()
+            }),
+            per_app(["--max-per-client", "3"], "max_per_client = 5", |c| {
+                format!("{:?}", app(c).limits.max_per_client)
             }),
             per_app(
                 ["--max-open-per-instance", "3"],

@@ -220,6 +220,9 @@ pub struct Limits {
     /// Outbound requests of the app's guests in flight at once; more wait
     /// (within the app's `timeout`).
     pub outbound_concurrency: u32,
+    /// Requests one client address may have in the app at once, running
+    /// or waiting; three quarters of `concurrency` if unset.
+    pub max_per_client: Option<u32>,
     /// Files and sockets one instance may hold open at once: each is a
     /// descriptor of this process, which all apps share.
     pub max_open_per_instance: u32,
@@ -258,6 +261,7 @@ impl Default for Limits {
             queue: DEFAULT_QUEUE,
             outbound_timeout: DEFAULT_OUTBOUND_TIMEOUT,
             outbound_concurrency: DEFAULT_OUTBOUND_CONCURRENCY,
+            max_per_client: None,
             max_open_per_instance: DEFAULT_MAX_OPEN_PER_INSTANCE,
         }
     }
