@@ -500,3 +500,42 @@ fn outbound_requests_are_counted_by_app_origin_and_status_and_denials_by_app() {
         "{text}"
     );
 }
+
+/// One address holding 300 half-sent requests (the head never finished)
+/// takes 16 of the admin listener's connections; a probe from another
+/// address is answered every time.
+#[test]
+fn one_address_with_many_half_sent_requests_does_not_starve_the_probes() {
+    let hello = format!("/={}", guest(Guest::RustHello).display());
+    let (_server, admin) = with_admin(&[hello], &[]);
+    let addr: std::net::SocketAddr = admin.trim_start_matches("http://").parse().unwrap();
+    let mut held = Vec::new();
+    for _ in 0..300 {
+        let socket = wasmhost_tests::socket2::Socket::new(
+            wasmhost_tests::socket2::Domain::IPV4,
+            wasmhost_tests::socket2::Type::STREAM,
+            None,
+        )
+        .unwrap();
+        socket
+            .bind(&std::net::SocketAddr::from(([127, 0, 0, 2], 0)).into())
+            .unwrap();
+        socket.connect(&addr.into()).unwrap();
+        let mut stream: std::net::TcpStream = socket.into();
+        let _ = stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\n");
+        held.push(stream);
+    }
+    // Within Kubernetes' default probe timeout of 1 s, every time: before,
+    // the probes waited for half-sent requests to time out.
+    for _ in 0..20 {
+        let start = Instant::now();
+        let healthz = get(&format!("{admin}/healthz")).unwrap();
+        assert_eq!((healthz.status, healthz.body.as_str()), (200, "ok\n"));
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+    drop(held);
+}

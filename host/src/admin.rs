@@ -15,18 +15,29 @@ use bytes::Bytes;
 use http::{Method, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io::ErrorKind;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-/// Connections the admin listener serves at once: probes and a scraper need
-/// a handful; past this, more wait in the backlog.
-const MAX_CONNECTIONS: usize = 64;
+/// Connections the admin listener serves at once: probes, a scraper and a
+/// status page need a handful, but a client holding many half-sent
+/// requests must not take them all; past this, more wait in the backlog.
+const MAX_CONNECTIONS: usize = 1024;
+
+/// Connections one client address may have open at once: a scraper keeps
+/// one, a probe opens one at a time, a browser six. Past it a connection is
+/// closed as soon as it is accepted, so that one address cannot starve
+/// Kubernetes' probes of `/healthz`.
+const MAX_PER_ADDRESS: usize = 16;
+
+/// Time a client has to send a request head: probes send theirs at once.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Whether the server should be sent traffic, as `/readyz` answers.
 #[derive(Debug, Default)]
@@ -94,18 +105,27 @@ pub async fn start(addr: SocketAddr, admin: Arc<Admin>) -> Result<SocketAddr> {
 
 async fn accept_loop(listener: TcpListener, admin: Arc<Admin>) {
     let open = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let by_address: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
     loop {
         let Ok(permit) = open.clone().acquire_owned().await else {
             return;
         };
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(error) => {
                 tracing::debug!("admin listener: accept failed: {error}");
                 // Out of file descriptors, most likely: let some close.
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
+        };
+        let Some(address) = AddressPlace::take(&by_address, peer.ip()) else {
+            crate::limited!(
+                warn,
+                "admin listener: {} has {MAX_PER_ADDRESS} connections open already; closed another",
+                peer.ip()
+            );
+            continue;
         };
         let admin = admin.clone();
         tokio::spawn(async move {
@@ -115,11 +135,47 @@ async fn accept_loop(listener: TcpListener, admin: Arc<Admin>) {
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
+                .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
-            drop(permit);
+            drop((permit, address));
         });
+    }
+}
+
+/// One of an address's connections to the admin listener.
+struct AddressPlace {
+    ip: IpAddr,
+    by_address: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl AddressPlace {
+    fn take(by_address: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr) -> Option<Self> {
+        let mut counts = by_address.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = counts.entry(ip).or_default();
+        if *count >= MAX_PER_ADDRESS {
+            return None;
+        }
+        *count += 1;
+        Some(Self {
+            ip,
+            by_address: by_address.clone(),
+        })
+    }
+}
+
+impl Drop for AddressPlace {
+    fn drop(&mut self) {
+        let mut counts = self
+            .by_address
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
     }
 }
 
