@@ -106,7 +106,9 @@ fn the_admin_listener_answers_health_readiness_and_metrics_apart_from_the_apps()
     );
     assert!(sample(&text, "process_resident_memory_bytes").is_some_and(|n| n > 0.0));
     // The app's instances: its two spares at least, their memory, how long
-    // they took to make, and the compile that came before.
+    // they took to make, and the compile that came before. A spare used by
+    // a request is made again after its response, so this waits for it.
+    let text = metrics_once(&admin, r#"wasmhost_instances_live{app="/"}"#, 2.0);
     let at_least = |series: &str, n: f64| {
         assert!(
             sample(&text, series).is_some_and(|value| value >= n),
