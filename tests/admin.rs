@@ -473,7 +473,7 @@ fn reloads_are_counted_with_their_duration() {
 }
 
 #[test]
-fn outbound_requests_are_counted_by_app_origin_and_status_and_denials_by_app() {
+fn outbound_requests_are_counted_by_app_grant_and_status_and_denials_by_app() {
     let upstream = wasmhost_tests::Upstream::start();
     let origin = format!("http://127.0.0.1:{}", upstream.port());
     let fault = guest(Guest::Fault).to_str().unwrap().to_string();
@@ -488,7 +488,7 @@ fn outbound_requests_are_counted_by_app_origin_and_status_and_denials_by_app() {
     assert_eq!(denied.status, 502, "{}", denied.body);
 
     let sent =
-        format!(r#"wasmhost_outbound_requests_total{{app="/f",origin="{origin}",status="2xx"}}"#);
+        format!(r#"wasmhost_outbound_requests_total{{app="/f",grant="{origin}",status="2xx"}}"#);
     let text = metrics_once(&admin, &sent, 3.0);
     assert_eq!(sample(&text, &sent), Some(3.0), "{text}");
     assert_eq!(

@@ -196,3 +196,56 @@ fn log_format_json_writes_one_object_per_line_with_the_app() {
         (Some("WARN"), Some("/f"))
     );
 }
+
+/// A guest's lines reach the log escaped (no terminal escape or carriage
+/// return gets through), cut at 4 KiB, and at most 1,000 at once and 100 a
+/// second per app after that; what was dropped is counted on the next line.
+#[test]
+fn guest_output_is_escaped_cut_and_rate_bounded() {
+    let server = serve(Guest::Fault);
+    assert_eq!(get(&server.url("/spam/1/10000")).unwrap().body, "spammed\n");
+    assert!(
+        server.wait_for_log("more bytes cut)", Duration::from_secs(10)),
+        "{}",
+        server.log()
+    );
+    let log = server.log();
+    assert!(log.contains("[/] \\u{1b}[2J\\rxxx"), "{log}");
+    assert!(log.contains("xxx … (5909 more bytes cut)"), "{log}");
+    assert!(!log.contains('\u{1b}') && !log.contains('\r'), "{log}");
+
+    assert_eq!(get(&server.url("/spam/3000/10")).unwrap().body, "spammed\n");
+    assert_eq!(get(&server.url("/print")).unwrap().body, "printed\n");
+    assert!(
+        server.wait_for_log("lines of guest output dropped", Duration::from_secs(10)),
+        "{}",
+        server.log()
+    );
+    let printed = server
+        .log()
+        .matches("[/] \\u{1b}[2J\\rxxxxxxxxxx\n")
+        .count();
+    assert!((990..1100).contains(&printed), "{printed}");
+}
+
+#[test]
+fn guest_output_is_json_under_log_format_json() {
+    let fault = guest(Guest::Fault);
+    let server = Server::start(WASMHOST, &[fault.to_str().unwrap(), "--log-format", "json"]);
+    assert_eq!(get(&server.url("/spam/2/5")).unwrap().body, "spammed\n");
+    assert!(
+        server.wait_for_count("\\u001b[2J\\rxxxxx", 2, Duration::from_secs(10)),
+        "{}",
+        server.log()
+    );
+    for line in server.log().lines() {
+        let event: wasmhost_tests::serde_json::Value = wasmhost_tests::serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        if event["message"] == "\u{1b}[2J\rxxxxx" {
+            assert_eq!(
+                (event["app"].as_str(), event["stream"].as_str()),
+                (Some("/"), Some("stdout"))
+            );
+        }
+    }
+}

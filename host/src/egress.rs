@@ -61,6 +61,13 @@ impl Egress {
         false
     }
 
+    /// The first grant that lets the guest ask for `host` on `port`: what
+    /// its requests are counted by, so that a guest granted a wildcard
+    /// cannot make a series per name it makes up.
+    pub fn granting(&self, scheme: Scheme, host: Host, port: u16) -> Option<&OutboundGrant> {
+        self.grants.iter().find(|g| g.allows(scheme, host, port))
+    }
+
     /// `allows`, without logging a refusal.
     pub fn permits(&self, scheme: Scheme, host: Host, port: u16) -> bool {
         self.grants.iter().any(|g| g.allows(scheme, host, port))

@@ -48,6 +48,7 @@
 
 use crate::config::{Grants, Limits, Mode, Mount};
 use crate::engine::Reset;
+use crate::guest_output::AppOutput;
 use crate::limits::{self, MemoryBudget, MemoryShare};
 use crate::request_metrics::{self, AppMetrics};
 use crate::sandbox::{Access, Sandbox};
@@ -142,8 +143,8 @@ pub struct Instances {
     limits: Limits,
     /// What each instance is given.
     access: Access,
-    stdout_prefix: Arc<str>,
-    stderr_prefix: Arc<str>,
+    /// Where its guests' stdout and stderr go.
+    output: Arc<AppOutput>,
     /// The guest memory its instances hold.
     memory: Arc<MemoryShare>,
     /// Its instances alive now: idle, spare or serving.
@@ -181,8 +182,7 @@ impl Instances {
             refilling: AtomicBool::new(false),
             limits: mount.limits,
             access: Access::new(route, &mount.grants, &mount.limits)?,
-            stdout_prefix: format!("[{route}] ").into(),
-            stderr_prefix: format!("[{route}] stderr: ").into(),
+            output: AppOutput::new(route),
             memory: MemoryShare::new(pool.memory.clone()),
             live: Arc::default(),
             metrics: request_metrics::get().map(|counts| counts.app(route)),
@@ -385,13 +385,7 @@ impl Instances {
     }
 
     fn new_instance(&self, slot: OwnedSemaphorePermit) -> Instance {
-        let sandbox = Sandbox::new(
-            &self.stdout_prefix,
-            &self.stderr_prefix,
-            self.limits,
-            &self.access,
-            self.memory.clone(),
-        );
+        let sandbox = Sandbox::new(&self.output, self.limits, &self.access, self.memory.clone());
         let mut store = Store::new(&self.engine, sandbox);
         store.limiter(|sandbox| sandbox.meter());
         // At every epoch tick a running guest yields to the runtime, so that

@@ -19,10 +19,13 @@ pub fn init(format: LogFormat) {
         .with_target(false);
     match format {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .init(),
+        LogFormat::Json => {
+            crate::guest_output::log_as_json();
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .init()
+        }
     }
 }

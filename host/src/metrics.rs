@@ -88,7 +88,7 @@ impl Metrics {
         );
         registry.register(
             "outbound_requests",
-            "Guests' outbound HTTP requests, by app, origin and status class (`error`: no response)",
+            "Guests' outbound HTTP requests, by app, the grant that allowed them and status class (`error`: no response)",
             counts.outbound.clone(),
         );
         registry.register(

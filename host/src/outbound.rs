@@ -95,11 +95,10 @@ impl Outbound {
             }
             return Err(Error::HttpRequestDenied);
         }
-        let origin = self.metrics.as_ref().map(|_| {
-            let scheme = uri.scheme_str().unwrap_or_default();
-            let host = uri.host().unwrap_or_default().to_ascii_lowercase();
-            format!("{scheme}://{host}:{port}")
-        });
+        let grant = self
+            .metrics
+            .as_ref()
+            .and_then(|_| Some(self.egress.granting(scheme, host, port)?.to_string()));
         let options = options.unwrap_or_default();
         let within = |asked: Option<Duration>| asked.map_or(self.timeout, |t| t.min(self.timeout));
         // The connect and the wait for the head together, as the guest's
@@ -121,12 +120,12 @@ impl Outbound {
             .expect("the semaphore is never closed");
         let response =
             tokio::time::timeout(head_timeout, self.pool.send(scheme, host, port, request)).await;
-        if let (Some(metrics), Some(origin)) = (&self.metrics, &origin) {
+        if let (Some(metrics), Some(grant)) = (&self.metrics, &grant) {
             let status = match &response {
                 Ok(Ok((response, _))) => Some(response.status().as_u16()),
                 _ => None,
             };
-            metrics.sent(origin, status);
+            metrics.sent(grant, status);
         }
         let (response, lease) = response
             .map_err(|_| Error::ConnectionReadTimeout)?

@@ -127,7 +127,7 @@ pub(crate) struct CompilerLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct OutboundLabels {
     app: Arc<str>,
-    origin: String,
+    grant: String,
     status: &'static str,
 }
 
@@ -526,9 +526,9 @@ impl Drop for OpenConnection {
     }
 }
 
-/// What one app's outbound HTTP counts: each response by origin and status
-/// class, and each request its grants refused. Denials are not counted by
-/// origin: a guest could make up any number of them.
+/// What one app's outbound HTTP counts: each response by the grant that
+/// allowed it and status class, and each request its grants refused.
+/// Neither is counted by origin: a guest could make up any number of them.
 #[derive(Clone)]
 pub struct OutboundMetrics {
     app: Arc<str>,
@@ -537,9 +537,9 @@ pub struct OutboundMetrics {
 }
 
 impl OutboundMetrics {
-    /// A request to `origin` (`scheme://host:port`) ended with `status`,
-    /// or with no response (`None`).
-    pub fn sent(&self, origin: &str, status: Option<u16>) {
+    /// A request that `grant` (an `allowed_outbound_hosts` entry as
+    /// written) allowed ended with `status`, or with no response (`None`).
+    pub fn sent(&self, grant: &str, status: Option<u16>) {
         let status = match status {
             Some(status) => STATUS_CLASSES[usize::from(status / 100).clamp(1, 5) - 1],
             None => "error",
@@ -547,7 +547,7 @@ impl OutboundMetrics {
         self.sent
             .get_or_create(&OutboundLabels {
                 app: self.app.clone(),
-                origin: origin.to_string(),
+                grant: grant.to_string(),
                 status,
             })
             .inc();

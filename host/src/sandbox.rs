@@ -7,7 +7,7 @@ use crate::config::{Grants, Limits};
 use crate::descriptors::Held;
 use crate::egress::Egress;
 use crate::granted_dirs::GrantedDirs;
-use crate::guest_output::{GuestOutput, Sink};
+use crate::guest_output::{AppOutput, GuestOutput, Sink};
 use crate::limits::{MemoryShare, Meter};
 use crate::outbound::Outbound;
 use crate::sockets::Sockets;
@@ -68,18 +68,17 @@ impl Sandbox {
         &self.sockets
     }
 
-    /// The prefixes tag the guest's stdout and stderr lines with the app.
+    /// `output` tags the guest's stdout and stderr lines with the app.
     pub fn new(
-        stdout_prefix: &Arc<str>,
-        stderr_prefix: &Arc<str>,
+        output: &Arc<AppOutput>,
         limits: Limits,
         access: &Access,
         memory: Arc<MemoryShare>,
     ) -> Self {
         let grants = &access.grants;
         let mut wasi = WasiCtx::builder();
-        wasi.stdout(GuestOutput::new(Sink::Stdout, stdout_prefix.clone()))
-            .stderr(GuestOutput::new(Sink::Stderr, stderr_prefix.clone()))
+        wasi.stdout(GuestOutput::new(Sink::Stdout, output.clone()))
+            .stderr(GuestOutput::new(Sink::Stderr, output.clone()))
             .envs(&grants.env);
         access.dirs.preopen(&mut wasi);
         let sockets = Sockets::new(&access.egress, &mut wasi);

@@ -9,6 +9,8 @@
 //! - `/sleep/<ms>`     waits, then 200 `slept <ms> ms`
 //! - `/echo`           streams the request body back
 //! - `/print`          writes to stdout and stderr, then 200
+//! - `/spam/<n>/<len>` prints `n` lines to stdout, each a terminal escape, a
+//!                     carriage return and `len` `x`s, then 200
 //! - `/sandbox`        reports what the sandbox grants: env, preopens, outbound HTTP
 //! - `/seen`           reports the method, scheme, authority, path and headers it received
 //! - `/count`          how many requests this instance has served, this one included
@@ -149,6 +151,19 @@ impl wasi::exports::http::incoming_handler::Guest for Fault {
                 Ok(()) => respond(out, 200, b"linked\n"),
                 Err(error) => respond(out, 403, format!("{error:?}\n").as_bytes()),
             },
+            _ if route.starts_with("/spam/") => {
+                let mut parts = route["/spam/".len()..].split('/').map(str::parse::<usize>);
+                match (parts.next(), parts.next()) {
+                    (Some(Ok(lines)), Some(Ok(len))) => {
+                        let line = format!("\u{1b}[2J\r{}", "x".repeat(len));
+                        for _ in 0..lines {
+                            println!("{line}");
+                        }
+                        respond(out, 200, b"spammed\n");
+                    }
+                    _ => respond(out, 400, b"bad spam\n"),
+                }
+            }
             _ if route.starts_with("/hoard/") => {
                 let mut parts = route["/hoard/".len()..].split('/');
                 let (kind, n, ms) = (parts.next(), parts.next(), parts.next());
