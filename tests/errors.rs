@@ -124,3 +124,24 @@ fn a_bad_flag_value_names_the_flag() {
     );
     assert!(!finished.stderr.contains("panicked"), "{}", finished.stderr);
 }
+
+/// A route is a path: one that would be nginx config (`wasmhost nginx`
+/// writes routes into `location` lines) is refused, naming it.
+#[test]
+fn a_route_holding_config_syntax_is_refused() {
+    let hello = guest(Guest::RustHello).to_str().unwrap().to_string();
+    let mount = format!("/a {{ return 200 pwned; }} location /b={hello}");
+    for command in ["nginx", "serve"] {
+        let finished = run_to_exit(
+            WASMHOST,
+            &[command, "--mount", &mount, "--port", "0"],
+            Duration::from_secs(120),
+        );
+        let line = finished.error_line();
+        assert!(
+            line.contains("route `/a { return 200 pwned; } location /b` holds ' '"),
+            "{line}"
+        );
+        assert!(!finished.stdout.contains("pwned"), "{}", finished.stdout);
+    }
+}

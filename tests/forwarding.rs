@@ -307,6 +307,8 @@ fn every_request_gets_an_x_request_id_kept_only_from_a_trusted_proxy() {
         id_of(&behind_proxy, &[("X-Request-Id", "nginx-7f3a")]),
         "nginx-7f3a"
     );
-    let odd = id_of(&behind_proxy, &[("X-Request-Id", "two words")]);
-    assert_eq!(odd.len(), 32, "an id with a space is replaced: {odd}");
+    for odd in ["two words", "a\"quote", "back\\slash"] {
+        let id = id_of(&behind_proxy, &[("X-Request-Id", odd)]);
+        assert_eq!(id.len(), 32, "{odd:?} is replaced: {id}");
+    }
 }

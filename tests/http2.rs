@@ -181,3 +181,33 @@ fn one_connection_runs_at_most_its_share_of_requests_in_guests() {
         }
     });
 }
+
+/// A guest's trailers reach an HTTP/2 client without the fields no trailer
+/// may carry, which made the client fail the stream.
+#[test]
+fn a_guests_forbidden_trailers_are_dropped_and_the_others_arrive() {
+    let server = fault_server(&[]);
+    let addr = server.addresses(1)[0];
+    runtime().block_on(async {
+        let (client, _connection) = connect(addr, 65_535).await;
+        let mut client = client.ready().await.unwrap();
+        let (response, _) = client.send_request(get_request("/trailers"), true).unwrap();
+        let response = response.await.unwrap();
+        assert_eq!(response.status(), 200);
+        let mut body = response.into_body();
+        let mut text = Vec::new();
+        while let Some(chunk) = body.data().await {
+            text.extend_from_slice(&chunk.unwrap());
+        }
+        assert_eq!(text, b"body");
+        let trailers = body.trailers().await.unwrap().unwrap_or_default();
+        let mut names: Vec<&str> = trailers.keys().map(|name| name.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["x-checksum"], "{trailers:?}");
+    });
+    assert!(
+        server.log().contains("trailer content-length: Ok(())"),
+        "{}",
+        server.log()
+    );
+}

@@ -366,6 +366,9 @@ where
                 }
                 Poll::Ready(Some(Err(error)))
             }
+            Poll::Ready(Some(Ok(frame))) => {
+                Poll::Ready(Some(Ok(without_forbidden_trailers(frame))))
+            }
             other => other,
         }
     }
@@ -376,5 +379,76 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// Fields that may not be sent as trailers (RFC 9110 §6.5.1): framing,
+/// routing, authentication, request modifiers and the response's own
+/// controls. wasi:http lets a guest set any of them in its trailers, and an
+/// HTTP/2 client fails the whole stream with a protocol error on
+/// `content-length` or `te` there.
+const FORBIDDEN_TRAILERS: [&str; 22] = [
+    "content-length",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "upgrade",
+    "authorization",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "www-authenticate",
+    "set-cookie",
+    "cookie",
+    "content-type",
+    "content-encoding",
+    "content-range",
+    "cache-control",
+    "expires",
+    "location",
+    "retry-after",
+];
+
+/// `frame`, with the fields no trailer may carry dropped if it holds
+/// trailers.
+pub fn without_forbidden_trailers(frame: Frame<Bytes>) -> Frame<Bytes> {
+    match frame.into_trailers() {
+        Ok(mut trailers) => {
+            for name in FORBIDDEN_TRAILERS {
+                trailers.remove(name);
+            }
+            Frame::trailers(trailers)
+        }
+        Err(frame) => frame,
+    }
+}
+
+#[cfg(test)]
+mod trailer_tests {
+    use super::*;
+
+    #[test]
+    fn forbidden_trailers_are_dropped_and_the_rest_kept() {
+        let mut trailers = http::HeaderMap::new();
+        for name in [
+            "content-length",
+            "te",
+            "authorization",
+            "grpc-status",
+            "x-checksum",
+        ] {
+            trailers.insert(name, http::HeaderValue::from_static("1"));
+        }
+        let kept = without_forbidden_trailers(Frame::trailers(trailers))
+            .into_trailers()
+            .unwrap();
+        let mut names: Vec<&str> = kept.keys().map(|name| name.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["grpc-status", "x-checksum"]);
+        let data = without_forbidden_trailers(Frame::data(Bytes::from_static(b"x")));
+        assert_eq!(data.into_data().unwrap(), "x");
     }
 }

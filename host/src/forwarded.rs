@@ -206,12 +206,16 @@ fn new_request_id() -> HeaderValue {
         .expect("hex digits are valid header text")
 }
 
-/// Whether a proxy's request id can be passed on and logged as it is.
+/// Whether a proxy's request id can be passed on and logged as it is:
+/// visible ASCII but the quote and the backslash, which would end or
+/// escape the access log's quoted fields.
 fn usable_request_id(id: &HeaderValue) -> bool {
     let bytes = id.as_bytes();
     !bytes.is_empty()
         && bytes.len() <= MAX_REQUEST_ID
-        && bytes.iter().all(|byte| byte.is_ascii_graphic())
+        && bytes
+            .iter()
+            .all(|&byte| byte.is_ascii_graphic() && byte != b'"' && byte != b'\\')
 }
 
 #[cfg(test)]

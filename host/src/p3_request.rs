@@ -229,6 +229,9 @@ impl Finished {
                 self.over(cx);
                 polled
             }
+            Poll::Ready(Some(Ok(frame))) => {
+                Poll::Ready(Some(Ok(crate::bodies::without_forbidden_trailers(frame))))
+            }
             other => other,
         }
     }

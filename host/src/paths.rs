@@ -37,6 +37,14 @@ pub fn normalise_prefix(prefix: &str) -> Result<Arc<str>, String> {
             "route `{prefix}` must be a path, without `?` or `#`"
         ));
     }
+    // Written into URLs, logs and the nginx config `wasmhost nginx` makes
+    // (where `;`, `{`, quotes or spaces would be config, not a path).
+    if let Some(bad) = prefix.chars().find(|&c| !is_route_char(c)) {
+        return Err(format!(
+            "route `{}` holds {bad:?}; a route may hold letters, digits and - . _ ~ % ! * + , = : @ / only",
+            prefix.escape_debug()
+        ));
+    }
     let segments: Vec<&str> = split(prefix).collect();
     if segments.iter().any(|s| is_dot(s) || is_dot_dot(s)) {
         return Err(format!(
@@ -44,6 +52,12 @@ pub fn normalise_prefix(prefix: &str) -> Result<Arc<str>, String> {
         ));
     }
     Ok(format!("/{}", segments.join("/")).into())
+}
+
+/// A character a route may hold: RFC 3986's unreserved ones, `%` of its
+/// escapes, and the path's delimiters that mean nothing to nginx's config.
+fn is_route_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-._~%!*+,=:@/".contains(c)
 }
 
 #[cfg(test)]
@@ -63,6 +77,12 @@ mod tests {
             ("/a/../b", Err(())),
             ("/./a", Err(())),
             ("/a/%2E%2e", Err(())),
+            ("/api-v2/~user/a.b_c", Ok("/api-v2/~user/a.b_c")),
+            ("/a { return 200 pwned; } location /b", Err(())),
+            ("/a;b", Err(())),
+            ("/a\"b", Err(())),
+            ("/$host", Err(())),
+            ("/é", Err(())),
         ];
         for (prefix, expected) in cases {
             let got = normalise_prefix(prefix)

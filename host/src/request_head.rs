@@ -49,6 +49,9 @@ pub fn check<B>(request: &mut Request<B>, local: SocketAddr) -> Result<(), Refus
         return Err(Refused::RepeatedHost);
     }
     if let Some(authority) = request.uri().authority() {
+        if !is_host_text(authority.as_str()) {
+            return Err(Refused::BadHost);
+        }
         let value = HeaderValue::from_str(authority.as_str()).map_err(|_| Refused::BadHost)?;
         request.headers_mut().insert(HOST, value);
         return Ok(());
@@ -68,10 +71,24 @@ pub fn check<B>(request: &mut Request<B>, local: SocketAddr) -> Result<(), Refus
 
 /// `uri-host[:port]`: an authority without user information.
 fn is_host(value: &HeaderValue) -> bool {
-    let Ok(text) = value.to_str() else {
+    value.to_str().is_ok_and(is_host_text)
+}
+
+/// `uri-host[:port]`, the port (if any) from 1 to 65535: the same rule for
+/// `Host` and for a target's authority (absolute form, `:authority`).
+fn is_host_text(text: &str) -> bool {
+    if text.is_empty() || text.contains('@') {
         return false;
+    }
+    if text.parse::<Authority>().is_err() {
+        return false;
+    }
+    // After an IPv6 literal's `]`, or after the last `:` of any other host.
+    let port = match text.rfind(']') {
+        Some(close) => text[close + 1..].strip_prefix(':'),
+        None => text.rsplit_once(':').map(|(_, port)| port),
     };
-    !text.is_empty() && !text.contains('@') && text.parse::<Authority>().is_ok()
+    port.is_none_or(|port| port.parse::<u16>().is_ok_and(|port| port != 0))
 }
 
 #[cfg(test)]
@@ -96,7 +113,7 @@ mod tests {
     #[test]
     fn host_is_one_valid_authority() {
         let v11 = Version::HTTP_11;
-        let cases: [(&str, &[&str], Result<&str, Refused>); 9] = [
+        let cases: [(&str, &[&str], Result<&str, Refused>); 14] = [
             ("/", &["example.test"], Ok("example.test")),
             ("/", &["example.test:8080"], Ok("example.test:8080")),
             ("/", &["[::1]:8080"], Ok("[::1]:8080")),
@@ -107,6 +124,17 @@ mod tests {
             ("/", &[], Err(Refused::NoHost)),
             // The target's authority wins, as RFC 9112 §3.2.2 says.
             ("http://a.example/x", &["b.example"], Ok("a.example")),
+            // Refused in the target as in Host: user information, port 0
+            // and ports past 65535.
+            (
+                "http://u:p@evil.example/",
+                &["a.example"],
+                Err(Refused::BadHost),
+            ),
+            ("http://a.example:0/", &["a.example"], Err(Refused::BadHost)),
+            ("/", &["a.example:99999"], Err(Refused::BadHost)),
+            ("/", &["a.example:0"], Err(Refused::BadHost)),
+            ("http://a.example:65535/", &[], Ok("a.example:65535")),
         ];
         for (target, hosts, expected) in cases {
             assert_eq!(

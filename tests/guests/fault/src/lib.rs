@@ -9,6 +9,9 @@
 //! - `/sleep/<ms>`     waits, then 200 `slept <ms> ms`
 //! - `/echo`           streams the request body back
 //! - `/print`          writes to stdout and stderr, then 200
+//! - `/trailers`       200 `body`, then trailers `content-length`, `te`,
+//!                     `authorization` (none of which a trailer may carry)
+//!                     and `x-checksum`
 //! - `/spam/<n>/<len>` prints `n` lines to stdout, each a terminal escape, a
 //!                     carriage return and `len` `x`s, then 200
 //! - `/sandbox`        reports what the sandbox grants: env, preopens, outbound HTTP
@@ -151,6 +154,25 @@ impl wasi::exports::http::incoming_handler::Guest for Fault {
                 Ok(()) => respond(out, 200, b"linked\n"),
                 Err(error) => respond(out, 403, format!("{error:?}\n").as_bytes()),
             },
+            "/trailers" => {
+                let response = OutgoingResponse::new(Fields::new());
+                let body = response.body().unwrap();
+                ResponseOutparam::set(out, Ok(response));
+                let stream = body.write().unwrap();
+                stream.blocking_write_and_flush(b"body").unwrap();
+                drop(stream);
+                let trailers = Fields::new();
+                for (name, value) in [
+                    ("content-length", "99"),
+                    ("te", "trailers"),
+                    ("authorization", "Basic eDp5"),
+                    ("x-checksum", "abc"),
+                ] {
+                    let set = trailers.append(&name.to_string(), &value.as_bytes().to_vec());
+                    println!("trailer {name}: {set:?}");
+                }
+                OutgoingBody::finish(body, Some(trailers)).unwrap();
+            }
             _ if route.starts_with("/spam/") => {
                 let mut parts = route["/spam/".len()..].split('/').map(str::parse::<usize>);
                 match (parts.next(), parts.next()) {
