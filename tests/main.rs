@@ -18,6 +18,7 @@ mod graft;
 mod grants;
 mod heads;
 mod http2;
+mod kubernetes;
 mod limits;
 mod netns;
 mod new;
