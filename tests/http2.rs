@@ -211,3 +211,75 @@ fn a_guests_forbidden_trailers_are_dropped_and_the_others_arrive() {
         server.log()
     );
 }
+
+fn within(what: &str, waited: Duration, value: Duration) {
+    assert!(
+        waited + Duration::from_millis(50) >= value && waited <= value + Duration::from_secs(2),
+        "{what}: {waited:?} for a timeout of {value:?}"
+    );
+}
+
+/// Over HTTP/2, each timeout fires at its value, a stalled stream's beside
+/// a live one: the first request's head, a request body, the guest's, and
+/// keep-alive.
+#[test]
+fn every_timeout_fires_at_its_value_over_http2() {
+    let server = fault_server(&[
+        "--header-timeout",
+        "2s",
+        "--body-timeout",
+        "2s",
+        "--keep-alive-timeout",
+        "2s",
+        "--timeout",
+        "3s",
+    ]);
+    let addr = server.addresses(1)[0];
+    let two = Duration::from_secs(2);
+
+    // The preface and nothing more: no request head ever comes.
+    let mut preface = std::net::TcpStream::connect(addr).unwrap();
+    std::io::Write::write_all(&mut preface, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+    preface
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let start = std::time::Instant::now();
+    let mut sink = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut preface, &mut sink);
+    within("header", start.elapsed(), two);
+
+    runtime().block_on(async {
+        let (client, connection) = connect(addr, 65_535).await;
+        // A stream whose body stalls and one whose guest is slow, beside
+        // streams that are answered meanwhile.
+        let mut client = client.ready().await.unwrap();
+        let stalled = http::Request::post("http://test/read-body")
+            .header("content-length", "1000")
+            .body(())
+            .unwrap();
+        let start = std::time::Instant::now();
+        let (stalled, _body) = client.send_request(stalled, false).unwrap();
+        let mut client = client.ready().await.unwrap();
+        let (slow, _) = client
+            .send_request(get_request("/sleep/10000"), true)
+            .unwrap();
+        for _ in 0..3 {
+            let mut live = client.clone().ready().await.unwrap();
+            let (response, _) = live.send_request(get_request("/"), true).unwrap();
+            assert_eq!(response.await.unwrap().status(), 200);
+        }
+        let stalled = stalled.await.unwrap();
+        assert_eq!(stalled.status(), 408);
+        within("body", start.elapsed(), two);
+        let slow = slow.await.unwrap();
+        assert_eq!(slow.status(), 504);
+        within("guest", start.elapsed(), Duration::from_secs(3));
+        // Nothing runs now: the connection is closed after keep-alive.
+        let idle = std::time::Instant::now();
+        drop(client);
+        drop(_body);
+        let ended = tokio::time::timeout(Duration::from_secs(30), connection).await;
+        assert!(ended.is_ok(), "the idle connection was not closed");
+        within("keep-alive", idle.elapsed(), two);
+    });
+}

@@ -466,3 +466,143 @@ fn a_failed_handshake_or_plain_http_costs_only_that_connection() {
     let (reply, _) = rust_get(&pki, server.addr, "localhost", "/").unwrap();
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
 }
+
+/// A TLS connection to `addr` from a client trusting the test CA, its
+/// handshake done.
+fn tls_connect(pki: &Pki, addr: SocketAddr) -> StreamOwned<ClientConnection, TcpStream> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(pki.roots())
+        .with_no_client_auth();
+    let name = ServerName::try_from("localhost".to_string()).unwrap();
+    let connection = ClientConnection::new(Arc::new(config), name).unwrap();
+    let socket = TcpStream::connect(addr).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut tls = StreamOwned::new(connection, socket);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock).unwrap();
+    }
+    tls
+}
+
+/// Reads from `stream` until it closes or a response head is in; how long
+/// that took and what came.
+fn until_answer_or_close(stream: &mut impl Read) -> (Duration, String) {
+    let start = Instant::now();
+    let mut sent = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => {
+                sent.extend_from_slice(&buffer[..n]);
+                let text = String::from_utf8_lossy(&sent);
+                // A head, or a whole chunked body when one was asked for.
+                if text.contains("\r\n\r\n") && !text.contains("200 OK")
+                    || text.ends_with("\r\n0\r\n\r\n")
+                {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    (start.elapsed(), String::from_utf8_lossy(&sent).into_owned())
+}
+
+fn within(what: &str, waited: Duration, value: Duration) {
+    assert!(
+        waited + Duration::from_millis(50) >= value && waited <= value + Duration::from_secs(2),
+        "{what}: {waited:?} for a timeout of {value:?}"
+    );
+}
+
+/// Over TLS, each timeout fires at its value: the header (a head begun and
+/// not finished, and a connection that never starts its handshake), the
+/// request body, sending, keep-alive and the guest's.
+#[test]
+fn every_timeout_fires_at_its_value_over_tls() {
+    let pki = Pki::new();
+    let leaf = pki.leaf("localhost", &["localhost", "127.0.0.1"]);
+    let server = tls_server(
+        &leaf,
+        &[
+            "--header-timeout",
+            "2s",
+            "--body-timeout",
+            "2s",
+            "--send-timeout",
+            "2s",
+            "--keep-alive-timeout",
+            "2s",
+            // Apart from the body's, so that each is told from the other.
+            "--timeout",
+            "3s",
+        ],
+    );
+    let two = Duration::from_secs(2);
+    let addr = server.addr;
+
+    let mut silent = TcpStream::connect(addr).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let (waited, _) = until_answer_or_close(&mut silent);
+    within("no handshake", waited, two);
+
+    let mut partial = tls_connect(&pki, addr);
+    partial
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n")
+        .unwrap();
+    let (waited, sent) = until_answer_or_close(&mut partial);
+    assert!(sent.is_empty(), "{sent}");
+    within("header", waited, two);
+
+    let mut idle = tls_connect(&pki, addr);
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let (_, sent) = until_answer_or_close(&mut idle);
+    assert!(sent.starts_with("HTTP/1.1 200"), "{sent}");
+    let (waited, sent) = until_answer_or_close(&mut idle);
+    assert!(sent.is_empty(), "{sent}");
+    within("keep-alive", waited, two);
+
+    for length in [1000, 1_000_000] {
+        let mut body = tls_connect(&pki, addr);
+        write!(
+            body,
+            "POST /read-body HTTP/1.1\r\nHost: localhost\r\nContent-Length: {length}\r\n\r\n"
+        )
+        .unwrap();
+        let (waited, sent) = until_answer_or_close(&mut body);
+        assert!(sent.starts_with("HTTP/1.1 408"), "{length}: {sent}");
+        within("body", waited, two);
+    }
+
+    let mut slow_guest = tls_connect(&pki, addr);
+    slow_guest
+        .write_all(b"GET /sleep/10000 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let (waited, sent) = until_answer_or_close(&mut slow_guest);
+    assert!(sent.starts_with("HTTP/1.1 504"), "{sent}");
+    within("guest", waited, Duration::from_secs(3));
+
+    let mut not_reading = tls_connect(&pki, addr);
+    let start = Instant::now();
+    not_reading
+        .write_all(b"GET /big/200 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    assert!(
+        server.wait_for_log(
+            "took nothing of its response for 2s",
+            Duration::from_secs(30)
+        ),
+        "{}",
+        server.log()
+    );
+    within("send", start.elapsed(), two);
+}
