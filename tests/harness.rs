@@ -735,6 +735,33 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Reads `stream` until the server closes it (or resets it, or the
+/// stream's read timeout passes) or a response head has come, a whole
+/// chunked body for a 200: how long that took, and what came.
+pub fn until_answer_or_close(stream: &mut impl std::io::Read) -> (Duration, String) {
+    let start = Instant::now();
+    let mut sent = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while let Ok(n @ 1..) = stream.read(&mut buffer) {
+        sent.extend_from_slice(&buffer[..n]);
+        let text = String::from_utf8_lossy(&sent);
+        let head = text.contains("\r\n\r\n") && !text.starts_with("HTTP/1.1 200");
+        if head || text.ends_with("\r\n0\r\n\r\n") {
+            break;
+        }
+    }
+    (start.elapsed(), String::from_utf8_lossy(&sent).into_owned())
+}
+
+/// Asserts that a timeout of `value` fired after `waited`: at its value,
+/// within 2 s past it.
+pub fn assert_fires_at(what: &str, waited: Duration, value: Duration) {
+    assert!(
+        waited + Duration::from_millis(50) >= value && waited <= value + Duration::from_secs(2),
+        "{what}: {waited:?} for a timeout of {value:?}"
+    );
+}
+
 /// A `wasmhost.toml` holding `text` in a directory of its own: the
 /// directory (removed on drop) and the file's path.
 pub fn config_file(text: &str) -> (tempfile::TempDir, String) {

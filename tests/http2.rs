@@ -8,7 +8,7 @@ use crate::WASMHOST;
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::time::Duration;
-use wasmhost_tests::{Guest, Server, get, guest};
+use wasmhost_tests::{Guest, Server, assert_fires_at, get, guest};
 
 fn fault_server(flags: &[&str]) -> Server {
     let mut args = vec![guest(Guest::Fault).to_str().unwrap()];
@@ -212,13 +212,6 @@ fn a_guests_forbidden_trailers_are_dropped_and_the_others_arrive() {
     );
 }
 
-fn within(what: &str, waited: Duration, value: Duration) {
-    assert!(
-        waited + Duration::from_millis(50) >= value && waited <= value + Duration::from_secs(2),
-        "{what}: {waited:?} for a timeout of {value:?}"
-    );
-}
-
 /// Over HTTP/2, each timeout fires at its value, a stalled stream's beside
 /// a live one: the first request's head, a request body, the guest's, and
 /// keep-alive.
@@ -246,7 +239,7 @@ fn every_timeout_fires_at_its_value_over_http2() {
     let start = std::time::Instant::now();
     let mut sink = Vec::new();
     let _ = std::io::Read::read_to_end(&mut preface, &mut sink);
-    within("header", start.elapsed(), two);
+    assert_fires_at("header", start.elapsed(), two);
 
     runtime().block_on(async {
         let (client, connection) = connect(addr, 65_535).await;
@@ -270,16 +263,16 @@ fn every_timeout_fires_at_its_value_over_http2() {
         }
         let stalled = stalled.await.unwrap();
         assert_eq!(stalled.status(), 408);
-        within("body", start.elapsed(), two);
+        assert_fires_at("body", start.elapsed(), two);
         let slow = slow.await.unwrap();
         assert_eq!(slow.status(), 504);
-        within("guest", start.elapsed(), Duration::from_secs(3));
+        assert_fires_at("guest", start.elapsed(), Duration::from_secs(3));
         // Nothing runs now: the connection is closed after keep-alive.
         let idle = std::time::Instant::now();
         drop(client);
         drop(_body);
         let ended = tokio::time::timeout(Duration::from_secs(30), connection).await;
         assert!(ended.is_ok(), "the idle connection was not closed");
-        within("keep-alive", idle.elapsed(), two);
+        assert_fires_at("keep-alive", idle.elapsed(), two);
     });
 }

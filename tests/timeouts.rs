@@ -7,7 +7,7 @@ use crate::WASMHOST;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
-use wasmhost_tests::{Guest, Server, get, guest, socket2};
+use wasmhost_tests::{Guest, Server, assert_fires_at, get, guest, socket2, until_answer_or_close};
 
 fn fault_server(flags: &[&str]) -> Server {
     let mut args = vec![guest(Guest::Fault).to_str().unwrap()];
@@ -199,37 +199,6 @@ fn the_default_send_timeout_fires_at_30_s() {
     );
 }
 
-/// How long until the server closes `stream` or answers on it; what it
-/// sent. Waits up to `limit`.
-fn time_to_answer(stream: &mut TcpStream, limit: Duration) -> (Duration, String) {
-    let start = Instant::now();
-    stream.set_read_timeout(Some(limit)).unwrap();
-    let mut sent = Vec::new();
-    let mut buffer = [0u8; 4096];
-    loop {
-        match stream.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(n) => {
-                sent.extend_from_slice(&buffer[..n]);
-                if sent.windows(4).any(|w| w == b"\r\n\r\n") {
-                    break;
-                }
-            }
-            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => break,
-            Err(error) => panic!("nothing within {limit:?}: {error}"),
-        }
-    }
-    (start.elapsed(), String::from_utf8_lossy(&sent).into_owned())
-}
-
-/// Asserts that `waited` is `value` to `value` + 2 s.
-fn at_its_value(what: &str, waited: Duration, value: Duration) {
-    assert!(
-        waited + Duration::from_millis(50) >= value && waited <= value + Duration::from_secs(2),
-        "{what}: {waited:?} for a timeout of {value:?}"
-    );
-}
-
 /// Every timeout at its default, over HTTP/1.1, all at once on one server:
 /// the header (30 s), the request body (30 s, read ahead and streamed),
 /// sending (30 s), keep-alive (75 s) and the guest's (60 s).
@@ -240,13 +209,23 @@ fn every_timeout_fires_at_its_default() {
     let header = std::thread::spawn(move || {
         let mut stream = TcpStream::connect(addr).unwrap();
         stream.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n").unwrap();
-        time_to_answer(&mut stream, Duration::from_secs(90))
+        {
+            stream
+                .set_read_timeout(Some(Duration::from_secs(90)))
+                .unwrap();
+            until_answer_or_close(&mut stream)
+        }
     });
     let keep_alive = std::thread::spawn(move || {
         let mut stream = TcpStream::connect(addr).unwrap();
         stream.write_all(GET).unwrap();
         assert!(read_chunked_reply(&mut stream).starts_with("HTTP/1.1 200"));
-        time_to_answer(&mut stream, Duration::from_secs(90))
+        {
+            stream
+                .set_read_timeout(Some(Duration::from_secs(90)))
+                .unwrap();
+            until_answer_or_close(&mut stream)
+        }
     });
     let body = |length: usize| {
         std::thread::spawn(move || {
@@ -259,7 +238,12 @@ fn every_timeout_fires_at_its_default() {
                     .as_bytes(),
                 )
                 .unwrap();
-            time_to_answer(&mut stream, Duration::from_secs(90))
+            {
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(90)))
+                    .unwrap();
+                until_answer_or_close(&mut stream)
+            }
         })
     };
     let (small_body, large_body) = (body(1000), body(1_000_000));
@@ -268,25 +252,30 @@ fn every_timeout_fires_at_its_default() {
         stream
             .write_all(b"GET /sleep/100000 HTTP/1.1\r\nHost: t\r\n\r\n")
             .unwrap();
-        time_to_answer(&mut stream, Duration::from_secs(90))
+        {
+            stream
+                .set_read_timeout(Some(Duration::from_secs(90)))
+                .unwrap();
+            until_answer_or_close(&mut stream)
+        }
     });
     let start = Instant::now();
     let _stalled = stop_reading(&server, "/big/200", 1);
     let send = send_timeouts(&server, "30s", 1, start);
-    at_its_value("send", send, Duration::from_secs(30));
+    assert_fires_at("send", send, Duration::from_secs(30));
 
     let (waited, sent) = header.join().unwrap();
     assert!(sent.is_empty(), "{sent}");
-    at_its_value("header", waited, Duration::from_secs(30));
+    assert_fires_at("header", waited, Duration::from_secs(30));
     for (what, thread) in [("small body", small_body), ("large body", large_body)] {
         let (waited, sent) = thread.join().unwrap();
         assert!(sent.starts_with("HTTP/1.1 408"), "{what}: {sent}");
-        at_its_value(what, waited, Duration::from_secs(30));
+        assert_fires_at(what, waited, Duration::from_secs(30));
     }
     let (waited, sent) = guest.join().unwrap();
     assert!(sent.starts_with("HTTP/1.1 504"), "{sent}");
-    at_its_value("guest", waited, Duration::from_secs(60));
+    assert_fires_at("guest", waited, Duration::from_secs(60));
     let (waited, sent) = keep_alive.join().unwrap();
     assert!(sent.is_empty(), "{sent}");
-    at_its_value("keep-alive", waited, Duration::from_secs(75));
+    assert_fires_at("keep-alive", waited, Duration::from_secs(75));
 }

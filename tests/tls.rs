@@ -16,7 +16,7 @@ use wasmhost_tests::rcgen::{
 use wasmhost_tests::rustls::pki_types::{CertificateDer, ServerName};
 use wasmhost_tests::rustls::{self, ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use wasmhost_tests::tempfile::TempDir;
-use wasmhost_tests::{Guest, Server, guest, run_to_exit};
+use wasmhost_tests::{Guest, Server, assert_fires_at, guest, run_to_exit, until_answer_or_close};
 
 /// A CA and the files the tests give wasmhost.
 struct Pki {
@@ -489,38 +489,6 @@ fn tls_connect(pki: &Pki, addr: SocketAddr) -> StreamOwned<ClientConnection, Tcp
     tls
 }
 
-/// Reads from `stream` until it closes or a response head is in; how long
-/// that took and what came.
-fn until_answer_or_close(stream: &mut impl Read) -> (Duration, String) {
-    let start = Instant::now();
-    let mut sent = Vec::new();
-    let mut buffer = [0u8; 4096];
-    loop {
-        match stream.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(n) => {
-                sent.extend_from_slice(&buffer[..n]);
-                let text = String::from_utf8_lossy(&sent);
-                // A head, or a whole chunked body when one was asked for.
-                if text.contains("\r\n\r\n") && !text.contains("200 OK")
-                    || text.ends_with("\r\n0\r\n\r\n")
-                {
-                    break;
-                }
-            }
-            Err(_) => break,
-        }
-    }
-    (start.elapsed(), String::from_utf8_lossy(&sent).into_owned())
-}
-
-fn within(what: &str, waited: Duration, value: Duration) {
-    assert!(
-        waited + Duration::from_millis(50) >= value && waited <= value + Duration::from_secs(2),
-        "{what}: {waited:?} for a timeout of {value:?}"
-    );
-}
-
 /// Over TLS, each timeout fires at its value: the header (a head begun and
 /// not finished, and a connection that never starts its handshake), the
 /// request body, sending, keep-alive and the guest's.
@@ -552,7 +520,7 @@ fn every_timeout_fires_at_its_value_over_tls() {
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
     let (waited, _) = until_answer_or_close(&mut silent);
-    within("no handshake", waited, two);
+    assert_fires_at("no handshake", waited, two);
 
     let mut partial = tls_connect(&pki, addr);
     partial
@@ -560,7 +528,7 @@ fn every_timeout_fires_at_its_value_over_tls() {
         .unwrap();
     let (waited, sent) = until_answer_or_close(&mut partial);
     assert!(sent.is_empty(), "{sent}");
-    within("header", waited, two);
+    assert_fires_at("header", waited, two);
 
     let mut idle = tls_connect(&pki, addr);
     idle.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
@@ -569,7 +537,7 @@ fn every_timeout_fires_at_its_value_over_tls() {
     assert!(sent.starts_with("HTTP/1.1 200"), "{sent}");
     let (waited, sent) = until_answer_or_close(&mut idle);
     assert!(sent.is_empty(), "{sent}");
-    within("keep-alive", waited, two);
+    assert_fires_at("keep-alive", waited, two);
 
     for length in [1000, 1_000_000] {
         let mut body = tls_connect(&pki, addr);
@@ -580,7 +548,7 @@ fn every_timeout_fires_at_its_value_over_tls() {
         .unwrap();
         let (waited, sent) = until_answer_or_close(&mut body);
         assert!(sent.starts_with("HTTP/1.1 408"), "{length}: {sent}");
-        within("body", waited, two);
+        assert_fires_at("body", waited, two);
     }
 
     let mut slow_guest = tls_connect(&pki, addr);
@@ -589,7 +557,7 @@ fn every_timeout_fires_at_its_value_over_tls() {
         .unwrap();
     let (waited, sent) = until_answer_or_close(&mut slow_guest);
     assert!(sent.starts_with("HTTP/1.1 504"), "{sent}");
-    within("guest", waited, Duration::from_secs(3));
+    assert_fires_at("guest", waited, Duration::from_secs(3));
 
     let mut not_reading = tls_connect(&pki, addr);
     let start = Instant::now();
@@ -604,5 +572,5 @@ fn every_timeout_fires_at_its_value_over_tls() {
         "{}",
         server.log()
     );
-    within("send", start.elapsed(), two);
+    assert_fires_at("send", start.elapsed(), two);
 }

@@ -13,7 +13,8 @@
 //!              access-log record (access_log), a failed build's page under
 //!              `wasmhost dev` (dev_errors), Connection: close when
 //!              shutting down
-//! handler      body-size check, a place to run (admission), an instance
+//! handler      body-size check, a place to run (admission, which also
+//!              bounds what one client address holds of an app), an instance
 //!              (instances), the guest's call, its faults as statuses; request
 //!              and response bodies cross the host through `bodies`; a WASI
 //!              0.3 guest's request goes through `p3_request` instead, which
@@ -26,7 +27,9 @@
 //! ```
 //!
 //! Beside the path: `app` loads a component (read, validate, compile with an
-//! engine from `engine`, through the `compile_cache`); `reload` watches the
+//! engine from `engine`, through the `compile_cache`, link with `linker`,
+//! which puts wasmhost's checks in front of some of wasmtime-wasi's host
+//! functions); `reload` watches the
 //! files and swaps new versions into the route table; `config` turns flags
 //! and `wasmhost.toml` into one validated `Config`, plain data that the
 //! runtime reads (`paths` holds the URL segment rules it shares with the
@@ -44,7 +47,7 @@
 //! `log_rate` bounds the log lines a client can trigger, and `allocator`
 //! holds the allocator and hands freed memory back from idle threads.
 //! What a guest may reach outside: `granted_dirs` (its directories, opened
-//! once per load), `egress` (its grants of hosts, checked at run time), `outbound` (its HTTP requests) over `upstream_pool` and
+//! once per load), `descriptors` (the files and sockets it may hold open), `egress` (its grants of hosts, checked at run time), `outbound` (its HTTP requests) over `upstream_pool` and
 //! `upstream` (connections), and `sockets` (wasi:sockets TCP).
 //!
 //! [`server::run`] is the entry point for an embedder or a test: listeners,

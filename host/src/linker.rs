@@ -5,12 +5,14 @@
 //! sockets it opens (`descriptors`). Each shadow checks, then calls
 //! wasmtime-wasi's own implementation.
 
+use crate::descriptors::Held;
 use crate::engine::World;
 use crate::sandbox::Sandbox;
 use anyhow::Result;
 use std::sync::Arc;
-use wasmtime::component::{Accessor, Linker, Resource};
+use wasmtime::component::{Accessor, Linker, Resource, ResourceTable};
 use wasmtime::{Engine, StoreContextMut};
+use wasmtime_wasi::TrappableError;
 use wasmtime_wasi::filesystem::{Descriptor as HostDescriptor, WasiFilesystem, WasiFilesystemView};
 use wasmtime_wasi::p2::bindings::sockets::ip_name_lookup::{Host as _, ResolveAddressStream};
 use wasmtime_wasi::p2::bindings::sockets::network::{ErrorCode, Network};
@@ -122,11 +124,40 @@ const TCP_CREATE_SOCKET: &str = "wasi:sockets/tcp-create-socket@0.2.12";
 /// The 0.3 one.
 const P3_SOCKET_TYPES: &str = "wasi:sockets/types@0.3.0";
 
-/// The shared handle behind a file or directory a guest has open.
-fn shared_handle(descriptor: &HostDescriptor) -> std::sync::Weak<std::fs::File> {
-    match descriptor {
+/// Records a file or directory the guest opened by the shared handle
+/// behind it, which its streams hold too.
+fn keep_file(
+    held: &mut Held,
+    table: &ResourceTable,
+    opened: &Resource<HostDescriptor>,
+) -> wasmtime::Result<()> {
+    held.opened_file(match table.get(opened)? {
         HostDescriptor::File(file) => Arc::downgrade(&file.file),
         HostDescriptor::Dir(dir) => Arc::downgrade(&dir.dir),
+    });
+    Ok(())
+}
+
+/// An open's outcome, settled with the instance's bound: the place
+/// reserved for it is kept for what opened (`keep` records it), or given
+/// back on an error, which goes to the guest as its interface's code.
+fn settle<T, E>(
+    (held, table): (&mut Held, &ResourceTable),
+    opened: Result<T, TrappableError<E>>,
+    keep: impl FnOnce(&mut Held, &ResourceTable, &T) -> wasmtime::Result<()>,
+) -> wasmtime::Result<(Result<T, E>,)>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    match opened {
+        Ok(opened) => {
+            keep(held, table, &opened)?;
+            Ok((Ok(opened),))
+        }
+        Err(error) => {
+            held.release();
+            Ok((Err(error.downcast()?),))
+        }
     }
 }
 
@@ -160,17 +191,7 @@ fn bound_p2_descriptors(linker: &mut Linker<Sandbox>) -> Result<()> {
                 }
                 let mut view = store.data_mut().filesystem();
                 let opened = view.open_at(fd, path_flags, path, open_flags, flags).await;
-                let (held, table) = store.data_mut().descriptors();
-                match opened {
-                    Ok(opened) => {
-                        held.opened_file(shared_handle(table.get(&opened)?));
-                        Ok((Ok(opened),))
-                    }
-                    Err(error) => {
-                        held.release();
-                        Ok((Err(error.downcast()?),))
-                    }
-                }
+                settle(store.data_mut().descriptors(), opened, keep_file)
             })
         },
     )?;
@@ -184,17 +205,14 @@ fn bound_p2_descriptors(linker: &mut Linker<Sandbox>) -> Result<()> {
                 return Ok((Err(ErrorCode::NewSocketLimit),));
             }
             let created = store.data_mut().sockets().create_tcp_socket(family);
-            let (held, _) = store.data_mut().descriptors();
-            match created {
-                Ok(socket) => {
-                    held.opened_p2_socket(&socket);
-                    Ok((Ok(socket),))
-                }
-                Err(error) => {
-                    held.release();
-                    Ok((Err(error.downcast()?),))
-                }
-            }
+            settle(
+                store.data_mut().descriptors(),
+                created,
+                |held, _, socket| {
+                    held.opened_p2_socket(socket);
+                    Ok(())
+                },
+            )
         },
     )?;
     linker.allow_shadowing(false);
@@ -235,19 +253,7 @@ fn bound_p3_descriptors(linker: &mut Linker<Sandbox>) -> Result<()> {
                 let opened =
                     WasiFilesystem::open_at(&filesystem, fd, path_flags, path, open_flags, flags)
                         .await;
-                store.with(|mut access| {
-                    let (held, table) = access.get().descriptors();
-                    match opened {
-                        Ok(opened) => {
-                            held.opened_file(shared_handle(table.get(&opened)?));
-                            Ok((Ok(opened),))
-                        }
-                        Err(error) => {
-                            held.release();
-                            Ok((Err(error.downcast()?),))
-                        }
-                    }
-                })
+                store.with(|mut access| settle(access.get().descriptors(), opened, keep_file))
             })
         },
     )?;
@@ -261,17 +267,14 @@ fn bound_p3_descriptors(linker: &mut Linker<Sandbox>) -> Result<()> {
                 return Ok((Err(SocketErrorCode::Other(None)),));
             }
             let created = store.data_mut().sockets().create(family);
-            let (held, _) = store.data_mut().descriptors();
-            match created {
-                Ok(socket) => {
-                    held.opened_p3_socket(&socket);
-                    Ok((Ok(socket),))
-                }
-                Err(error) => {
-                    held.release();
-                    Ok((Err(error.downcast()?),))
-                }
-            }
+            settle(
+                store.data_mut().descriptors(),
+                created,
+                |held, _, socket| {
+                    held.opened_p3_socket(socket);
+                    Ok(())
+                },
+            )
         },
     )?;
     linker.allow_shadowing(false);
