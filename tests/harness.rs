@@ -70,6 +70,7 @@ pub enum Guest {
     PythonFlask,
     /// tests/guests/wsgi-bottle: a Bottle app through the same bridge.
     WsgiBottle,
+    WsgiPyramid,
     /// guest-examples/rust-demo: the demo app in Rust (the `wasi` crate).
     RustDemo,
     /// guest-examples/python-demo: the demo app in Python (componentize-py).
@@ -96,6 +97,7 @@ pub fn guest(guest: Guest) -> &'static Path {
     static PYTHON_WSGI: OnceLock<PathBuf> = OnceLock::new();
     static PYTHON_FLASK: OnceLock<PathBuf> = OnceLock::new();
     static WSGI_BOTTLE: OnceLock<PathBuf> = OnceLock::new();
+    static WSGI_PYRAMID: OnceLock<PathBuf> = OnceLock::new();
     static FAULT: OnceLock<PathBuf> = OnceLock::new();
     static COMMAND: OnceLock<PathBuf> = OnceLock::new();
     static REDIS_COUNTER: OnceLock<PathBuf> = OnceLock::new();
@@ -153,6 +155,15 @@ pub fn guest(guest: Guest) -> &'static Path {
         Guest::WsgiBottle => WSGI_BOTTLE.get_or_init(|| {
             let args = ["app:app", "-r", "requirements.txt"];
             wsgi_bridge(&root, "tests/guests/wsgi-bottle", &args, "wsgi-bottle.wasm")
+        }),
+        Guest::WsgiPyramid => WSGI_PYRAMID.get_or_init(|| {
+            let args = ["app:app", "-r", "requirements.txt"];
+            wsgi_bridge(
+                &root,
+                "tests/guests/wsgi-pyramid",
+                &args,
+                "wsgi-pyramid.wasm",
+            )
         }),
         Guest::RustDemo => RUST_DEMO.get_or_init(|| {
             cargo_wasm(

@@ -75,7 +75,7 @@ const PYTHON: Files = &[
 
 /// The WSGI app and, beside it, the bridge that builds it, so the project
 /// builds with `python3 -m wasmhost_wsgi` and nothing else to install but
-/// componentize-py.
+/// componentize-py (and uv, once `requirements.txt` names a dependency).
 const PYTHON_WSGI: Files = &[
     (
         "wsgi.py",

@@ -242,7 +242,11 @@ class Exchange:
         headers = {}
         for name, value in entries:
             value = value.decode("latin-1")
-            headers[name] = f"{headers[name]},{value}" if name in headers else value
+            if name in headers:
+                # HTTP/2 sends each cookie as a field of its own; they are
+                # one header again joined with "; " (RFC 9113 §8.2.3).
+                value = headers[name] + ("; " if name == "cookie" else ",") + value
+            headers[name] = value
         method = self.request.method()
         path, _, query = (self.request.path_with_query() or "/").partition("?")
         scheme = self.request.scheme()

@@ -12,6 +12,14 @@ ENTRY = '''\
 # componentize-py bundles what is imported when it builds: codecs found by
 # name at run time (the IDNA one, for Host names) are imported here.
 import encodings.idna  # noqa: F401
+import os
+
+# WASI has no users. Libraries that ask (platformdirs, which setuptools'
+# pkg_resources imports, so Pyramid) get "nobody" instead of an ImportError.
+for _name in ("getuid", "geteuid", "getgid", "getegid"):
+    if not hasattr(os, _name):
+        setattr(os, _name, lambda: 65534)
+
 import wasmhost_wsgi_bridge
 from {module} import {callable} as application
 
@@ -24,24 +32,50 @@ def fail(message):
     sys.exit(1)
 
 
+# The CPython inside the component (componentize-py 0.25.1 embeds 3.14):
+# dependencies resolve for it, not for the Python running this script, so
+# that environment markers (`legacy-cgi; python_version >= "3.13"`) and
+# Requires-Python follow the guest. pip evaluates markers for the Python it
+# runs on whatever `--python-version` says; uv resolves for the target.
+GUEST_PYTHON = "3.14"
+# Pure-Python wheels, and CPython 3.14 ones for Linux, whose pure-Python
+# fallbacks are kept once their native modules are gone.
+GUEST_PLATFORM = "x86_64-manylinux_2_17"
+
+
+def warn(message):
+    print(f"wasmhost-wsgi: warning: {message}", file=sys.stderr)
+
+
 def vendor(requirements, into):
-    """Installs the requirements' wheels into `into`. A component cannot load
-    native extension modules: they are dropped where the package falls back
-    to pure Python without them (MarkupSafe's speedups), else refused."""
+    """Installs the requirements' wheels, resolved for the guest's Python,
+    into `into`. A component cannot load native extension modules: they are
+    dropped, and so is a package that cannot be imported without them (a
+    tool deep in the dependency tree that the app may never import). The
+    names of those are returned: if the app imports one, the build says so.
+    """
     if not requirements.is_file():
         fail(f"{requirements}: no such file")
-    pip = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-compile", "--target", str(into),
-         "--only-binary", ":all:", "-r", str(requirements)],
+    lines = (line.split("#")[0].strip() for line in requirements.read_text().splitlines())
+    if not any(lines):
+        return []
+    uv = [sys.executable, "-m", "uv"]
+    if subprocess.run([*uv, "--version"], capture_output=True).returncode != 0:
+        fail(f"{requirements}: resolving it for the component's Python {GUEST_PYTHON} needs uv; "
+             f"install it with: {Path(sys.executable).name} -m pip install uv")
+    installed = subprocess.run(
+        [*uv, "pip", "install", "--quiet", "--target", str(into), "--python-version", GUEST_PYTHON,
+         "--python-platform", GUEST_PLATFORM, "--only-binary", ":all:", "-r", str(requirements)],
         capture_output=True, text=True)
-    if pip.returncode != 0:
-        last = (pip.stderr.strip().splitlines() or ["(no output)"])[-1]
-        fail(f"{requirements}: pip could not install it: {last}")
+    if installed.returncode != 0:
+        said = [line for line in installed.stderr.strip().splitlines() if line.strip()]
+        fail(f"{requirements}: no wheels for Python {GUEST_PYTHON}: "
+             f"{' '.join(line.strip() for line in said[-3:]) or '(no output)'}")
     native = {}
     for path in into.rglob("*"):
         if path.suffix in (".so", ".pyd"):
             native.setdefault(path.relative_to(into).parts[0], []).append(path)
-    refused = []
+    dropped = []
     for package, files in sorted(native.items()):
         for file in files:
             file.unlink()
@@ -50,11 +84,20 @@ def vendor(requirements, into):
             [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(into)!r}); import {name}"],
             capture_output=True, text=True)
         if probe.returncode != 0:
-            refused.append(name)
-    if refused:
-        verb = "needs" if len(refused) == 1 else "need"
-        fail(f"{requirements}: {', '.join(refused)} {verb} native extension modules, which a "
-             "component cannot load; use a pure-Python release or drop the dependency")
+            shutil.rmtree(into / package, ignore_errors=True)
+            dropped.append(name)
+            warn(f"{requirements}: dropped {name}: it needs native extension modules, which a "
+                 "component cannot load; the app fails to build if it imports it")
+    return dropped
+
+
+def needed_native(error, dropped):
+    """The dropped package a failed build could not import, if that is why
+    it failed."""
+    for name in dropped:
+        if f"No module named '{name}'" in error or f"No module named '{name}." in error:
+            return name
+    return None
 
 
 def build(args):
@@ -74,9 +117,10 @@ def build(args):
             ENTRY.format(module=module, callable=callable_name))
         shutil.copy(HERE / "bridge.py", work / "wasmhost_wsgi_bridge.py")
         paths = [work, source]
+        dropped = []
         if args.requirements:
             vendored = work / "vendor"
-            vendor(Path(args.requirements).resolve(), vendored)
+            dropped = vendor(Path(args.requirements).resolve(), vendored)
             paths.append(vendored)
         command = ["componentize-py", "-d", str(wit), "-w", "app", "componentize"]
         for path in paths:
@@ -84,7 +128,12 @@ def build(args):
         command += ["wasmhost_wsgi_entry", "-o", str(output)]
         built = subprocess.run(command, capture_output=True, text=True)
         if built.returncode != 0:
-            fail(f"componentize-py failed:\n{built.stderr.strip() or built.stdout.strip()}")
+            said = built.stderr.strip() or built.stdout.strip()
+            native = needed_native(said, dropped)
+            if native:
+                fail(f"the app imports {native}, which needs native extension modules that a "
+                     "component cannot load; use a pure-Python release or drop the dependency")
+            fail(f"componentize-py failed:\n{said}")
     print(f"built {output} ({output.stat().st_size // 1024} KiB); serve it with: wasmhost serve {output}")
 
 

@@ -30,6 +30,15 @@ def redirect():
     bottle.redirect("hello/redirected")
 
 
+@app.get("/cookies")
+def cookies():
+    return {
+        "cookie": bottle.request.get_header("Cookie"),
+        "cookies": dict(bottle.request.cookies),
+        "x-many": bottle.request.get_header("X-Many"),
+    }
+
+
 @app.get("/weakref")
 def own_weakref():
     # The bridge gives componentize-py's bindings a lighter finalizer while
