@@ -71,6 +71,7 @@ pub enum Guest {
     /// tests/guests/wsgi-bottle: a Bottle app through the same bridge.
     WsgiBottle,
     WsgiPyramid,
+    WsgiCherryPy,
     /// guest-examples/rust-demo: the demo app in Rust (the `wasi` crate).
     RustDemo,
     /// guest-examples/python-demo: the demo app in Python (componentize-py).
@@ -98,6 +99,7 @@ pub fn guest(guest: Guest) -> &'static Path {
     static PYTHON_FLASK: OnceLock<PathBuf> = OnceLock::new();
     static WSGI_BOTTLE: OnceLock<PathBuf> = OnceLock::new();
     static WSGI_PYRAMID: OnceLock<PathBuf> = OnceLock::new();
+    static WSGI_CHERRYPY: OnceLock<PathBuf> = OnceLock::new();
     static FAULT: OnceLock<PathBuf> = OnceLock::new();
     static COMMAND: OnceLock<PathBuf> = OnceLock::new();
     static REDIS_COUNTER: OnceLock<PathBuf> = OnceLock::new();
@@ -163,6 +165,15 @@ pub fn guest(guest: Guest) -> &'static Path {
                 "tests/guests/wsgi-pyramid",
                 &args,
                 "wsgi-pyramid.wasm",
+            )
+        }),
+        Guest::WsgiCherryPy => WSGI_CHERRYPY.get_or_init(|| {
+            let args = ["app:app", "-r", "requirements.txt"];
+            wsgi_bridge(
+                &root,
+                "tests/guests/wsgi-cherrypy",
+                &args,
+                "wsgi-cherrypy.wasm",
             )
         }),
         Guest::RustDemo => RUST_DEMO.get_or_init(|| {

@@ -257,3 +257,56 @@ fn a_pyramid_app_is_served_unmodified_through_the_bridge() {
         server.log()
     );
 }
+
+/// An agent that hands back redirects and error statuses as they are.
+fn as_is() -> wasmhost_tests::ureq::Agent {
+    wasmhost_tests::ureq::Agent::config_builder()
+        .max_redirects(0)
+        .http_status_as_error(false)
+        .build()
+        .new_agent()
+}
+
+/// CherryPy 18.10, unmodified, under a mount prefix: a page, a redirect
+/// resolved against SCRIPT_NAME, a form POST, its own 404, and an exception
+/// as its 500. Before, it was refused for pydantic-core's native modules,
+/// though nothing a CherryPy app imports needs them, and answered every
+/// request 400 for the Host that wasi:http carries apart from the fields.
+#[test]
+fn a_cherrypy_app_is_served_unmodified_through_the_bridge() {
+    let cherrypy = guest(Guest::WsgiCherryPy).to_str().unwrap();
+    let server = Server::start(WASMHOST, &["--mount", &format!("/cp={cherrypy}")]);
+    assert_eq!(
+        get(&server.url("/cp/")).unwrap().body,
+        "Hello from CherryPy in a component!\n"
+    );
+    let redirect = as_is().get(&server.url("/cp/redirect")).call().unwrap();
+    assert_eq!(redirect.status().as_u16(), 303);
+    assert_eq!(
+        redirect.headers()["location"].to_str().unwrap(),
+        server.url("/cp/hello")
+    );
+    let form = as_is()
+        .post(&server.url("/cp/form"))
+        .content_type("application/x-www-form-urlencoded")
+        .send("name=ada")
+        .unwrap()
+        .into_body()
+        .read_to_string()
+        .unwrap();
+    assert_eq!(form, "posted ada\n");
+    let missing = get(&server.url("/cp/nope")).unwrap();
+    assert_eq!(missing.status, 404);
+    assert!(
+        missing.body.contains("The path '/cp/nope' was not found"),
+        "{}",
+        missing.body
+    );
+    let boom = get(&server.url("/cp/boom")).unwrap();
+    assert_eq!(boom.status, 500);
+    assert!(
+        boom.body.contains("500 Internal Server Error"),
+        "{}",
+        boom.body
+    );
+}

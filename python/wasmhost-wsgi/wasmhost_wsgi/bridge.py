@@ -280,6 +280,11 @@ class Exchange:
                 environ[key] = value
             else:
                 environ["HTTP_" + key] = value
+        # wasi:http carries the Host as the request's authority, not among
+        # its fields; frameworks read HTTP_HOST (CherryPy refuses an HTTP/1.1
+        # request without it, Django checks it against ALLOWED_HOSTS).
+        if authority:
+            environ.setdefault("HTTP_HOST", authority)
         return environ
 
     def start_response(self, status, response_headers, exc_info=None):
