@@ -72,6 +72,7 @@ pub enum Guest {
     WsgiBottle,
     WsgiPyramid,
     WsgiCherryPy,
+    WsgiLazy,
     /// guest-examples/rust-demo: the demo app in Rust (the `wasi` crate).
     RustDemo,
     /// guest-examples/python-demo: the demo app in Python (componentize-py).
@@ -100,6 +101,7 @@ pub fn guest(guest: Guest) -> &'static Path {
     static WSGI_BOTTLE: OnceLock<PathBuf> = OnceLock::new();
     static WSGI_PYRAMID: OnceLock<PathBuf> = OnceLock::new();
     static WSGI_CHERRYPY: OnceLock<PathBuf> = OnceLock::new();
+    static WSGI_LAZY: OnceLock<PathBuf> = OnceLock::new();
     static FAULT: OnceLock<PathBuf> = OnceLock::new();
     static COMMAND: OnceLock<PathBuf> = OnceLock::new();
     static REDIS_COUNTER: OnceLock<PathBuf> = OnceLock::new();
@@ -175,6 +177,10 @@ pub fn guest(guest: Guest) -> &'static Path {
                 &args,
                 "wsgi-cherrypy.wasm",
             )
+        }),
+        Guest::WsgiLazy => WSGI_LAZY.get_or_init(|| {
+            let args = ["app:application", "--include", "colorsys"];
+            wsgi_bridge(&root, "tests/guests/wsgi-lazy", &args, "wsgi-lazy.wasm")
         }),
         Guest::RustDemo => RUST_DEMO.get_or_init(|| {
             cargo_wasm(

@@ -310,3 +310,34 @@ fn a_cherrypy_app_is_served_unmodified_through_the_bridge() {
         boom.body
     );
 }
+
+/// An app that imports standard-library modules inside its handler (and so
+/// only on a request, after componentize-py has built the component) finds
+/// them all; one it imports by a name given at run time is there if common
+/// or given with `--include`, and a clear ImportError otherwise.
+#[test]
+fn modules_an_app_imports_on_a_request_are_in_the_component() {
+    let lazy = guest(Guest::WsgiLazy).to_str().unwrap();
+    let server = Server::start(WASMHOST, &["--mount", &format!("/l={lazy}")]);
+    for (path, body) in [
+        ("/l/json", "{\"ok\": true}\n"),
+        (
+            "/l/hashlib",
+            "7681d0721de88a4fa26d8b07e2dca742827389d69d95130e0ec0b3497ed0ef4e\n",
+        ),
+        ("/l/decimal", "0.3\n"),
+        ("/l/sqlite3", "42\n"),
+        ("/l/uuid", "00000000-0000-0000-0000-000000000001\n"),
+        ("/l/dynamic/secrets", "secrets\n"),
+        ("/l/dynamic/colorsys", "colorsys\n"),
+    ] {
+        let reply = get(&server.url(path)).unwrap();
+        assert_eq!((reply.status, reply.body.as_str()), (200, body), "{path}");
+    }
+    let missing = get(&server.url("/l/dynamic/wave")).unwrap();
+    assert_eq!(missing.status, 500);
+    assert_eq!(
+        missing.body,
+        "ModuleNotFoundError: No module named 'wave'\n"
+    );
+}

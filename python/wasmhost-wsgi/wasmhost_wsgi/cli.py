@@ -1,6 +1,7 @@
 """`wasmhost-wsgi build MODULE:CALLABLE -o app.wasm [-r requirements.txt]`"""
 
 import argparse
+import ast
 import shutil
 import subprocess
 import sys
@@ -23,8 +24,73 @@ for _name in ("getuid", "geteuid", "getgid", "getegid"):
 import wasmhost_wsgi_bridge
 from {module} import {callable} as application
 
+# componentize-py keeps only the modules imported while it builds, so the
+# modules the app may import later (inside a function, on a first request)
+# are imported now; one that fails here is skipped with a line.
+import importlib as _importlib
+import sys as _sys
+
+for _module in {pre_imports!r}:
+    try:
+        _importlib.import_module(_module)
+    except BaseException as _error:
+        print(f"wasmhost-wsgi: skipped {{_module}}: {{type(_error).__name__}}: {{_error}}",
+              file=_sys.stderr)
+# `from a import b` names `a.b`, which may be a module or not.
+for _module in {maybe_modules!r}:
+    try:
+        _importlib.import_module(_module)
+    except ModuleNotFoundError as _error:
+        if _error.name != _module:
+            print(f"wasmhost-wsgi: skipped {{_module}}: {{_error}}", file=_sys.stderr)
+    except BaseException as _error:
+        print(f"wasmhost-wsgi: skipped {{_module}}: {{type(_error).__name__}}: {{_error}}",
+              file=_sys.stderr)
+
 IncomingHandler = wasmhost_wsgi_bridge.handler(application)
 '''
+
+# Standard-library modules WSGI apps commonly import where they use them
+# (the guest's CPython has their C parts built in: zlib, select, _sqlite3).
+COMMON_STDLIB = [
+    "base64", "binascii", "collections", "contextlib", "copy", "csv", "dataclasses", "datetime",
+    "decimal", "email.utils", "enum", "functools", "hashlib", "hmac", "html", "http",
+    "http.cookies", "io", "itertools", "json", "logging", "math", "mimetypes", "operator",
+    "pathlib", "random", "re", "secrets", "select", "socket", "sqlite3", "string", "struct",
+    "textwrap", "threading", "time", "traceback", "typing", "urllib.parse", "uuid", "warnings",
+    "weakref", "zlib",
+]
+
+
+def imports_in(files):
+    """The absolute modules the Python `files` import, anywhere in them: at
+    the top, inside functions, under `if`s, as PyInstaller's module graph
+    finds them; and, apart, `a.b` for each `from a import b`, which may be
+    a module or a name in `a`."""
+    modules, maybe = set(), set()
+    for file in files:
+        try:
+            tree = ast.parse(file.read_text(encoding="utf-8"), str(file))
+        except (SyntaxError, UnicodeDecodeError, OSError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                modules.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                modules.add(node.module)
+                maybe.update(f"{node.module}.{alias.name}" for alias in node.names
+                             if alias.name != "*")
+    return modules, maybe - modules
+
+
+def app_files(source, module):
+    """The app's own source: its module (a package's whole directory) and
+    the other modules beside it, which it may import."""
+    top = source / module.split(".")[0]
+    files = set(source.glob("*.py"))
+    if top.is_dir():
+        files.update(top.rglob("*.py"))
+    return sorted(files)
 
 
 def fail(message):
@@ -113,8 +179,11 @@ def build(args):
     output = Path(args.output).resolve()
     with tempfile.TemporaryDirectory(prefix="wasmhost-wsgi-") as tmp:
         work = Path(tmp)
-        (work / "wasmhost_wsgi_entry.py").write_text(
-            ENTRY.format(module=module, callable=callable_name))
+        found, maybe = imports_in(app_files(source, module))
+        pre_imports = sorted(set(COMMON_STDLIB) | found | set(args.include or []))
+        (work / "wasmhost_wsgi_entry.py").write_text(ENTRY.format(
+            module=module, callable=callable_name, pre_imports=pre_imports,
+            maybe_modules=sorted(maybe)))
         shutil.copy(HERE / "bridge.py", work / "wasmhost_wsgi_bridge.py")
         paths = [work, source]
         dropped = []
@@ -134,6 +203,9 @@ def build(args):
                 fail(f"the app imports {native}, which needs native extension modules that a "
                      "component cannot load; use a pure-Python release or drop the dependency")
             fail(f"componentize-py failed:\n{said}")
+    for line in (built.stdout + built.stderr).splitlines():
+        if line.startswith("wasmhost-wsgi: skipped "):
+            print(line, file=sys.stderr)
     print(f"built {output} ({output.stat().st_size // 1024} KiB); serve it with: wasmhost serve {output}")
 
 
@@ -146,6 +218,9 @@ def main():
     build_parser.add_argument("-r", "--requirements", help="a requirements.txt to vendor")
     build_parser.add_argument("--app-dir", default=".", help="where MODULE is (default: here)")
     build_parser.add_argument("--wit", help="the WIT directory (default: the one shipped)")
+    build_parser.add_argument("--include", action="append", metavar="MODULE",
+                              help="a module to import at build as well (one the app finds by "
+                                   "name at run time); repeatable")
     args = parser.parse_args()
     build(args)
 
