@@ -73,6 +73,7 @@ pub enum Guest {
     WsgiPyramid,
     WsgiCherryPy,
     WsgiLazy,
+    WsgiDjango,
     /// guest-examples/rust-demo: the demo app in Rust (the `wasi` crate).
     RustDemo,
     /// guest-examples/python-demo: the demo app in Python (componentize-py).
@@ -102,6 +103,7 @@ pub fn guest(guest: Guest) -> &'static Path {
     static WSGI_PYRAMID: OnceLock<PathBuf> = OnceLock::new();
     static WSGI_CHERRYPY: OnceLock<PathBuf> = OnceLock::new();
     static WSGI_LAZY: OnceLock<PathBuf> = OnceLock::new();
+    static WSGI_DJANGO: OnceLock<PathBuf> = OnceLock::new();
     static FAULT: OnceLock<PathBuf> = OnceLock::new();
     static COMMAND: OnceLock<PathBuf> = OnceLock::new();
     static REDIS_COUNTER: OnceLock<PathBuf> = OnceLock::new();
@@ -181,6 +183,10 @@ pub fn guest(guest: Guest) -> &'static Path {
         Guest::WsgiLazy => WSGI_LAZY.get_or_init(|| {
             let args = ["app:application", "--include", "colorsys"];
             wsgi_bridge(&root, "tests/guests/wsgi-lazy", &args, "wsgi-lazy.wasm")
+        }),
+        Guest::WsgiDjango => WSGI_DJANGO.get_or_init(|| {
+            let args = ["mysite.wsgi:application", "-r", "requirements.txt"];
+            wsgi_bridge(&root, "tests/guests/wsgi-django", &args, "wsgi-django.wasm")
         }),
         Guest::RustDemo => RUST_DEMO.get_or_init(|| {
             cargo_wasm(

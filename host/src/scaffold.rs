@@ -101,6 +101,10 @@ const PYTHON_WSGI: Files = &[
         "wasmhost_wsgi/cli.py",
         include_str!("../../python/wasmhost-wsgi/wasmhost_wsgi/cli.py"),
     ),
+    (
+        "wasmhost_wsgi/warmup.py",
+        include_str!("../../python/wasmhost-wsgi/wasmhost_wsgi/warmup.py"),
+    ),
     (".gitignore", "*.wasm\n__pycache__/\n"),
 ];
 

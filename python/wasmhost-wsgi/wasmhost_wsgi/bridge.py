@@ -304,7 +304,7 @@ class Exchange:
 
     def send_head(self):
         fields = types.Fields.from_list(
-            [(name.lower(), str(value).encode("latin-1")) for name, value in self.headers])
+            [(name.lower(), str(value).strip(" \t").encode("latin-1")) for name, value in self.headers])
         response = types.OutgoingResponse(fields)
         code = int(self.status[:3])
         if code != 200:  # a new response's status; one host call fewer

@@ -47,6 +47,10 @@ for _module in {maybe_modules!r}:
         print(f"wasmhost-wsgi: skipped {{_module}}: {{type(_error).__name__}}: {{_error}}",
               file=_sys.stderr)
 
+import wasmhost_wsgi_warmup
+
+wasmhost_wsgi_warmup.prepare(application, {package!r}, {code_paths!r})
+
 IncomingHandler = wasmhost_wsgi_bridge.handler(application)
 '''
 
@@ -181,16 +185,19 @@ def build(args):
         work = Path(tmp)
         found, maybe = imports_in(app_files(source, module))
         pre_imports = sorted(set(COMMON_STDLIB) | found | set(args.include or []))
-        (work / "wasmhost_wsgi_entry.py").write_text(ENTRY.format(
-            module=module, callable=callable_name, pre_imports=pre_imports,
-            maybe_modules=sorted(maybe)))
+        top = module.split(".")[0]
+        package = top if (source / top / "__init__.py").is_file() else None
         shutil.copy(HERE / "bridge.py", work / "wasmhost_wsgi_bridge.py")
+        shutil.copy(HERE / "warmup.py", work / "wasmhost_wsgi_warmup.py")
         paths = [work, source]
         dropped = []
         if args.requirements:
             vendored = work / "vendor"
             dropped = vendor(Path(args.requirements).resolve(), vendored)
             paths.append(vendored)
+        (work / "wasmhost_wsgi_entry.py").write_text(ENTRY.format(
+            module=module, callable=callable_name, pre_imports=pre_imports,
+            maybe_modules=sorted(maybe), package=package, code_paths=len(paths)))
         command = ["componentize-py", "-d", str(wit), "-w", "app", "componentize"]
         for path in paths:
             command += ["-p", str(path)]
