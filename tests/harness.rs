@@ -74,6 +74,7 @@ pub enum Guest {
     WsgiCherryPy,
     WsgiLazy,
     WsgiDjango,
+    WsgiFalcon,
     /// guest-examples/rust-demo: the demo app in Rust (the `wasi` crate).
     RustDemo,
     /// guest-examples/python-demo: the demo app in Python (componentize-py).
@@ -104,6 +105,7 @@ pub fn guest(guest: Guest) -> &'static Path {
     static WSGI_CHERRYPY: OnceLock<PathBuf> = OnceLock::new();
     static WSGI_LAZY: OnceLock<PathBuf> = OnceLock::new();
     static WSGI_DJANGO: OnceLock<PathBuf> = OnceLock::new();
+    static WSGI_FALCON: OnceLock<PathBuf> = OnceLock::new();
     static FAULT: OnceLock<PathBuf> = OnceLock::new();
     static COMMAND: OnceLock<PathBuf> = OnceLock::new();
     static REDIS_COUNTER: OnceLock<PathBuf> = OnceLock::new();
@@ -187,6 +189,10 @@ pub fn guest(guest: Guest) -> &'static Path {
         Guest::WsgiDjango => WSGI_DJANGO.get_or_init(|| {
             let args = ["mysite.wsgi:application", "-r", "requirements.txt"];
             wsgi_bridge(&root, "tests/guests/wsgi-django", &args, "wsgi-django.wasm")
+        }),
+        Guest::WsgiFalcon => WSGI_FALCON.get_or_init(|| {
+            let args = ["app:app", "-r", "requirements.txt"];
+            wsgi_bridge(&root, "tests/guests/wsgi-falcon", &args, "wsgi-falcon.wasm")
         }),
         Guest::RustDemo => RUST_DEMO.get_or_init(|| {
             cargo_wasm(
