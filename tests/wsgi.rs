@@ -341,13 +341,35 @@ fn set_cookie(headers: &wasmhost_tests::ureq::http::HeaderMap, name: &str) -> St
 /// rendered with a form and a CSRF token, a session in a signed cookie kept
 /// across requests (and so across instances), a POST with the token
 /// redirected, one without it refused with Django's own 403 page, an
-/// APPEND_SLASH redirect, and Django's 404 and 500 pages. Before, every
+/// APPEND_SLASH redirect, and Django's 404 and 500 pages, fresh and reused,
+/// with the SECRET_KEY its settings read from the granted environment. Before, every
 /// page Django imports on first use (template loaders, error views, the
 /// session serializers, the CSRF page it reads from a file) was a 500.
 #[test]
 fn a_django_project_is_served_unmodified_through_the_bridge() {
     let django = guest(Guest::WsgiDjango).to_str().unwrap();
-    let server = Server::start(WASMHOST, &["--mount", &format!("/dj={django}")]);
+    for mode in [&[][..], &["--reuse", "100"][..]] {
+        let mut args = vec![
+            "--mount".to_string(),
+            format!("/dj={django}"),
+            "--env".to_string(),
+            "DJANGO_SECRET_KEY=granted-at-run-time".to_string(),
+        ];
+        args.extend(mode.iter().map(|arg| arg.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        django_checks(&Server::start(WASMHOST, &args));
+    }
+}
+
+/// What the Django test project answers, in any serving mode.
+fn django_checks(server: &Server) {
+    // The settings module is run again with the granted environment: the
+    // build's own SECRET_KEY is not the one that signs.
+    let key = get(&server.url("/dj/key/")).unwrap();
+    assert_eq!(
+        (key.status, key.body.as_str()),
+        (200, "granted-at-run-time")
+    );
     let agent = as_is();
     let page = agent.get(&server.url("/dj/")).call().unwrap();
     assert_eq!(page.status().as_u16(), 200);
@@ -405,5 +427,36 @@ fn a_django_project_is_served_unmodified_through_the_bridge() {
         boom.body.contains("<h1>Server Error (500)</h1>"),
         "{}",
         boom.body
+    );
+}
+
+/// An app that imports standard-library modules inside its handler (and so
+/// only on a request, after componentize-py has built the component) finds
+/// them all; one it imports by a name given at run time is there if common
+/// or given with `--include`, and a clear ImportError otherwise.
+#[test]
+fn modules_an_app_imports_on_a_request_are_in_the_component() {
+    let lazy = guest(Guest::WsgiLazy).to_str().unwrap();
+    let server = Server::start(WASMHOST, &["--mount", &format!("/l={lazy}")]);
+    for (path, body) in [
+        ("/l/json", "{\"ok\": true}\n"),
+        (
+            "/l/hashlib",
+            "7681d0721de88a4fa26d8b07e2dca742827389d69d95130e0ec0b3497ed0ef4e\n",
+        ),
+        ("/l/decimal", "0.3\n"),
+        ("/l/sqlite3", "42\n"),
+        ("/l/uuid", "00000000-0000-0000-0000-000000000001\n"),
+        ("/l/dynamic/secrets", "secrets\n"),
+        ("/l/dynamic/colorsys", "colorsys\n"),
+    ] {
+        let reply = get(&server.url(path)).unwrap();
+        assert_eq!((reply.status, reply.body.as_str()), (200, body), "{path}");
+    }
+    let missing = get(&server.url("/l/dynamic/wave")).unwrap();
+    assert_eq!(missing.status, 500);
+    assert_eq!(
+        missing.body,
+        "ModuleNotFoundError: No module named 'wave'\n"
     );
 }

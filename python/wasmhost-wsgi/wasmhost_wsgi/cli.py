@@ -49,7 +49,7 @@ for _module in {maybe_modules!r}:
 
 import wasmhost_wsgi_warmup
 
-wasmhost_wsgi_warmup.prepare(application, {package!r}, {code_paths!r})
+application = wasmhost_wsgi_warmup.prepare(application, {package!r}, {code_paths!r})
 
 IncomingHandler = wasmhost_wsgi_bridge.handler(application)
 '''

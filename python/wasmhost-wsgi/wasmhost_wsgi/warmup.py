@@ -197,9 +197,58 @@ def _open_embedded(real_open):
     return open_embedded
 
 
+def settings_source():
+    """The source of Django's settings module, read at build, and its path."""
+    module = sys.modules.get(os.environ.get("DJANGO_SETTINGS_MODULE", ""))
+    path = getattr(module, "__file__", None)
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.read(), path
+    except OSError:
+        return None
+
+
+class RereadSettings:
+    """The WSGI app, with Django's settings module run again on an
+    instance's first request: the build ran it with the build's
+    environment, and a value read from the environment (`SECRET_KEY =
+    os.environ["DJANGO_SECRET_KEY"]`, `DEBUG`, `ALLOWED_HOSTS`, a database
+    URL) must be the one the app is granted. What Django built from its
+    settings at start-up (installed apps, the middleware chain, URL
+    patterns) stays as the build made it."""
+
+    def __init__(self, application, source, path):
+        self.application = application
+        self.code = compile(source, path, "exec")
+        self.path = path
+        self.fresh = True
+
+    def __call__(self, environ, start_response):
+        if self.fresh:
+            self.fresh = False
+            self.reread()
+        return self.application(environ, start_response)
+
+    def reread(self):
+        from django.conf import settings
+
+        values = {"__file__": self.path, "__name__": "wasmhost_wsgi_settings"}
+        try:
+            exec(self.code, values)  # noqa: S102 - the app's own settings module
+        except Exception as error:  # noqa: BLE001
+            print(f"wasmhost-wsgi: the settings module failed at run time, the build's values "
+                  f"stay: {type(error).__name__}: {error}", file=sys.stderr)
+            return
+        for name, value in values.items():
+            if name.isupper() and getattr(settings, name, None) != value:
+                setattr(settings, name, value)
+
+
 def prepare(application, package, code_paths):
-    """Imports what the app at `package` may need later, and keeps the
-    files beside its code."""
+    """Imports what the app at `package` may need later and keeps the files
+    beside its code; the app to serve (Django's re-reads its settings)."""
     embed_files(code_paths)
     if package:
         package_modules(package)
@@ -212,3 +261,7 @@ def prepare(application, package, code_paths):
             configured = False
         if configured:
             prepare_django(application)
+            source = settings_source()
+            if source:
+                return RereadSettings(application, *source)
+    return application

@@ -6,4 +6,5 @@ urlpatterns = [
     path("", views.index, name="index"),
     path("vote/", views.vote, name="vote"),
     path("boom/", views.boom),
+    path("key/", views.key),
 ]

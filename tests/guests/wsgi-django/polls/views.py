@@ -1,4 +1,6 @@
 from django import forms
+from django.conf import settings
+from django.http import HttpResponse
 from django.http import HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
@@ -22,3 +24,8 @@ def vote(request):
 
 def boom(request):
     raise RuntimeError("boom")
+
+
+def key(request):
+    # Which SECRET_KEY signs this instance's cookies (a test app's own).
+    return HttpResponse(settings.SECRET_KEY, content_type="text/plain")
