@@ -51,11 +51,7 @@ fn shadow_name_lookup(linker: &mut Linker<Sandbox>) -> Result<()> {
             if !store.data().socket_grants().may_look_up(&name) {
                 return Ok((Err(ErrorCode::AccessDenied),));
             }
-            let mut view = store.data_mut().sockets();
-            match view.resolve_addresses(network, name) {
-                Ok(stream) => Ok((Ok(stream),)),
-                Err(error) => Ok((Err(error.downcast()?),)),
-            }
+            to_guest(store.data_mut().sockets().resolve_addresses(network, name))
         },
     )?;
     linker.allow_shadowing(false);
@@ -82,10 +78,7 @@ fn shadow_symlink_at(linker: &mut Linker<Sandbox>) -> Result<()> {
                     return Ok((Err(ErrorCode::NotPermitted),));
                 }
                 let mut view = store.data_mut().filesystem();
-                match HostDescriptor::symlink_at(&mut view, fd, target, link).await {
-                    Ok(()) => Ok((Ok(()),)),
-                    Err(error) => Ok((Err(error.downcast()?),)),
-                }
+                to_guest(HostDescriptor::symlink_at(&mut view, fd, target, link).await)
             })
         },
     )?;
@@ -107,10 +100,7 @@ fn shadow_p3_symlink_at(linker: &mut Linker<Sandbox>) -> Result<()> {
                     return Ok((Err(ErrorCode::NotPermitted),));
                 }
                 let store = store.with_getter::<WasiFilesystem>(|sandbox| sandbox.filesystem());
-                match WasiFilesystem::symlink_at(&store, fd, target, link).await {
-                    Ok(()) => Ok((Ok(()),)),
-                    Err(error) => Ok((Err(error.downcast()?),)),
-                }
+                to_guest(WasiFilesystem::symlink_at(&store, fd, target, link).await)
             })
         },
     )?;
@@ -138,6 +128,18 @@ fn keep_file(
     Ok(())
 }
 
+/// What a wasmtime-wasi call returned, as its interface gives it to the
+/// guest: the value, or the error code; a trap stays a trap.
+fn to_guest<T, E>(result: Result<T, TrappableError<E>>) -> wasmtime::Result<(Result<T, E>,)>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    match result {
+        Ok(value) => Ok((Ok(value),)),
+        Err(error) => Ok((Err(error.downcast()?),)),
+    }
+}
+
 /// An open's outcome, settled with the instance's bound: the place
 /// reserved for it is kept for what opened (`keep` records it), or given
 /// back on an error, which goes to the guest as its interface's code.
@@ -149,16 +151,11 @@ fn settle<T, E>(
 where
     E: std::error::Error + Send + Sync + 'static,
 {
-    match opened {
-        Ok(opened) => {
-            keep(held, table, &opened)?;
-            Ok((Ok(opened),))
-        }
-        Err(error) => {
-            held.release();
-            Ok((Err(error.downcast()?),))
-        }
+    match &opened {
+        Ok(opened) => keep(held, table, opened)?,
+        Err(_) => held.release(),
     }
+    to_guest(opened)
 }
 
 /// Counts the files and TCP sockets a 0.2 guest opens against its

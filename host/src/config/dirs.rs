@@ -59,11 +59,13 @@ pub(crate) fn place_nested(mounts: &mut [Mount]) -> Result<()> {
             })
         })
         .collect();
+    // `placed` holds every grant in this same order: each is resolved once.
+    let mut each = placed.iter();
     for mount in mounts.iter_mut() {
         for dir in &mut mount.grants.dirs {
-            let written = lexical(&dir.host);
-            let resolved = std::fs::canonicalize(&dir.host).ok();
-            let Some((outer, within)) = outermost(&placed, &written, resolved.as_deref()) else {
+            let this = each.next().expect("placed holds every grant, in order");
+            let resolved = this.resolved.as_deref();
+            let Some((outer, within)) = outermost(&placed, &this.written, resolved) else {
                 continue;
             };
             if !mount.grants.allow_nested_dirs {
