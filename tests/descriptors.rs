@@ -140,8 +140,11 @@ fn guests_together_stay_below_the_process_limit_and_other_apps_answer() {
     assert!(opened <= 1024, "{opened}");
     assert!(opened >= 1024 - 6, "{opened}");
     assert!(
-        server
-            .log()
-            .contains("an open is refused so that the server keeps its own")
+        server.wait_for_log(
+            "an open is refused so that the server keeps its own",
+            std::time::Duration::from_secs(10)
+        ),
+        "{}",
+        server.log()
     );
 }
