@@ -220,3 +220,64 @@ fn dev_says_what_is_missing_without_a_config_or_a_build() {
         finished.stderr
     );
 }
+
+/// A Python WSGI project's dev build leaves the app's source out of the
+/// component (`[app.dev]`): an edit serves from new instances, with no
+/// build; a new import builds the dependencies again; a syntax error is the
+/// build's error page.
+fn dev_serves_python_wsgi_edits_from_the_source(flags: &[&str]) {
+    let root = TempDir::new().unwrap();
+    let dir = root.path().join("devwsgi");
+    new_project("python-wsgi", &dir);
+    let server = dev(&dir, flags);
+    assert_eq!(
+        get(&server.url("/")).unwrap().body,
+        "Hello from Python (WSGI)!\n"
+    );
+    let source = dir.join("wsgi.py");
+
+    let load = Load::start(server.url("/"));
+    edit(
+        &source,
+        "Hello from Python (WSGI)!",
+        "Hello from an edited WSGI!",
+    );
+    wait_for_body(&server, |_, body| body.contains("edited"));
+    assert!(
+        server.wait_for_log(
+            "the component is unchanged; new instances of it serve",
+            Duration::from_secs(30)
+        ),
+        "{}",
+        server.log()
+    );
+
+    // A module the dev build did not import: the dependencies are built
+    // again, with it.
+    edit(
+        &source,
+        r#"return [b"Hello from an edited WSGI!\n"]"#,
+        "import fractions\n        return [str(fractions.Fraction(2, 6)).encode()]",
+    );
+    wait_for_body(&server, |_, body| body == "1/3");
+    let (served, failed) = load.finish();
+    assert_eq!(failed, 0, "{served} served\n{}", server.log());
+
+    edit(&source, "def application(", "def application((");
+    let page = wait_for_body(&server, |status, _| status == 500);
+    assert!(page.contains("SyntaxError"), "{page}");
+    assert!(page.contains("wsgi.py"), "{page}");
+    edit(&source, "def application((", "def application(");
+    edit(&source, "Fraction(2, 6)", "Fraction(3, 4)");
+    wait_for_body(&server, |status, body| status == 200 && body == "3/4");
+}
+
+#[test]
+fn dev_serves_a_python_wsgi_edit_without_a_build() {
+    dev_serves_python_wsgi_edits_from_the_source(&[]);
+}
+
+#[test]
+fn dev_serves_a_python_wsgi_edit_on_new_instances_under_reuse() {
+    dev_serves_python_wsgi_edits_from_the_source(&["--reuse", "100"]);
+}

@@ -49,6 +49,38 @@ pub struct App {
     pub metrics: OnceLock<Arc<AppMetrics>>,
 }
 
+impl App {
+    /// The same compiled component with new instances (none of this one's)
+    /// and `mount`'s settings: nothing is compiled.
+    pub fn renewed(&self, mount: &Mount) -> Result<App> {
+        let limits = mount.limits;
+        Ok(App {
+            route: mount.route.clone(),
+            path: mount.component.clone(),
+            instances: Arc::new(self.instances.renewed(mount)?),
+            open: Arc::default(),
+            admission: admission(&limits),
+            size: self.size,
+            digest: self.digest,
+            compile_time: Duration::ZERO,
+            origin: self.origin,
+            compiler: self.compiler,
+            metrics: OnceLock::new(),
+        })
+    }
+}
+
+/// Where an app's requests run and wait.
+fn admission(limits: &crate::config::Limits) -> Admission {
+    Admission::new(
+        limits.concurrency,
+        limits.queue,
+        limits
+            .max_per_client
+            .unwrap_or_else(|| crate::admission::default_share(limits.concurrency)),
+    )
+}
+
 /// What the first eight bytes of a file say it is.
 #[derive(Debug, PartialEq, Eq)]
 enum WasmKind {
@@ -226,13 +258,7 @@ pub fn compile(
             pool.clone(),
         )?),
         open: Arc::default(),
-        admission: Admission::new(
-            limits.concurrency,
-            limits.queue,
-            limits
-                .max_per_client
-                .unwrap_or_else(|| crate::admission::default_share(limits.concurrency)),
-        ),
+        admission: admission(&limits),
         size: bytes.len() as u64,
         digest,
         compile_time: started.elapsed(),

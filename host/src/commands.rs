@@ -62,6 +62,7 @@ pub fn dev(args: DevArgs) -> Result<()> {
             file.display()
         );
     }
+    args.source.dev = true;
     let builds = config::file::builds(&file)?;
     if builds.is_empty() {
         bail!(
@@ -91,13 +92,19 @@ fn serve_with(args: ServeArgs, dev: Option<Dev>) -> Result<()> {
     let runtime = runtime.build().context("starting the async runtime")?;
     let config_file = args.source.config.clone();
     let reread: reload::Reread = Box::new(move || config::for_serve(&args));
-    runtime.block_on(serve_until_signalled(
+    let served = runtime.block_on(serve_until_signalled(
         config,
         cache,
         config_file,
         reread,
         dev,
-    ))
+    ));
+    // Requests are drained by now. What may still run on the blocking
+    // threads is a background Cranelift build (a minute for a large guest
+    // at idle priority) or a compile-cache write, which a reader ignores
+    // unless whole: dropping the runtime would wait for them.
+    runtime.shutdown_background();
+    served
 }
 
 /// `wasmhost check`: everything `serve` validates, nothing it serves. The
@@ -199,10 +206,11 @@ async fn serve_until_signalled(
     let _reloader = reload::start(reloads, sources, config.reload)
         .inspect_err(|error| tracing::warn!("hot reload is off: {error:#}"))
         .ok();
-    let _building = dev
-        .as_ref()
-        .map(|dev| dev::watch(dev, routes.clone()))
-        .transpose()?;
+    let _building = match (&dev, &_reloader) {
+        (Some(dev), Some(reloader)) => Some(dev::watch(dev, routes.clone(), reloader.renewer())?),
+        (Some(_), None) => bail!("wasmhost dev needs hot reload, which did not start (see above)"),
+        (None, _) => None,
+    };
     // Said once everything loaded: a startup error stays the only line.
     tracing::info!("{budget_line}");
     tracing::info!(

@@ -5,11 +5,16 @@
 //! the component, which hot reload (`reload`) swaps in while requests keep
 //! flowing; a failed one never replaces the version serving, its output is
 //! printed, and with dev errors on the app's requests get it as a page
-//! (`dev_errors`) until the next good build.
+//! (`dev_errors`) until the next good build. A good build that leaves the
+//! component as it was still gets the app new instances (`Renew`): a dev
+//! build that reads the app's source from a granted directory when an
+//! instance starts (the Python bridge's `--dev`) serves an edit that way,
+//! without compiling anything.
 
 use crate::compile_cache::Digest;
 use crate::config::file::Build;
 use crate::dev_errors::DevErrors;
+use crate::reload::Renew;
 use crate::router::Routes;
 use anyhow::{Context, Result, anyhow, bail};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
@@ -127,7 +132,7 @@ impl Watched {
 }
 
 /// Starts watching every build's sources.
-pub fn watch(dev: &Dev, routes: Arc<Routes>) -> Result<Watching> {
+pub fn watch(dev: &Dev, routes: Arc<Routes>, renew: Renew) -> Result<Watching> {
     let watched: Vec<Watched> = dev.builds.iter().map(Watched::new).collect::<Result<_>>()?;
     let (events, mut changes) = mpsc::unbounded_channel::<Event>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<Event>| {
@@ -180,7 +185,11 @@ pub fn watch(dev: &Dev, routes: Arc<Routes>) -> Result<Watching> {
                     for (index, app) in apps.iter_mut().enumerate() {
                         if app.changed.is_some_and(|at| now >= at + QUIET) {
                             app.changed = None;
-                            app.start(index, done.clone(), routes.clone(), errors.clone());
+                            let serving = Serving {
+                                routes: routes.clone(),
+                                renew: renew.clone(),
+                            };
+                            app.start(index, done.clone(), serving, errors.clone());
                         }
                     }
                 }
@@ -215,7 +224,7 @@ impl AppBuilds {
         &mut self,
         index: usize,
         done: mpsc::UnboundedSender<(usize, u64)>,
-        routes: Arc<Routes>,
+        serving: Serving,
         errors: Option<Arc<DevErrors>>,
     ) {
         if let Some(running) = self.running.take() {
@@ -227,16 +236,23 @@ impl AppBuilds {
         self.generation += 1;
         let generation = self.generation;
         self.running = Some(tokio::spawn(async move {
-            run_build(&build, &routes, errors.as_deref()).await;
+            run_build(&build, &serving, errors.as_deref()).await;
             let _ = done.send((index, generation));
         }));
     }
 }
 
+/// What a build's result is swapped into.
+struct Serving {
+    routes: Arc<Routes>,
+    renew: Renew,
+}
+
 /// Runs one build and says how it went: one line, after the output of a
 /// failure.
-async fn run_build(build: &Build, routes: &Routes, errors: Option<&DevErrors>) {
+async fn run_build(build: &Build, target: &Serving, errors: Option<&DevErrors>) {
     let began = Instant::now();
+    let routes = &*target.routes;
     let before = serving(routes, &build.route);
     let child = tokio::process::Command::from(shell(build))
         .stdout(Stdio::piped())
@@ -294,18 +310,11 @@ async fn run_build(build: &Build, routes: &Routes, errors: Option<&DevErrors>) {
             .ok()
             .and_then(Result::ok)
     };
-    if before
+    let unchanged = before
         .as_ref()
-        .is_some_and(|(_, serving)| Some(*serving) == digest)
-    {
-        if let Some(errors) = errors {
-            errors.clear(&build.route);
-        }
-        tracing::info!(
-            "built {} in {took:.1} s: the component is unchanged, the same version serves",
-            build.route
-        );
-        return;
+        .is_some_and(|(_, serving)| Some(*serving) == digest);
+    if unchanged {
+        target.renew.route(&build.route);
     }
     let deadline = built + SWAP_DEADLINE;
     loop {
@@ -319,8 +328,13 @@ async fn run_build(build: &Build, routes: &Routes, errors: Option<&DevErrors>) {
             if let Some(errors) = errors {
                 errors.clear(&build.route);
             }
+            let what = if unchanged {
+                "the component is unchanged; new instances of it serve"
+            } else {
+                "the new version serves"
+            };
             tracing::info!(
-                "built {} in {took:.1} s; the new version serves {} ms later",
+                "built {} in {took:.1} s; {what} {} ms later",
                 build.route,
                 built.elapsed().as_millis()
             );

@@ -190,6 +190,23 @@ impl Instances {
         })
     }
 
+    /// New instances of the same compiled component, with `mount`'s
+    /// settings: what `wasmhost dev` serves when what instances read as
+    /// they start may have changed.
+    pub fn renewed(&self, mount: &Mount) -> anyhow::Result<Self> {
+        let pre = match &self.pre {
+            ProxyPre::P2(pre) => ProxyPre::P2(pre.clone()),
+            ProxyPre::P3(pre) => ProxyPre::P3(pre.clone()),
+        };
+        Self::new(
+            pre,
+            self.engine.clone(),
+            self.reset,
+            mount,
+            self.pool.clone(),
+        )
+    }
+
     /// An idle instance if there is one, else a new store that takes a slot
     /// of the pool, waiting for one if all are in use. It is instantiated
     /// by [`Instances::call`], within the request's limits.

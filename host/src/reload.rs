@@ -180,6 +180,27 @@ fn make_spares(app: &Arc<App>) {
 /// Reloading stops when this is dropped.
 pub struct Reloader {
     task: JoinHandle<()>,
+    renew: mpsc::UnboundedSender<Arc<str>>,
+}
+
+impl Reloader {
+    /// Asks for a new version of the app at a route even if its file is
+    /// unchanged: `wasmhost dev` after a build, as what its instances read
+    /// when they start (granted source files) may have changed. It has new
+    /// instances; the old ones finish the requests they have.
+    pub fn renewer(&self) -> Renew {
+        Renew(self.renew.clone())
+    }
+}
+
+/// Sends [`Reloader::renewer`]'s requests.
+#[derive(Clone)]
+pub struct Renew(mpsc::UnboundedSender<Arc<str>>);
+
+impl Renew {
+    pub fn route(&self, route: &Arc<str>) {
+        let _ = self.0.send(route.clone());
+    }
 }
 
 impl Drop for Reloader {
@@ -226,8 +247,9 @@ pub fn start(reloads: Reloads, sources: Sources, watch: bool) -> Result<Reloader
         _open: sender,
     };
     reloading.watch(sources.config.mounts)?;
-    let task = tokio::spawn(reloading.run(events, hangup));
-    Ok(Reloader { task })
+    let (renew, renewals) = mpsc::unbounded_channel();
+    let task = tokio::spawn(reloading.run(events, renewals, hangup));
+    Ok(Reloader { task, renew })
 }
 
 /// Events that may mean new contents. Opening and reading a file (the
@@ -276,6 +298,7 @@ impl Reloading {
     async fn run(
         mut self,
         mut events: mpsc::UnboundedReceiver<PathBuf>,
+        mut renewals: mpsc::UnboundedReceiver<Arc<str>>,
         mut hangup: tokio::signal::unix::Signal,
     ) {
         // A file changed between its loading at startup and the start of
@@ -286,7 +309,7 @@ impl Reloading {
             let started = Instant::now();
             let routes: Vec<Arc<str>> = self.mounts.iter().map(|m| m.route.clone()).collect();
             for route in routes {
-                self.reload_mount(&route, started).await;
+                self.reload_mount(&route, started, false).await;
             }
         }
         loop {
@@ -295,6 +318,10 @@ impl Reloading {
                     Some(path) => path,
                     None => return,
                 },
+                Some(route) = renewals.recv() => {
+                    self.reload_mount(&route, Instant::now(), true).await;
+                    continue;
+                }
                 _ = hangup.recv() => {
                     tracing::info!("SIGHUP: reloading the configuration and every app");
                     systemd::reloading();
@@ -323,7 +350,7 @@ impl Reloading {
             }
             for file in changed {
                 for route in self.watched.get(&file).cloned().into_iter().flatten() {
-                    self.reload_mount(&route, noticed).await;
+                    self.reload_mount(&route, noticed, false).await;
                 }
             }
         }
@@ -361,8 +388,8 @@ impl Reloading {
     }
 
     /// Loads the current contents of the file mounted at `route` and, if they
-    /// are a new version that loads, serves them there.
-    async fn reload_mount(&self, route: &Arc<str>, noticed: Instant) {
+    /// are a new version (or `renew`) and load, serves them there.
+    async fn reload_mount(&self, route: &Arc<str>, noticed: Instant, renew: bool) {
         let Some(mount) = self.mounts.iter().find(|mount| &mount.route == route) else {
             return;
         };
@@ -378,14 +405,23 @@ impl Reloading {
                 return;
             }
         };
-        if serving == Some(read.digest) {
+        let same = serving == Some(read.digest);
+        if same && !renew {
             return;
         }
-        match self
-            .reloads
-            .compile(mount, read, Tier::QuickFirst, noticed)
-            .await
-        {
+        let renewed = match self.reloads.serving(route) {
+            Some(app) if same => Some(app.renewed(mount).map(Arc::new)),
+            _ => None,
+        };
+        let loaded = match renewed {
+            Some(renewed) => renewed,
+            None => {
+                self.reloads
+                    .compile(mount, read, Tier::QuickFirst, noticed)
+                    .await
+            }
+        };
+        match loaded {
             Ok(app) => {
                 self.reloads
                     .routes
@@ -398,6 +434,17 @@ impl Reloading {
                 // the count.
                 let took = noticed.elapsed();
                 request_metrics::reload(route, Some((took, &app.digest.to_string())));
+                if same {
+                    tracing::info!(
+                        "renewed {route} ({}): new instances in {} ms",
+                        app.digest,
+                        took.as_millis()
+                    );
+                    // Its Cranelift build, if one is under way, is the
+                    // served version's, and replaces this one.
+                    make_spares(&app);
+                    return;
+                }
                 tracing::info!(
                     "reloaded {route} ({}) in {} ms{later}",
                     app.digest,

@@ -105,7 +105,7 @@ const PYTHON_WSGI: Files = &[
         "wasmhost_wsgi/warmup.py",
         include_str!("../../python/wasmhost-wsgi/wasmhost_wsgi/warmup.py"),
     ),
-    (".gitignore", "*.wasm\n__pycache__/\n"),
+    (".gitignore", "*.wasm\n__pycache__/\n.wasmhost/\n"),
 ];
 
 const JAVASCRIPT: Files = &[
@@ -192,11 +192,14 @@ struct Project {
     build: String,
     /// The sources `wasmhost dev` rebuilds on, as TOML.
     watch: &'static str,
+    /// Its `[app.dev]` table, if `dev` serves another build.
+    dev: Option<String>,
 }
 
 impl Project {
     fn of(lang: Lang, name: &str) -> Project {
         let wasm = format!("{name}.wasm");
+        let mut dev = None;
         let (component, build, watch) = match lang {
             Lang::Rust => (
                 format!(
@@ -212,13 +215,27 @@ impl Project {
                 format!("componentize-py -d wit -w app componentize app -o {wasm}"),
                 r#"["*.py"]"#,
             ),
-            Lang::PythonWsgi => (
-                wasm.clone(),
-                format!(
-                    "python3 -m wasmhost_wsgi build wsgi:application -r requirements.txt -o {wasm}"
-                ),
-                r#"["*.py", "requirements.txt"]"#,
-            ),
+            Lang::PythonWsgi => {
+                dev = Some(
+                    "\n# Under `wasmhost dev` the app's own source is not built into the\n\
+                     # component: each build copies it to .wasmhost/dev/src, which an\n\
+                     # instance reads when it starts, so an edit serves without\n\
+                     # compiling. A new import or a change to requirements.txt builds\n\
+                     # the dependencies again. `serve` serves what `build` above makes.\n\
+                     [app.dev]\n\
+                     build = \"python3 -m wasmhost_wsgi build --dev wsgi:application -r requirements.txt -o .wasmhost/dev.wasm\"\n\
+                     component = \".wasmhost/dev.wasm\"\n\
+                     dirs = [\".wasmhost/dev:/app\"]\n"
+                        .to_string(),
+                );
+                (
+                    wasm.clone(),
+                    format!(
+                        "python3 -m wasmhost_wsgi build wsgi:application -r requirements.txt -o {wasm}"
+                    ),
+                    r#"["*.py", "requirements.txt"]"#,
+                )
+            }
             Lang::Javascript => (
                 wasm.clone(),
                 format!("./build.sh {wasm}"),
@@ -229,6 +246,7 @@ impl Project {
             component,
             build,
             watch,
+            dev,
         }
     }
 
@@ -239,7 +257,9 @@ impl Project {
             component,
             build,
             watch,
+            dev,
         } = self;
+        let dev = dev.as_deref().unwrap_or_default();
         format!(
             "# `wasmhost dev` builds the app, serves it, and rebuilds and reloads it\n\
              # whenever a watched source changes; `wasmhost serve --config\n\
@@ -248,7 +268,7 @@ impl Project {
              route = \"/\"\n\
              component = \"{component}\"\n\
              build = \"{build}\"\n\
-             watch = {watch}\n"
+             watch = {watch}\n{dev}"
         )
     }
 }

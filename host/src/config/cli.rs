@@ -122,6 +122,10 @@ pub struct Source {
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
 
+    /// Set by `wasmhost dev`: the file's `[app.dev]` tables apply.
+    #[arg(skip)]
+    pub dev: bool,
+
     /// Let one instance serve up to N requests in turn (for every app)
     /// instead of a fresh instance per request: much faster for large guests,
     /// but state left by one request is seen by the next.

@@ -138,6 +138,33 @@ struct RawApp {
     /// The sources whose changes rerun `build`, as globs under the file's
     /// directory, e.g. `["src/**", "Cargo.toml"]`.
     watch: Option<Vec<Spanned<String>>>,
+    /// What `wasmhost dev` serves instead (`[app.dev]`).
+    dev: Option<RawDev>,
+}
+
+/// `[app.dev]`: what `wasmhost dev` builds and serves in place of the app's
+/// own `build` and `component`, and the directories it grants on top of
+/// `dirs`: a dev build that reads the app's source at instance start (the
+/// Python bridge's) serves an edit without rebuilding. `serve` ignores it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDev {
+    build: Option<Spanned<String>>,
+    component: Option<Spanned<String>>,
+    dirs: Option<Vec<Spanned<String>>>,
+}
+
+impl RawApp {
+    /// The build command and component `wasmhost dev` uses.
+    fn for_dev(&self) -> (Option<&Spanned<String>>, &Spanned<String>) {
+        let dev = self.dev.as_ref();
+        (
+            dev.and_then(|dev| dev.build.as_ref())
+                .or(self.build.as_ref()),
+            dev.and_then(|dev| dev.component.as_ref())
+                .unwrap_or(&self.component),
+        )
+    }
 }
 
 /// Turns a byte span of the file into its place (file and line).
@@ -231,7 +258,8 @@ pub fn builds(path: &Path) -> Result<Vec<Build>> {
         let route =
             normalise_prefix(entry.route.get_ref()).map_err(|e| anyhow!("{origin}: {e}"))?;
         let watch = entry.watch.iter().flatten();
-        match &entry.build {
+        let (build, component) = entry.for_dev();
+        match build {
             Some(command) if command.get_ref().trim().is_empty() => {
                 bail!(
                     "{}: build is empty; give the command that builds the component",
@@ -240,7 +268,7 @@ pub fn builds(path: &Path) -> Result<Vec<Build>> {
             }
             Some(command) => builds.push(Build {
                 route,
-                component: dir.join(entry.component.get_ref()),
+                component: dir.join(component.get_ref()),
                 command: command.get_ref().clone(),
                 watch: watch.map(|glob| glob.get_ref().clone()).collect(),
                 dir: dir.clone(),
@@ -260,8 +288,9 @@ pub fn builds(path: &Path) -> Result<Vec<Build>> {
 }
 
 impl File {
-    /// Reads and validates the file at `path`.
-    pub fn load(path: &Path) -> Result<File> {
+    /// Reads and validates the file at `path`; with `dev`, for `wasmhost
+    /// dev`, its apps' `[app.dev]` tables apply.
+    pub fn load(path: &Path, dev: bool) -> Result<File> {
         let (text, raw) = read_raw(path)?;
         let places = Places { path, text: &text };
         // Components are found relative to the file, not the working directory.
@@ -284,7 +313,7 @@ impl File {
         };
         Ok(File {
             listeners: listeners(&raw.listen, &places, base)?,
-            mounts: mounts(&raw.app, &places, base)?,
+            mounts: mounts(&raw.app, &places, base, dev)?,
             threads: raw
                 .threads
                 .as_ref()
@@ -356,7 +385,7 @@ fn listeners(entries: &[RawListen], places: &Places, base: &Path) -> Result<Vec<
 }
 
 /// The `[[app]]` entries.
-fn mounts(entries: &[RawApp], places: &Places, base: &Path) -> Result<Vec<Mount>> {
+fn mounts(entries: &[RawApp], places: &Places, base: &Path, dev: bool) -> Result<Vec<Mount>> {
     let mut mounts: Vec<Mount> = Vec::new();
     for entry in entries {
         let origin = places.at(entry.route.span());
@@ -368,8 +397,13 @@ fn mounts(entries: &[RawApp], places: &Places, base: &Path) -> Result<Vec<Mount>
                 earlier.origin
             );
         }
-        let component: PathBuf = base.join(entry.component.get_ref());
-        super::check_component_exists(&component, &places.at(entry.component.span()))?;
+        let named = if dev {
+            entry.for_dev().1
+        } else {
+            &entry.component
+        };
+        let component: PathBuf = base.join(named.get_ref());
+        super::check_component_exists(&component, &places.at(named.span()))?;
         mounts.push(Mount {
             route,
             component,
@@ -377,7 +411,7 @@ fn mounts(entries: &[RawApp], places: &Places, base: &Path) -> Result<Vec<Mount>
             spares: spares(entry, places)?,
             concurrency_per_instance: concurrency_per_instance(entry, places)?,
             limits: limits(entry, places)?,
-            grants: grants(entry, places, base)?,
+            grants: grants(entry, places, base, dev)?,
             origin,
         });
     }
@@ -385,7 +419,7 @@ fn mounts(entries: &[RawApp], places: &Places, base: &Path) -> Result<Vec<Mount>
 }
 
 /// An `[[app]]` entry's grants: only what it names.
-fn grants(entry: &RawApp, places: &Places, base: &Path) -> Result<Grants> {
+fn grants(entry: &RawApp, places: &Places, base: &Path, dev: bool) -> Result<Grants> {
     let mut grants = Grants::default();
     if let Some(env) = &entry.env {
         let place = places.at(env.span());
@@ -410,7 +444,17 @@ fn grants(entry: &RawApp, places: &Places, base: &Path) -> Result<Grants> {
         }
     }
     grants.allow_nested_dirs = entry.allow_nested_dirs.unwrap_or(false);
-    for dir in entry.dirs.iter().flatten() {
+    let dev_dirs = entry
+        .dev
+        .as_ref()
+        .filter(|_| dev)
+        .and_then(|dev| dev.dirs.as_ref());
+    for dir in entry
+        .dirs
+        .iter()
+        .flatten()
+        .chain(dev_dirs.into_iter().flatten())
+    {
         let origin = places.at(dir.span());
         let parsed = places.parsed(dir, "dirs", parse_dir)?;
         grants

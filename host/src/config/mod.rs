@@ -88,7 +88,11 @@ pub fn for_check(source: &Source) -> Result<Vec<Mount>> {
 }
 
 fn load_file(source: &Source) -> Result<Option<File>> {
-    source.config.as_deref().map(File::load).transpose()
+    source
+        .config
+        .as_deref()
+        .map(|path| File::load(path, source.dev))
+        .transpose()
 }
 
 fn require_some(mounts: &[Mount]) -> Result<()> {
@@ -509,7 +513,7 @@ mod tests {
         let dir = Dir::new(
             "[[app]]\nroute = \"/\"\ncomponent = \"app.wasm\"\nmemory = \"1MiB\"\nmemory_limit = \"2MiB\"\n",
         );
-        let error = File::load(&dir.0.join("wasmhost.toml")).unwrap_err();
+        let error = File::load(&dir.0.join("wasmhost.toml"), false).unwrap_err();
         assert!(
             format!("{error:#}")
                 .ends_with(":4: memory is the older name of memory_limit; give only memory_limit"),

@@ -53,6 +53,18 @@ def import_quietly(name):
         return False
 
 
+def pre_import(modules, maybe_modules):
+    """Imports `modules`, saying which fail, and `maybe_modules`, which may
+    not exist, quietly."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except BaseException as error:  # noqa: BLE001 - any failure is skipped
+            skipped(name, error)
+    for name in maybe_modules:
+        import_quietly(name)
+
+
 def package_modules(package):
     """Imports every module below the package `package`."""
     try:
@@ -265,3 +277,52 @@ def prepare(application, package, code_paths):
             if source:
                 return RereadSettings(application, *source)
     return application
+
+
+class FromSource:
+    """The app of a dev build (`wasmhost-wsgi build --dev`): imported from
+    the source granted at `source_at` when an instance serves its first
+    request, so that an edit needs a new instance, not a new build. The
+    vendored packages the build did not import are read from `deps_at`,
+    where the build left them; a file beside their code that the build
+    saw at `build_deps` is opened there too."""
+
+    def __init__(self, module, name, source_at, deps_at, build_deps):
+        self.module, self.name = module, name
+        self.source_at, self.deps_at, self.build_deps = source_at, deps_at, build_deps
+        self.application = None
+
+    def __call__(self, environ, start_response):
+        if self.application is None:
+            self.application = self.load()
+        return self.application(environ, start_response)
+
+    def load(self):
+        if not os.path.isdir(self.source_at):
+            raise RuntimeError(
+                f"this is a dev build (wasmhost-wsgi build --dev): it reads the app's source "
+                f"from {self.source_at}, which is not granted; serve it with wasmhost dev, "
+                f"whose [app.dev] grants it, or build the app without --dev")
+        if self.source_at not in sys.path:
+            # Read-only: the guest's Python would try to write bytecode there.
+            sys.dont_write_bytecode = True
+            sys.path[:0] = [self.source_at, self.deps_at]
+            builtins.open = io.open = _open_moved(io.open, self.build_deps, self.deps_at)
+        module = importlib.import_module(self.module)
+        return getattr(module, self.name)
+
+
+def _open_moved(real_open, before, after):
+    """`open` that looks for a missing file under `before` at `after`."""
+    prefix = before.rstrip("/") + "/"
+
+    def open_moved(file, *args, **kwargs):
+        try:
+            return real_open(file, *args, **kwargs)
+        except FileNotFoundError:
+            path = os.fspath(file) if isinstance(file, (str, os.PathLike)) else None
+            if not isinstance(path, str) or not path.startswith(prefix):
+                raise
+            return real_open(after + "/" + path[len(prefix):], *args, **kwargs)
+
+    return open_moved
