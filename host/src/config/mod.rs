@@ -509,6 +509,34 @@ mod tests {
     }
 
     #[test]
+    fn the_dev_table_applies_under_dev_only() {
+        let dir = Dir::new(
+            "[[app]]\nroute = \"/\"\ncomponent = \"app.wasm\"\nbuild = \"make\"\n\
+             [app.dev]\nbuild = \"make dev\"\ncomponent = \"dev.wasm\"\ndirs = [\"src:/app\"]\n",
+        );
+        std::fs::write(dir.0.join("dev.wasm"), b"").unwrap();
+        std::fs::create_dir(dir.0.join("src")).unwrap();
+        let path = dir.0.join("wasmhost.toml");
+        let served = File::load(&path, false).unwrap();
+        assert_eq!(served.mounts[0].component, dir.0.join("app.wasm"));
+        assert!(served.mounts[0].grants.dirs.is_empty());
+        let dev = File::load(&path, true).unwrap();
+        assert_eq!(dev.mounts[0].component, dir.0.join("dev.wasm"));
+        assert_eq!(dev.mounts[0].grants.dirs.len(), 1);
+        let builds = file::builds(&path).unwrap();
+        assert_eq!(builds[0].command, "make dev");
+        assert_eq!(builds[0].component, dir.0.join("dev.wasm"));
+
+        std::fs::write(
+            &path,
+            "[[app]]\nroute = \"/\"\ncomponent = \"app.wasm\"\n[app.dev]\nreuse = 3\n",
+        )
+        .unwrap();
+        let error = File::load(&path, false).unwrap_err();
+        assert!(format!("{error:#}").contains(":5: unknown field `reuse`"), "{error:#}");
+    }
+
+    #[test]
     fn a_limit_under_both_its_names_is_refused() {
         let dir = Dir::new(
             "[[app]]\nroute = \"/\"\ncomponent = \"app.wasm\"\nmemory = \"1MiB\"\nmemory_limit = \"2MiB\"\n",
