@@ -75,6 +75,11 @@ pub enum Guest {
     WsgiLazy,
     WsgiDjango,
     WsgiFalcon,
+    /// tests/guests/wsgi-sqlalchemy: Flask, SQLAlchemy 2 and pg8000 on
+    /// PostgreSQL, and sqlite3 on a granted directory.
+    WsgiSqlalchemy,
+    /// tests/guests/wsgi-flask: the framework checks' Flask app.
+    WsgiFlask,
     /// guest-examples/rust-demo: the demo app in Rust (the `wasi` crate).
     RustDemo,
     /// guest-examples/python-demo: the demo app in Python (componentize-py).
@@ -106,6 +111,8 @@ pub fn guest(guest: Guest) -> &'static Path {
     static WSGI_LAZY: OnceLock<PathBuf> = OnceLock::new();
     static WSGI_DJANGO: OnceLock<PathBuf> = OnceLock::new();
     static WSGI_FALCON: OnceLock<PathBuf> = OnceLock::new();
+    static WSGI_SQLALCHEMY: OnceLock<PathBuf> = OnceLock::new();
+    static WSGI_FLASK: OnceLock<PathBuf> = OnceLock::new();
     static FAULT: OnceLock<PathBuf> = OnceLock::new();
     static COMMAND: OnceLock<PathBuf> = OnceLock::new();
     static REDIS_COUNTER: OnceLock<PathBuf> = OnceLock::new();
@@ -193,6 +200,15 @@ pub fn guest(guest: Guest) -> &'static Path {
         Guest::WsgiFalcon => WSGI_FALCON.get_or_init(|| {
             let args = ["app:app", "-r", "requirements.txt"];
             wsgi_bridge(&root, "tests/guests/wsgi-falcon", &args, "wsgi-falcon.wasm")
+        }),
+        Guest::WsgiFlask => WSGI_FLASK.get_or_init(|| {
+            let args = ["app:app", "-r", "requirements.txt"];
+            wsgi_bridge(&root, "tests/guests/wsgi-flask", &args, "wsgi-flask.wasm")
+        }),
+        Guest::WsgiSqlalchemy => WSGI_SQLALCHEMY.get_or_init(|| {
+            let args = ["app:application", "-r", "requirements.txt"];
+            let out = "wsgi-sqlalchemy.wasm";
+            wsgi_bridge(&root, "tests/guests/wsgi-sqlalchemy", &args, out)
         }),
         Guest::RustDemo => RUST_DEMO.get_or_init(|| {
             cargo_wasm(

@@ -6,6 +6,7 @@ mod cache;
 mod config;
 mod connections;
 mod container;
+mod databases;
 mod demo;
 mod deploy;
 mod descriptors;

@@ -533,7 +533,10 @@ mod tests {
         )
         .unwrap();
         let error = File::load(&path, false).unwrap_err();
-        assert!(format!("{error:#}").contains(":5: unknown field `reuse`"), "{error:#}");
+        assert!(
+            format!("{error:#}").contains(":5: unknown field `reuse`"),
+            "{error:#}"
+        );
     }
 
     #[test]

@@ -24,6 +24,8 @@ for _name in ("getuid", "geteuid", "getgid", "getegid"):
 
 import wasmhost_wsgi_bridge
 import wasmhost_wsgi_warmup
+
+wasmhost_wsgi_warmup.install_ssl_stand_in()
 '''
 
 # componentize-py keeps only the modules imported while it builds, so the
@@ -41,7 +43,7 @@ wasmhost_wsgi_warmup.pre_import({pre_imports!r}, {maybe_modules!r})
 ENTRY = SHIMS + '''
 from {module} import {callable} as application
 ''' + PRE_IMPORTS + '''
-application = wasmhost_wsgi_warmup.prepare(application, {package!r}, {code_paths!r})
+application = wasmhost_wsgi_warmup.prepare(application, {package!r}, {code_paths!r}, {vendored!r})
 
 IncomingHandler = wasmhost_wsgi_bridge.handler(application)
 '''
@@ -259,7 +261,8 @@ def build(args):
         else:
             text = ENTRY.format(
                 module=module, callable=callable_name, pre_imports=pre_imports,
-                maybe_modules=sorted(maybe), package=package, code_paths=len(paths))
+                maybe_modules=sorted(maybe), package=package, code_paths=len(paths),
+                vendored=f"/{len(paths) - 1}" if vendored else None)
         (work / "wasmhost_wsgi_entry.py").write_text(text)
         # Written beside and renamed over the output: a server watching it
         # never reads half a component.

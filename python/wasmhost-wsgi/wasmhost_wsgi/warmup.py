@@ -23,6 +23,7 @@ falls back to them for a path that is missing at run time.
 
 import builtins
 import importlib
+import importlib.machinery
 import io
 import os
 import pkgutil
@@ -51,6 +52,89 @@ def import_quietly(name):
         return True
     except BaseException:  # noqa: BLE001 - any failure means "not a module here"
         return False
+
+
+def install_ssl_stand_in():
+    """The guest's Python has no `_ssl` (no OpenSSL), so `import ssl` fails,
+    and with it libraries that import it for names only (scramp, hence
+    pg8000, takes `SSLSocket` for a type check) even when they never make
+    a TLS connection. A stand-in `ssl` has the names; making a context
+    says plainly that TLS is not there."""
+    try:
+        import ssl  # noqa: F401
+        return
+    except ImportError:
+        pass
+    import types
+
+    module = types.ModuleType("ssl", "A stand-in: the component's Python has no TLS.")
+    message = ("TLS is not available in the component's Python (it has no OpenSSL): connect "
+               "without TLS (a database on a trusted network), or make HTTPS requests through "
+               "wasi:http (urllib3, requests)")
+
+    class SSLError(OSError):
+        pass
+
+    class SSLContext:
+        """Made and configured as usual; it fails where TLS would start.
+        So a client that only offers TLS (pg8000's default, like libpq's
+        `sslmode=prefer`) goes on in the clear with a server that declines,
+        and gets this error from one that accepts."""
+
+        check_hostname = False
+        verify_mode = 0
+
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def wrap_socket(self, *args, **kwargs):
+            raise SSLError(message)
+
+        wrap_bio = wrap_socket
+
+        def __getattr__(self, name):
+            if name.startswith("__"):
+                raise AttributeError(name)
+            return self.wrap_socket
+
+    def create_default_context(*args, **kwargs):
+        return SSLContext()
+
+    class SSLSocket:
+        pass
+
+    class SSLObject:
+        pass
+
+    for name, value in {
+        "SSLError": SSLError, "SSLZeroReturnError": SSLError, "SSLWantReadError": SSLError,
+        "SSLWantWriteError": SSLError, "SSLEOFError": SSLError,
+        "SSLCertVerificationError": SSLError, "CertificateError": SSLError,
+        "SSLContext": SSLContext, "create_default_context": create_default_context,
+        "SSLSocket": SSLSocket, "SSLObject": SSLObject, "HAS_SNI": False,
+        "CERT_NONE": 0, "CERT_OPTIONAL": 1, "CERT_REQUIRED": 2,
+        "PROTOCOL_TLS_CLIENT": 16, "PROTOCOL_TLS_SERVER": 17, "PROTOCOL_TLS": 2,
+        "OP_NO_SSLv2": 0, "OP_NO_SSLv3": 0, "OP_NO_COMPRESSION": 0,
+        "OPENSSL_VERSION": "none", "OPENSSL_VERSION_INFO": (0, 0, 0, 0, 0),
+    }.items():
+        setattr(module, name, value)
+
+    def other(name):
+        # What else the standard library and libraries take from `ssl` at
+        # import: more exception classes, and flag constants.
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if name.endswith("Error"):
+            value = type(name, (SSLError,), {})
+        elif name.isupper():
+            value = 0
+        else:
+            value = type(name, (), {})
+        setattr(module, name, value)
+        return value
+
+    module.__getattr__ = other
+    sys.modules["ssl"] = module
 
 
 def pre_import(modules, maybe_modules):
@@ -258,7 +342,126 @@ class RereadSettings:
                 setattr(settings, name, value)
 
 
-def prepare(application, package, code_paths):
+# Not imported with the rest of a vendored package: its tests, and modules
+# meant to be run or loaded by a test runner.
+NOT_IMPORTED = {"tests", "test", "testing", "conftest", "__main__", "pytest_plugin", "_pytest"}
+
+
+class EmbeddedSources:
+    """Imports, at run time, the vendored modules the build did not import
+    (a library loads some by name: SQLAlchemy its dialects, from the
+    database URL), from their source read at build: componentize-py keeps
+    no files. Importing them all at build instead would run their side
+    effects (CherryPy's plugins subscribe to its bus as they are imported)
+    in every app."""
+
+    def __init__(self, sources, distributions):
+        # Module name: (path it had at build, is a package, source).
+        self.sources = sources
+        # Distribution name: its metadata files' texts, by file name
+        # (`importlib.metadata.version("scramp")`, which scramp asks as it
+        # is imported).
+        self.distributions = distributions
+
+    def find_distributions(self, context=None):
+        wanted = getattr(context, "name", None)
+        normal = wanted.replace("-", "_").lower() if wanted else None
+        for name, files in self.distributions.items():
+            if normal is None or name == normal:
+                yield _EmbeddedDistribution(files)
+
+    def find_spec(self, name, path=None, target=None):
+        entry = self.sources.get(name)
+        if entry is None:
+            return None
+        origin, is_package, _ = entry
+        spec = importlib.machinery.ModuleSpec(name, self, origin=origin, is_package=is_package)
+        spec.has_location = True
+        if is_package:
+            spec.submodule_search_locations = [os.path.dirname(origin)]
+        return spec
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        origin, _, source = self.sources[module.__name__]
+        exec(compile(source, origin, "exec", dont_inherit=True), module.__dict__)  # noqa: S102
+
+
+class _EmbeddedDistribution:
+    pass
+
+
+def _distribution_class():
+    import importlib.metadata as metadata
+
+    # What reading a distribution's metadata imports on first use.
+    for name in ("_adapters", "_meta", "_text", "_functools", "_itertools", "_collections"):
+        import_quietly(f"importlib.metadata.{name}")
+
+    class EmbeddedDistribution(metadata.Distribution):
+        def __init__(self, files):
+            self.files_text = files
+
+        def read_text(self, filename):
+            return self.files_text.get(filename)
+
+        def locate_file(self, path):
+            return path
+
+    return EmbeddedDistribution
+
+
+DIST_FILES = ("METADATA", "entry_points.txt", "top_level.txt")
+
+
+def embed_sources(root):
+    """Keeps the source of every module vendored at `root` that is not
+    imported yet (not their tests), for `EmbeddedSources`."""
+    sources = {}
+    for directory, folders, files in os.walk(root):
+        relative = os.path.relpath(directory, root)
+        parts = [] if relative == "." else relative.split(os.sep)
+        folders[:] = [f for f in folders if f.isidentifier() and f not in NOT_IMPORTED
+                      and os.path.isfile(os.path.join(directory, f, "__init__.py"))]
+        if parts and not all(part.isidentifier() for part in parts):
+            continue
+        for name in files:
+            stem, suffix = os.path.splitext(name)
+            if suffix != ".py" or not stem.isidentifier() or stem in NOT_IMPORTED:
+                continue
+            is_package = stem == "__init__"
+            module = ".".join(parts if is_package else [*parts, stem])
+            if not module or module in sys.modules:
+                continue
+            path = os.path.join(directory, name)
+            try:
+                with open(path, "rb") as file:
+                    sources[module] = (path, is_package, file.read())
+            except OSError:
+                continue
+    distributions = {}
+    for folder in os.listdir(root):
+        if not folder.endswith(".dist-info"):
+            continue
+        files = {}
+        for name in DIST_FILES:
+            try:
+                with open(os.path.join(root, folder, name), encoding="utf-8") as file:
+                    files[name] = file.read()
+            except OSError:
+                continue
+        if "METADATA" in files:
+            distribution = folder.removesuffix(".dist-info").rsplit("-", 1)[0]
+            distributions[distribution.replace("-", "_").lower()] = files
+    if sources or distributions:
+        global _EmbeddedDistribution
+        _EmbeddedDistribution = _distribution_class()
+        sys.meta_path.append(EmbeddedSources(sources, distributions))
+
+
+def prepare(application, package, code_paths, vendored=None):
     """Imports what the app at `package` may need later and keeps the files
     beside its code; the app to serve (Django's re-reads its settings)."""
     embed_files(code_paths)
@@ -275,7 +478,9 @@ def prepare(application, package, code_paths):
             prepare_django(application)
             source = settings_source()
             if source:
-                return RereadSettings(application, *source)
+                application = RereadSettings(application, *source)
+    if vendored:
+        embed_sources(vendored)
     return application
 
 

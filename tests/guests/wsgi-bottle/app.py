@@ -52,3 +52,14 @@ def own_weakref():
     alive = finalizer.alive
     del thing
     return {"module": weakref.finalize.__module__, "alive": alive, "seen": seen}
+
+
+@app.post("/form")
+def form():
+    bottle.response.content_type = "text/plain"
+    return f"posted {bottle.request.forms.get('name', '')}\n"
+
+
+@app.get("/boom")
+def boom():
+    raise RuntimeError("boom")
