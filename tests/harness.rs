@@ -80,6 +80,8 @@ pub enum Guest {
     WsgiSqlalchemy,
     /// tests/guests/wsgi-flask: the framework checks' Flask app.
     WsgiFlask,
+    /// guest-examples/python-django: a Django project with static files.
+    PythonDjango,
     /// guest-examples/rust-demo: the demo app in Rust (the `wasi` crate).
     RustDemo,
     /// guest-examples/python-demo: the demo app in Python (componentize-py).
@@ -113,6 +115,7 @@ pub fn guest(guest: Guest) -> &'static Path {
     static WSGI_FALCON: OnceLock<PathBuf> = OnceLock::new();
     static WSGI_SQLALCHEMY: OnceLock<PathBuf> = OnceLock::new();
     static WSGI_FLASK: OnceLock<PathBuf> = OnceLock::new();
+    static PYTHON_DJANGO: OnceLock<PathBuf> = OnceLock::new();
     static FAULT: OnceLock<PathBuf> = OnceLock::new();
     static COMMAND: OnceLock<PathBuf> = OnceLock::new();
     static REDIS_COUNTER: OnceLock<PathBuf> = OnceLock::new();
@@ -200,6 +203,9 @@ pub fn guest(guest: Guest) -> &'static Path {
         Guest::WsgiFalcon => WSGI_FALCON.get_or_init(|| {
             let args = ["app:app", "-r", "requirements.txt"];
             wsgi_bridge(&root, "tests/guests/wsgi-falcon", &args, "wsgi-falcon.wasm")
+        }),
+        Guest::PythonDjango => PYTHON_DJANGO.get_or_init(|| {
+            build_script(&root, "guest-examples/python-django", "python-django.wasm")
         }),
         Guest::WsgiFlask => WSGI_FLASK.get_or_init(|| {
             let args = ["app:app", "-r", "requirements.txt"];

@@ -251,6 +251,76 @@ fn through_nginx_each_app_sees_the_real_client_scheme_and_host() {
     assert_eq!(status, 200);
 }
 
+/// guest-examples/python-django behind the front `wasmhost nginx` writes:
+/// Django's pages from the component, its collected static files (the
+/// app's `static/`, which is what `collectstatic` gathers for this
+/// project) from disk.
+#[test]
+fn a_django_project_behind_nginx_gets_its_static_files_from_disk() {
+    let app = guest(Guest::PythonDjango).to_str().unwrap();
+    let server = Server::start(
+        WASMHOST,
+        &[
+            app,
+            "--reuse",
+            "100",
+            "--env",
+            "DJANGO_SECRET_KEY=k",
+            "--access-log",
+            "-",
+        ],
+    );
+    let dir = TempDir::new().unwrap();
+    let static_root = dir.path().join("staticfiles");
+    let collected = static_root.join("polls");
+    std::fs::create_dir_all(&collected).unwrap();
+    let css = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../guest-examples/python-django/polls/static/polls/style.css"),
+    )
+    .unwrap();
+    std::fs::write(collected.join("style.css"), &css).unwrap();
+    for path in [dir.path(), static_root.as_path(), collected.as_path()] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let nginx_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let listen = server.addr.to_string();
+    let config = wasmhost_nginx(&[
+        app,
+        "--listen",
+        &listen,
+        "--standalone",
+        "--nginx-listen",
+        &nginx_addr.to_string(),
+        "--static-root",
+        static_root.to_str().unwrap(),
+    ]);
+    let nginx = Nginx::start(dir.path(), &config, nginx_addr);
+
+    let (status, head, body) = request_from(
+        "127.0.0.2",
+        nginx.addr,
+        "GET / HTTP/1.0\r\nHost: localhost\r\n\r\n",
+    );
+    let page = String::from_utf8_lossy(&body);
+    assert_eq!(status, 200, "{head}{page}\n{}", server.log());
+    assert!(
+        page.contains("href=\"/static/polls/style.css\"") && page.contains("csrfmiddlewaretoken"),
+        "{page}"
+    );
+    let (status, head, body) = request_from(
+        "127.0.0.2",
+        nginx.addr,
+        "GET /static/polls/style.css HTTP/1.0\r\nHost: localhost\r\n\r\n",
+    );
+    assert_eq!((status, body), (200, css), "{head}");
+    assert!(head.contains("\r\ncontent-type: text/css"), "{head}");
+    // nginx asks its upstream in HTTP/1.1.
+    assert!(server.wait_for_log("\"GET / HTTP/1.1\" 200", Duration::from_secs(10)));
+    assert!(!server.log().contains("/static/"), "{}", server.log());
+}
+
 #[test]
 fn static_files_and_gzip_come_from_nginx() {
     let cluster = Cluster::start(1);
