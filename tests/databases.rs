@@ -248,9 +248,9 @@ fn sqlite_on_a_granted_directory_takes_concurrent_writers_but_not_a_stopped_one(
             "--env",
             "SQLITE_PATH=/data/app.db",
             "--env",
-            "SQLITE_TIMEOUT=3",
+            "SQLITE_TIMEOUT=2",
             "--timeout",
-            "4s",
+            "8s",
         ],
     );
     // The database made by one request first: instances creating it at
