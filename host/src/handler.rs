@@ -133,7 +133,26 @@ fn resources(
 }
 
 /// The guest's call, as [`run_guest`] makes it.
-type Guest = Pin<Box<dyn Future<Output = (Result<(), Fault>, Leftovers)> + Send>>;
+type Guest = Pin<Box<dyn Future<Output = (Result<(), Fault>, Returned)> + Send>>;
+
+/// An instance whose guest has returned, not yet given back: whether it
+/// sent a response decides, with how its call went, whether it serves
+/// again.
+struct Returned {
+    app: Arc<App>,
+    instance: Instance,
+    ok: bool,
+}
+
+impl Returned {
+    fn give_back(self, answered: bool) -> Leftovers {
+        let Returned { app, instance, ok } = self;
+        if ok && !answered {
+            app.instances.returned_without_response(&app.route);
+        }
+        app.instances.give_back(instance, ok && answered)
+    }
+}
 
 /// Waits for the guest's response head (or its end) within the app's
 /// timeout: the response if it sent one, and how its call went so far.
@@ -160,9 +179,10 @@ async fn wait(
     // the timer (arming one per request cost ~2% of a hello's CPU). Once the
     // guest has returned, a response it did not send never comes (even if it
     // kept the outparam), so the receiver is only looked at, here and below.
-    if let Some((outcome, leftovers)) = poll_once(&mut guest).await {
-        chores.push(leftovers);
-        return Ok((receiver.try_recv().ok(), outcome));
+    if let Some((outcome, returned)) = poll_once(&mut guest).await {
+        let response = receiver.try_recv().ok();
+        chores.push(returned.give_back(response.is_some()));
+        return Ok((response, outcome));
     }
     let timeout = app.instances.limits().timeout;
     let deadline = started + timeout;
@@ -178,9 +198,10 @@ async fn wait(
             };
             Ok((response.ok(), outcome))
         }
-        (outcome, leftovers) = &mut guest => {
-            chores.push(leftovers);
-            Ok((receiver.try_recv().ok(), outcome))
+        (outcome, returned) = &mut guest => {
+            let response = receiver.try_recv().ok();
+            chores.push(returned.give_back(response.is_some()));
+            Ok((response, outcome))
         }
         () = tokio::time::sleep_until(deadline) => {
             // Dropping the call stops the guest wherever it is; its instance
@@ -222,7 +243,7 @@ fn stream_on(
     let app = app.clone();
     tokio::spawn(async move {
         let why = tokio::select! {
-            (_, leftovers) = &mut guest => return leftovers.run().await,
+            (_, returned) = &mut guest => return returned.give_back(true).run().await,
             () = tokio::time::sleep_until(deadline) => format!("still streaming after the {timeout:?} timeout"),
             () = failure.gone() => "its client stopped taking the response".to_string(),
             () = body_fault.stalled() => "its client stopped sending the request body".to_string(),
@@ -243,8 +264,8 @@ async fn returned_within(
     timeout: Duration,
 ) -> Result<(), Fault> {
     match tokio::time::timeout_at(deadline, guest).await {
-        Ok((outcome, leftovers)) => {
-            chores.push(leftovers);
+        Ok((outcome, returned)) => {
+            chores.push(returned.give_back(false));
             outcome
         }
         Err(_) => {
@@ -351,7 +372,7 @@ async fn run_guest(
     request: Resource<HostIncomingRequest>,
     outparam: Resource<HostResponseOutparam>,
     failure: FailureFlag,
-) -> (Result<(), Fault>, Leftovers) {
+) -> (Result<(), Fault>, Returned) {
     let result = app.instances.call(&mut instance, request, outparam).await;
     // The next request of the app may run while this one's leftovers wait.
     drop(admitted);
@@ -359,6 +380,6 @@ async fn run_guest(
         failure.raise();
         fault_of(&app.route, &error)
     });
-    let leftovers = app.instances.give_back(instance, outcome.is_ok());
-    (outcome, leftovers)
+    let ok = outcome.is_ok();
+    (outcome, Returned { app, instance, ok })
 }

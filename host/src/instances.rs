@@ -139,6 +139,8 @@ pub struct Instances {
     /// A refill is under way: at most one per app, so requests finishing
     /// together do not all instantiate spares.
     refilling: AtomicBool,
+    /// The line about guests that return without a response was said.
+    said_no_response: AtomicBool,
     /// What each request may use.
     limits: Limits,
     /// What each instance is given.
@@ -180,6 +182,7 @@ impl Instances {
             max_idle: max_idle.max(spares),
             spares,
             refilling: AtomicBool::new(false),
+            said_no_response: AtomicBool::new(false),
             limits: mount.limits,
             access: Access::new(route, &mount.grants, &mount.limits)?,
             output: AppOutput::new(route),
@@ -306,6 +309,24 @@ impl Instances {
             instances: self.clone(),
             spent,
             refill: refill.then(|| RefillClaim(self.clone())),
+        }
+    }
+
+    /// Its guest returned without a response: the instance is spent, not
+    /// reused (componentize-js's fetch event answers once per instance and
+    /// fails every later request on it). Said once per version, in reuse
+    /// mode, where it costs what reuse saves.
+    pub fn returned_without_response(&self, route: &str) {
+        if matches!(self.mode, Mode::Reuse(_))
+            && !self.said_no_response.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(
+                app = %route,
+                "its guest returned without a response; each instance that does is retired, \
+                 not reused, so this app pays a new instance for such requests (a componentize-js \
+                 fetch-event app answers once per instance: build it with a handler that exports \
+                 wasi:http/incoming-handler)"
+            );
         }
     }
 

@@ -246,9 +246,13 @@ def build(args):
         if requirements:
             vendored = dev.new_deps() if dev else work / "vendor"
             dropped = vendor(requirements, vendored)
-            paths.append(vendored)
             if vendored.is_dir():
+                paths.append(vendored)
                 maybe |= stdlib_imports_of(vendored) - set(pre_imports)
+            else:
+                # Nothing to vendor: no code path (the one after the last
+                # is componentize-py's own).
+                vendored = None
         if dev:
             # componentize-py mounts the code paths at /0, /1, … while it
             # builds: the packages' modules imported then name /1 as theirs.
