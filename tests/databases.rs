@@ -239,20 +239,14 @@ fn sqlite_on_a_granted_directory_takes_concurrent_writers_but_not_a_stopped_one(
     let data = TempDir::new().unwrap();
     let app = guest(Guest::WsgiSqlalchemy).to_str().unwrap();
     let grant = format!("{}:/data:rw", data.path().display());
-    let server = Server::start(
-        WASMHOST,
-        &[
-            app,
-            "--dir",
-            &grant,
-            "--env",
-            "SQLITE_PATH=/data/app.db",
-            "--env",
-            "SQLITE_TIMEOUT=2",
-            "--timeout",
-            "8s",
-        ],
-    );
+    let serve = |flags: &[&str]| {
+        let mut args = vec![app, "--dir", &grant, "--env", "SQLITE_PATH=/data/app.db"];
+        args.extend_from_slice(flags);
+        Server::start(WASMHOST, &args)
+    };
+    // The defaults: SQLite waits up to 30 s for the lock (its busy wait
+    // sleeps whole seconds in the guest), the request up to 60 s.
+    let server = serve(&[]);
     // The database made by one request first: instances creating it at
     // once see each other's half-written first page (`file is not a
     // database`, a few of 48 requests on 16 connections).
@@ -279,6 +273,11 @@ fn sqlite_on_a_granted_directory_takes_concurrent_writers_but_not_a_stopped_one(
         "{\"hits\":200,\"integrity\":\"ok\"}"
     );
 
+    // A writer stopped at its request's time limit, holding the lock; the
+    // next waits a second for it before giving up.
+    drop(server);
+    let server = serve(&["--timeout", "5s", "--env", "SQLITE_TIMEOUT=1"]);
+    let url = server.url("/sqlite/hit");
     let (status, _) = post_form(&server.url("/sqlite/hold"), "");
     assert_eq!(status, 504, "{}", server.log());
     assert!(data.path().join("app.db.lock").is_dir());
