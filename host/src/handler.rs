@@ -148,7 +148,8 @@ impl Returned {
     fn give_back(self, answered: bool) -> Leftovers {
         let Returned { app, instance, ok } = self;
         if ok && !answered {
-            app.instances.returned_without_response(&app.route);
+            app.instances
+                .returned_without_response(&app.route, &instance);
         }
         app.instances.give_back(instance, ok && answered)
     }

@@ -141,6 +141,9 @@ pub struct Instances {
     refilling: AtomicBool,
     /// The line about guests that return without a response was said.
     said_no_response: AtomicBool,
+    /// Its instances serve one request each, whatever the mode: one
+    /// answered, then returned without a response.
+    single_use: AtomicBool,
     /// What each request may use.
     limits: Limits,
     /// What each instance is given.
@@ -183,6 +186,7 @@ impl Instances {
             spares,
             refilling: AtomicBool::new(false),
             said_no_response: AtomicBool::new(false),
+            single_use: AtomicBool::new(false),
             limits: mount.limits,
             access: Access::new(route, &mount.grants, &mount.limits)?,
             output: AppOutput::new(route),
@@ -295,7 +299,7 @@ impl Instances {
     /// another request if it is `healthy` and the mode and the idle bound
     /// allow, else spent. What is left to do is in the returned leftovers.
     pub fn give_back(self: &Arc<Self>, instance: Instance, healthy: bool) -> Leftovers {
-        let spent = if healthy {
+        let spent = if healthy && !self.single_use.load(Ordering::Relaxed) {
             self.keep(instance)
         } else {
             Some(instance)
@@ -312,20 +316,32 @@ impl Instances {
         }
     }
 
-    /// Its guest returned without a response: the instance is spent, not
-    /// reused (componentize-js's fetch event answers once per instance and
-    /// fails every later request on it). Said once per version, in reuse
-    /// mode, where it costs what reuse saves.
-    pub fn returned_without_response(&self, route: &str) {
-        if matches!(self.mode, Mode::Reuse(_))
-            && !self.said_no_response.swap(true, Ordering::Relaxed)
-        {
+    /// Its guest returned without a response on `instance`, which is spent,
+    /// not reused. If it had answered before (componentize-js's fetch event
+    /// answers once per instance, then fails every later request on it),
+    /// every instance of this version serves one request from now on, as
+    /// in fresh mode. Each is said once per version, in reuse mode.
+    pub fn returned_without_response(&self, route: &str, instance: &Instance) {
+        if !matches!(self.mode, Mode::Reuse(_)) {
+            return;
+        }
+        if instance.uses > 1 {
+            if !self.single_use.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    app = %route,
+                    "an instance answered {} request(s), then returned without a response: \
+                     this app cannot serve more than one request per instance, so each instance \
+                     of this version now serves one, as in fresh mode (a componentize-js \
+                     fetch-event app answers once per instance: build it with a handler that \
+                     exports wasi:http/incoming-handler to reuse instances)",
+                    instance.uses - 1
+                );
+            }
+        } else if !self.said_no_response.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 app = %route,
                 "its guest returned without a response; each instance that does is retired, \
-                 not reused, so this app pays a new instance for such requests (a componentize-js \
-                 fetch-event app answers once per instance: build it with a handler that exports \
-                 wasi:http/incoming-handler)"
+                 not reused"
             );
         }
     }
