@@ -31,10 +31,14 @@ fn postgres_bin(name: &str) -> PathBuf {
         .expect("a PostgreSQL server in /usr/lib/postgresql")
 }
 
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { wasmhost_tests::libc::geteuid() == 0 }
+}
+
 /// `program` with `args`, as the `postgres` user when this runs as root.
 fn as_postgres(program: &Path, args: &[&str]) -> Command {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { wasmhost_tests::libc::geteuid() } == 0 {
+    if is_root() {
         let mut command = Command::new("runuser");
         command
             .args(["-u", "postgres", "--"])
@@ -53,8 +57,7 @@ impl Postgres {
         let dir = TempDir::new().unwrap();
         let home = dir.path().join("pg");
         std::fs::create_dir(&home).unwrap();
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { wasmhost_tests::libc::geteuid() } == 0 {
+        if is_root() {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
             let uid = Command::new("id")

@@ -393,7 +393,6 @@ impl Reloading {
         let Some(mount) = self.mounts.iter().find(|mount| &mount.route == route) else {
             return;
         };
-        let serving = self.reloads.serving(route).map(|app| app.digest);
         let read = match read(&mount.component).await {
             Ok(read) => read,
             Err(error) => {
@@ -405,17 +404,16 @@ impl Reloading {
                 return;
             }
         };
-        let same = serving == Some(read.digest);
+        let serving = self.reloads.serving(route);
+        let same = serving
+            .as_ref()
+            .is_some_and(|app| app.digest == read.digest);
         if same && !renew {
             return;
         }
-        let renewed = match self.reloads.serving(route) {
-            Some(app) if same => Some(app.renewed(mount).map(Arc::new)),
-            _ => None,
-        };
-        let loaded = match renewed {
-            Some(renewed) => renewed,
-            None => {
+        let loaded = match serving {
+            Some(app) if same => app.renewed(mount).map(Arc::new),
+            _ => {
                 self.reloads
                     .compile(mount, read, Tier::QuickFirst, noticed)
                     .await

@@ -228,10 +228,11 @@ def build(args):
         tops = own_tops(source)
         found = {name for name in found if name.split(".")[0] not in tops}
         maybe = {name for name in maybe if name.split(".")[0] not in tops}
-        if dev.unchanged(requirements, found, args.include):
-            dev.stage_source(source, dev.key(requirements, found, args.include))
+        key = dev.key(requirements, found, args.include)
+        if dev.unchanged(key):
+            dev.stage_source(source, key)
             print(f"{output}: the dependencies and imports are as they were; the edited source "
-                  f"is staged at {dev.files / 'src'}, which new instances read")
+                  f"is staged at {dev.files / dev.src_link(key)}, which new instances read")
             return
     with tempfile.TemporaryDirectory(prefix="wasmhost-wsgi-") as tmp:
         work = Path(tmp)
@@ -259,7 +260,7 @@ def build(args):
             text = DEV_ENTRY.format(
                 module=module, callable=callable_name, pre_imports=pre_imports,
                 maybe_modules=sorted(maybe),
-                source_at=dev.at(dev.src_link(dev.key(requirements, found, args.include))),
+                source_at=dev.at(dev.src_link(key)),
                 deps_at=dev.at(vendored.name if vendored else "no-deps"),
                 build_deps=f"/{len(paths) - 1}" if vendored else None)
         else:
@@ -287,7 +288,6 @@ def build(args):
                      "component cannot load; use a pure-Python release or drop the dependency")
             fail(f"componentize-py failed:\n{said}")
         if dev:
-            key = dev.key(requirements, found, args.include)
             dev.stage_source(source, key)
             dev.record(key, vendored)
         written.replace(output)
@@ -345,12 +345,12 @@ class DevBuild:
             digest.update(len(part).to_bytes(8, "little") + part)
         return digest.hexdigest()
 
-    def unchanged(self, requirements, found, include):
+    def unchanged(self, key):
         try:
             stamp = self.stamp.read_text().split()[0]
         except (OSError, IndexError):
             return False
-        return self.output.is_file() and stamp == self.key(requirements, found, include)
+        return self.output.is_file() and stamp == key
 
     def record(self, key, deps):
         """Says what the component about to be written holds, and removes
@@ -363,11 +363,13 @@ class DevBuild:
         if len(before) == 2:
             kept.update((self.src_link(before[0]), before[1]))
         self.stamp.write_text(f"{key} {deps.name if deps else '-'}")
-        links = [path for path in self.files.glob("src-*") if path.is_symlink()]
-        for link in links:
-            if link.name not in kept:
+        for link in self.files.glob("src-*"):
+            if link.is_symlink() and link.name not in kept:
                 link.unlink()
-        self.tidy(kept)
+        for deps in self.files.glob("deps.*"):
+            if deps.name not in kept:
+                shutil.rmtree(deps, ignore_errors=True)
+        self.tidy()
 
     def new_deps(self):
         return Path(tempfile.mkdtemp(prefix="deps.", dir=self.files))
@@ -389,19 +391,17 @@ class DevBuild:
         staged.unlink(missing_ok=True)
         staged.symlink_to(copy.name)
         staged.replace(link)
-        self.tidy(set())
+        self.tidy()
 
-    def tidy(self, kept):
-        """Removes the copies and packages no link or kept name points at,
-        but for the newest few copies (an instance may still be reading
-        one whose link moved on)."""
-        used = set(kept)
-        used.update(link.readlink().name for link in self.files.glob("src-*") if link.is_symlink())
+    def tidy(self):
+        """Removes the copies of the source no link points at, but for the
+        newest few (an instance may still be reading one whose link moved
+        on)."""
+        linked = {link.readlink().name for link in self.files.glob("src-*") if link.is_symlink()}
         copies = sorted(self.files.glob("copy.*"), key=lambda path: path.stat().st_mtime)
-        used.update(path.name for path in copies[-3:])
-        for path in [*copies, *self.files.glob("deps.*")]:
-            if path.name not in used and (path.name.startswith("copy.") or kept):
-                shutil.rmtree(path, ignore_errors=True)
+        for copy in copies[:-3]:
+            if copy.name not in linked:
+                shutil.rmtree(copy, ignore_errors=True)
 
 
 def main():

@@ -362,13 +362,14 @@ class EmbeddedSources:
         # (`importlib.metadata.version("scramp")`, which scramp asks as it
         # is imported).
         self.distributions = distributions
+        self.distribution = _distribution_class() if distributions else None
 
     def find_distributions(self, context=None):
         wanted = getattr(context, "name", None)
         normal = wanted.replace("-", "_").lower() if wanted else None
         for name, files in self.distributions.items():
             if normal is None or name == normal:
-                yield _EmbeddedDistribution(files)
+                yield self.distribution(files)
 
     def find_spec(self, name, path=None, target=None):
         entry = self.sources.get(name)
@@ -387,10 +388,6 @@ class EmbeddedSources:
     def exec_module(self, module):
         origin, _, source = self.sources[module.__name__]
         exec(compile(source, origin, "exec", dont_inherit=True), module.__dict__)  # noqa: S102
-
-
-class _EmbeddedDistribution:
-    pass
 
 
 def _distribution_class():
@@ -425,8 +422,6 @@ def embed_sources(root):
         parts = [] if relative == "." else relative.split(os.sep)
         folders[:] = [f for f in folders if f.isidentifier() and f not in NOT_IMPORTED
                       and os.path.isfile(os.path.join(directory, f, "__init__.py"))]
-        if parts and not all(part.isidentifier() for part in parts):
-            continue
         for name in files:
             stem, suffix = os.path.splitext(name)
             if suffix != ".py" or not stem.isidentifier() or stem in NOT_IMPORTED:
@@ -456,8 +451,6 @@ def embed_sources(root):
             distribution = folder.removesuffix(".dist-info").rsplit("-", 1)[0]
             distributions[distribution.replace("-", "_").lower()] = files
     if sources or distributions:
-        global _EmbeddedDistribution
-        _EmbeddedDistribution = _distribution_class()
         sys.meta_path.append(EmbeddedSources(sources, distributions))
 
 
