@@ -151,6 +151,28 @@ fn an_instance_that_returned_without_a_response_is_not_reused() {
     }
 }
 
+/// hyper lets a body go once the length its head declared is sent, often
+/// before the guest finishes it (componentize-js awaits the app's stream
+/// between its last write and the finish): the response is whole, and the
+/// instance serves on (one place, so each request waits for the instance
+/// the last one ran on).
+#[test]
+fn a_body_finished_after_its_declared_length_was_sent_is_whole() {
+    let server = fault_server_with(&["--reuse", "100", "--spares", "0", "--concurrency", "1"]);
+    for served in 1..=3 {
+        let reply = get(&server.url("/late-finish")).unwrap();
+        assert_eq!((reply.status, reply.body.as_str()), (200, "whole"));
+        assert_eq!(
+            reply.header("x-served"),
+            Some(served.to_string().as_str()),
+            "{}",
+            server.log()
+        );
+    }
+    assert_eq!(get(&server.url("/count")).unwrap().body, "4\n");
+    assert!(!server.log().contains("WARN"), "{}", server.log());
+}
+
 #[test]
 fn a_handler_that_returns_keeping_its_outparam_is_a_502_at_once() {
     // The outparam's handle stays in the guest's table (with --reuse the

@@ -317,15 +317,21 @@ pub struct GuestBody<B> {
     app: Arc<str>,
     /// The body reached its end (or its error).
     ended: bool,
+    /// Bytes still to come of the length its `content-length` declared.
+    remaining: Option<u64>,
 }
 
 impl<B> GuestBody<B> {
-    pub fn new(inner: B, failure: FailureFlag, app: Arc<str>) -> Self {
+    /// `declared` is the response's `content-length`: hyper stops polling
+    /// once that much is sent, often before the guest has finished the body,
+    /// and a body dropped there is whole, not abandoned by its client.
+    pub fn new(inner: B, failure: FailureFlag, app: Arc<str>, declared: Option<u64>) -> Self {
         Self {
             inner,
             failure,
             app,
-            ended: false,
+            ended: declared == Some(0),
+            remaining: declared,
         }
     }
 }
@@ -351,8 +357,13 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         // hyper stops polling once the body says it is at its end.
+        if let (Poll::Ready(Some(Ok(frame))), Some(remaining)) = (&polled, self.remaining) {
+            let sent = frame.data_ref().map_or(0, |data| data.len() as u64);
+            self.remaining = Some(remaining.saturating_sub(sent));
+        }
         if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_))))
-            || (matches!(polled, Poll::Ready(Some(Ok(_)))) && self.inner.is_end_stream())
+            || (matches!(polled, Poll::Ready(Some(Ok(_))))
+                && (self.inner.is_end_stream() || self.remaining == Some(0)))
         {
             self.ended = true;
         }

@@ -78,6 +78,7 @@ pub async fn handle(
     if app.instances.is_p3() {
         return crate::p3_request::serve(app, admitted, chores, https, request).await;
     }
+    let head = request.method() == http::Method::HEAD;
     let mut instance = app.instances.take().await;
     let (sender, receiver) = oneshot::channel();
     let (guest_request, outparam) = match resources(&mut instance, https, request, sender) {
@@ -113,7 +114,7 @@ pub async fn handle(
             return fault_response(fault);
         }
     };
-    respond(&app, response, outcome, failure, &body_fault)
+    respond(&app, head, response, outcome, failure, &body_fault)
 }
 
 /// The request and the response-outparam as resources of the guest's store.
@@ -280,6 +281,7 @@ async fn returned_within(
 /// answer for how it failed.
 fn respond(
     app: &App,
+    head: bool,
     response: Option<GuestResponse>,
     outcome: Result<(), Fault>,
     failure: FailureFlag,
@@ -296,8 +298,24 @@ fn respond(
             Fault::Informational
         }
         Some(Ok(response)) => {
-            return response
-                .map(|body| GuestBody::new(body, failure, app.route.clone()).boxed_unsync());
+            // hyper sends no body after these heads, whatever the guest
+            // writes, so the body's early drop is its end.
+            let bodiless = head
+                || matches!(
+                    response.status(),
+                    StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED
+                );
+            let declared = if bodiless {
+                Some(0)
+            } else {
+                response
+                    .headers()
+                    .get(http::header::CONTENT_LENGTH)
+                    .and_then(|value| value.to_str().ok()?.parse().ok())
+            };
+            return response.map(|body| {
+                GuestBody::new(body, failure, app.route.clone(), declared).boxed_unsync()
+            });
         }
         Some(Err(code)) => {
             crate::limited!(warn, app = %app.route, "guest answered with error code {}", clip(&format!("{code:?}")));

@@ -332,8 +332,8 @@ impl Instances {
                     "an instance answered {} request(s), then returned without a response: \
                      this app cannot serve more than one request per instance, so each instance \
                      of this version now serves one, as in fresh mode (a componentize-js \
-                     fetch-event app answers once per instance: build it with a handler that \
-                     exports wasi:http/incoming-handler to reuse instances)",
+                     fetch-event app answers once per instance: build it with `wasmhost-js \
+                     build`, whose components export wasi:http/incoming-handler themselves)",
                     instance.uses - 1
                 );
             }

@@ -25,6 +25,9 @@
 //!                     forbidden header, an unparsable content-length and
 //!                     status 1000; 200 with what each call returned
 //! - `/short-body`     declares `content-length: 100`, writes 5 bytes, finishes
+//! - `/late-finish`    declares `content-length: 5`, writes 5 bytes, waits
+//!                     100 ms, then finishes and 200s; its instance's count
+//!                     (as `/count`) in `x-served`
 //! - `/hold/<mib>/<ms>` allocates and touches that many MiB, keeps them for `ms`
 //!                     milliseconds, then 200 `held <mib> MiB`
 //! - `/big/<mib>`      streams that many MiB of `x` in 64 KiB writes
@@ -117,6 +120,24 @@ impl wasi::exports::http::incoming_handler::Guest for Fault {
                 // The host refuses to finish a body shorter than declared.
                 let finished = OutgoingBody::finish(body, None);
                 println!("short body finished: {finished:?}");
+            }
+            "/late-finish" => {
+                let n = SERVED.fetch_add(1, Ordering::Relaxed) + 1;
+                let headers = Fields::from_list(&[
+                    ("content-length".into(), b"5".to_vec()),
+                    ("x-served".into(), n.to_string().into_bytes()),
+                ])
+                .unwrap();
+                let response = OutgoingResponse::new(headers);
+                let body = response.body().unwrap();
+                ResponseOutparam::set(out, Ok(response));
+                let stream = body.write().unwrap();
+                stream.blocking_write_and_flush(b"whole").unwrap();
+                drop(stream);
+                wasi::clocks::monotonic_clock::subscribe_duration(100_000_000).block();
+                // The client has the whole body by now, and the host may have
+                // let the stream go: finishing may say so, and that is fine.
+                let _ = OutgoingBody::finish(body, None);
             }
             "/seen" => respond(out, 200, seen(&request).as_bytes()),
             "/count" => {
