@@ -104,10 +104,7 @@ fn the_python_wsgi_demo_answers_the_demo_checks() {
 
 #[test]
 fn the_javascript_demo_answers_the_demo_checks() {
-    // Fresh only: componentize-js 0.23's fetch event cannot answer twice in
-    // one instance (StarlingMonkey issue 247), so JavaScript apps are served
-    // in wasmhost's default mode; its README says so.
-    check_demo_in(Guest::JavascriptDemo, "JavaScript", &[&[]]);
+    check_demo(Guest::JavascriptDemo, "JavaScript");
 }
 
 #[test]

@@ -1,30 +1,29 @@
-import { getEnvironment } from "wasi:cli/environment@0.2.10";
+// The demo app in JavaScript: a Hono app, exported as Workers, Deno and Bun
+// take one. wasmhost-js bundles it with Hono and builds the component.
+import { Hono } from "hono";
 
-addEventListener("fetch", (event) => event.respondWith(handle(event.request)));
+const app = new Hono();
 
-async function handle(request) {
-  const path = new URL(request.url).pathname;
-  if (path === "/echo") {
-    if (request.method !== "POST") return text(405, "use POST\n");
-    const type = request.headers.get("content-type") ?? "application/octet-stream";
-    return new Response(request.body, { headers: { "content-type": type } });
-  }
-  if (request.method !== "GET") return text(404, "not found\n");
-  if (path === "/") return text(200, "Hello from JavaScript!\n");
-  if (path.startsWith("/hello/")) {
-    const name = decodeURIComponent(path.slice("/hello/".length));
-    return new Response(JSON.stringify({ hello: name }) + "\n", {
-      headers: { "content-type": "application/json" },
-    });
-  }
-  if (path.startsWith("/env/")) {
-    const name = decodeURIComponent(path.slice("/env/".length));
-    const found = getEnvironment().find(([key]) => key === name);
-    return found ? text(200, found[1] + "\n") : text(404, "no such variable granted\n");
-  }
-  return text(404, "not found\n");
-}
+app.get("/", (c) => c.text("Hello from JavaScript!\n"));
 
-function text(status, body) {
-  return new Response(body, { status, headers: { "content-type": "text/plain; charset=utf-8" } });
-}
+app.get("/hello/:name", (c) => c.body(JSON.stringify({ hello: c.req.param("name") }) + "\n", 200, {
+  "content-type": "application/json",
+}));
+
+// The request's body stream, handed straight to the response: streamed
+// back as it arrives.
+app.post("/echo", (c) =>
+  new Response(c.req.raw.body, {
+    headers: { "content-type": c.req.header("content-type") ?? "application/octet-stream" },
+  }),
+);
+
+// `c.env` is the instance's environment: only the variables wasmhost grants.
+app.get("/env/:name", (c) => {
+  const value = c.env[c.req.param("name")];
+  return value === undefined ? c.text("no such variable granted\n", 404) : c.text(`${value}\n`);
+});
+
+app.notFound((c) => c.text("not found\n", 404));
+
+export default app;

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds app.js into a wasi:http/proxy component with componentize-js.
+# Builds app.js into a wasi:http component with wasmhost-js (../../js/wasmhost-js),
+# whose instances can be reused.
 # Usage: build.sh [OUTPUT.wasm]   (default: javascript-demo.wasm next to this script)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -9,10 +10,10 @@ if ! command -v npm >/dev/null; then
     echo "build.sh: Node.js 20+ with npm is needed; install it (Debian: apt-get install nodejs npm)" >&2
     exit 1
 fi
-# The version is pinned in package-lock.json: the engine's wasi:http version
-# (and so wit/) changes between componentize-js releases.
-want="0.23.0"
-if [[ "$(node_modules/.bin/componentize-js --version 2>/dev/null)" != "$want" ]]; then
+# npm installs a copy of wasmhost-js from the checkout (.npmrc: install-links),
+# pinned with its dependencies by its npm-shrinkwrap.json: install again when
+# the copy is missing or the checkout's differs from it.
+if ! diff -rq -x node_modules -x npm-shrinkwrap.json ../../js/wasmhost-js node_modules/wasmhost-js >/dev/null 2>&1; then
     npm ci --no-audit --no-fund --loglevel=error
 fi
-node_modules/.bin/componentize-js app.js --wit wit --world-name app -o "$out"
+node_modules/.bin/wasmhost-js build app.js -o "$out"

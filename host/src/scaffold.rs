@@ -108,6 +108,9 @@ const PYTHON_WSGI: Files = &[
     (".gitignore", "*.wasm\n__pycache__/\n.wasmhost/\n"),
 ];
 
+/// The demo app and, beside it, wasmhost-js, which npm installs from there
+/// (`.npmrc`: as a copy, its dependencies pinned by its shrinkwrap), so the
+/// project builds anywhere with npm and the registry.
 const JAVASCRIPT: Files = &[
     (
         "app.js",
@@ -115,17 +118,48 @@ const JAVASCRIPT: Files = &[
     ),
     (
         "package.json",
-        include_str!("../../guest-examples/javascript-demo/package.json"),
+        r#"{
+  "name": "javascript-demo",
+  "private": true,
+  "type": "module",
+  "scripts": {
+    "build": "wasmhost-js build app.js -o javascript-demo.wasm"
+  },
+  "dependencies": {
+    "hono": "4.13.23"
+  },
+  "devDependencies": {
+    "wasmhost-js": "file:wasmhost-js"
+  }
+}
+"#,
+    ),
+    (".npmrc", "install-links=true\n"),
+    (".gitignore", "*.wasm\nnode_modules/\n.wasmhost/\n"),
+    (
+        "wasmhost-js/package.json",
+        include_str!("../../js/wasmhost-js/package.json"),
     ),
     (
-        "package-lock.json",
-        include_str!("../../guest-examples/javascript-demo/package-lock.json"),
+        "wasmhost-js/npm-shrinkwrap.json",
+        include_str!("../../js/wasmhost-js/npm-shrinkwrap.json"),
     ),
     (
-        "build.sh",
-        include_str!("../../guest-examples/javascript-demo/build.sh"),
+        "wasmhost-js/bin/wasmhost-js.js",
+        include_str!("../../js/wasmhost-js/bin/wasmhost-js.js"),
     ),
-    (".gitignore", "*.wasm\nnode_modules/\n"),
+    (
+        "wasmhost-js/lib/build.js",
+        include_str!("../../js/wasmhost-js/lib/build.js"),
+    ),
+    (
+        "wasmhost-js/runtime/handler.js",
+        include_str!("../../js/wasmhost-js/runtime/handler.js"),
+    ),
+    (
+        "wasmhost-js/runtime/dev.js",
+        include_str!("../../js/wasmhost-js/runtime/dev.js"),
+    ),
 ];
 
 /// Writes the project and says how to build and serve it.
@@ -150,7 +184,7 @@ pub fn write(args: &NewArgs) -> Result<String> {
             "JavaScript",
             &[
                 JAVASCRIPT,
-                wit_files!("guest-examples/javascript-demo/wit", "wit"),
+                wit_files!("js/wasmhost-js/wit", "wasmhost-js/wit"),
             ],
         ),
     };
@@ -165,7 +199,7 @@ pub fn write(args: &NewArgs) -> Result<String> {
         let text = match args.lang {
             // Cargo and npm name the package, and the lock files repeat it.
             Lang::Rust => text.replace("\"rust-demo\"", &format!("\"{name}\"")),
-            Lang::Javascript => text.replace("\"javascript-demo\"", &format!("\"{name}\"")),
+            Lang::Javascript => text.replace("javascript-demo", &name),
             Lang::Python | Lang::PythonWsgi => text.to_string(),
         };
         let path = dir.join(path);
@@ -177,8 +211,12 @@ pub fn write(args: &NewArgs) -> Result<String> {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
         }
     }
+    let reuse = project
+        .reuse
+        .map(|n| format!(" --reuse {n}"))
+        .unwrap_or_default();
     Ok(format!(
-        "created a {language} app in {shown}\nbuild: cd {shown} && {}\nserve: wasmhost serve {shown}/{}\ndev:   cd {shown} && wasmhost dev\n",
+        "created a {language} app in {shown}\nbuild: cd {shown} && {}\nserve: wasmhost serve {shown}/{}{reuse}\ndev:   cd {shown} && wasmhost dev\n",
         project.build, project.component
     ))
 }
@@ -194,12 +232,15 @@ struct Project {
     watch: &'static str,
     /// Its `[app.dev]` table, if `dev` serves another build.
     dev: Option<String>,
+    /// Requests an instance serves, if it may serve more than one.
+    reuse: Option<u32>,
 }
 
 impl Project {
     fn of(lang: Lang, name: &str) -> Project {
         let wasm = format!("{name}.wasm");
         let mut dev = None;
+        let mut reuse = None;
         let (component, build, watch) = match lang {
             Lang::Rust => (
                 format!(
@@ -236,17 +277,34 @@ impl Project {
                     r#"["*.py", "requirements.txt"]"#,
                 )
             }
-            Lang::Javascript => (
-                wasm.clone(),
-                format!("./build.sh {wasm}"),
-                r#"["*.js", "package.json"]"#,
-            ),
+            Lang::Javascript => {
+                // SpiderMonkey's start is most of a fresh request's cost, and
+                // wasmhost-js's components serve many requests per instance.
+                reuse = Some(1000);
+                dev = Some(
+                    "\n# Under `wasmhost dev` the app is not built into the component: each\n\
+                     # build bundles it to .wasmhost/dev/app.js, which a new instance reads\n\
+                     # and runs, so an edit serves without building the engine again.\n\
+                     # `serve` serves what `build` above makes.\n\
+                     [app.dev]\n\
+                     build = \"test -d node_modules || npm install && node_modules/.bin/wasmhost-js build --dev app.js -o .wasmhost/dev.wasm\"\n\
+                     component = \".wasmhost/dev.wasm\"\n\
+                     dirs = [\".wasmhost/dev:/app\"]\n"
+                        .to_string(),
+                );
+                (
+                    wasm.clone(),
+                    "npm install && npm run build".to_string(),
+                    r#"["*.js", "src/**", "package.json"]"#,
+                )
+            }
         };
         Project {
             component,
             build,
             watch,
             dev,
+            reuse,
         }
     }
 
@@ -258,8 +316,16 @@ impl Project {
             build,
             watch,
             dev,
+            reuse,
         } = self;
         let dev = dev.as_deref().unwrap_or_default();
+        let reuse = reuse
+            .map(|n| {
+                format!(
+                    "# An instance serves up to {n} requests in turn, keeping its module state.\nreuse = {n}\n"
+                )
+            })
+            .unwrap_or_default();
         format!(
             "# `wasmhost dev` builds the app, serves it, and rebuilds and reloads it\n\
              # whenever a watched source changes; `wasmhost serve --config\n\
@@ -268,7 +334,7 @@ impl Project {
              route = \"/\"\n\
              component = \"{component}\"\n\
              build = \"{build}\"\n\
-             watch = {watch}\n{dev}"
+             watch = {watch}\n{reuse}{dev}"
         )
     }
 }

@@ -1,0 +1,291 @@
+// The component's wasi:http/incoming-handler, in front of an app written
+// against the Fetch API: each request becomes a `Request`, the app's
+// `Response` goes back out, both bodies streamed.
+//
+// componentize-js's own `fetch` event answers once per instance
+// (StarlingMonkey issue 247), so a server that reuses instances gets a 502
+// from the second request on. A component that exports the handler itself
+// serves any number of requests per instance, and the app's module state
+// lives as long as the instance, as it does in a Worker.
+
+import {
+  Fields,
+  IncomingBody,
+  OutgoingBody,
+  OutgoingResponse,
+  ResponseOutparam,
+} from "wasi:http/types@0.2.10";
+import { getEnvironment } from "wasi:cli/environment@0.2.10";
+
+// Read and write sizes: a read returns what has arrived, up to this much.
+const READ_SIZE = 64n * 1024n;
+
+let fetchListener = null;
+
+// Imported before the app, so an app that registers a `fetch` listener (the
+// service-worker style) registers it here; other events go where they went.
+const engineAddEventListener = globalThis.addEventListener;
+globalThis.addEventListener = function addEventListener(type, listener, options) {
+  if (type === "fetch") {
+    fetchListener = listener;
+    return;
+  }
+  return engineAddEventListener?.call(this, type, listener, options);
+};
+
+/// The handler of an app module: its default export's `fetch(request, env,
+/// ctx)` (Workers, Deno, Bun, Hono), else the `fetch` listener it
+/// registered. `load` gives the module, so that under `wasmhost dev` it can
+/// be read when the instance first serves.
+export function incomingHandler(load) {
+  let app = null;
+  let env = null;
+  return {
+    async handle(incoming, outparam) {
+      const answer = new Answer(outparam);
+      try {
+        app ??= appOf(await load());
+        // The environment of the instance, not of the machine that built it.
+        env ??= Object.fromEntries(getEnvironment());
+        const request = toRequest(incoming);
+        const waits = [];
+        const response = await app(request, env, waits);
+        await answer.send(response, request.method === "HEAD");
+        await Promise.allSettled(waits);
+      } catch (error) {
+        answer.fail(error);
+      }
+    },
+  };
+}
+
+function appOf(module) {
+  const exported = module?.default;
+  if (exported && typeof exported.fetch === "function") {
+    return (request, env, waits) =>
+      exported.fetch(request, env, context(waits));
+  }
+  if (typeof exported === "function") {
+    return (request, env, waits) => exported(request, env, context(waits));
+  }
+  if (fetchListener) {
+    const listener = fetchListener;
+    return (request, env, waits) => dispatchEvent(listener, request, waits);
+  }
+  throw new Error(
+    "the app neither default-exports an object with fetch(request) nor registers a fetch listener",
+  );
+}
+
+/// What Workers pass as `ctx`: work to finish after the response is sent.
+function context(waits) {
+  return {
+    waitUntil(promise) {
+      waits.push(promise);
+    },
+    passThroughOnException() {},
+  };
+}
+
+function dispatchEvent(listener, request, waits) {
+  let responded = null;
+  const event = {
+    type: "fetch",
+    request,
+    respondWith(response) {
+      if (responded) {
+        throw new Error("respondWith was called twice on one fetch event");
+      }
+      responded = Promise.resolve(response);
+    },
+    waitUntil(promise) {
+      waits.push(promise);
+    },
+  };
+  if (typeof listener === "function") {
+    listener(event);
+  } else {
+    listener.handleEvent(event);
+  }
+  if (!responded) {
+    throw new Error("the fetch listener returned without calling respondWith");
+  }
+  return responded;
+}
+
+function toRequest(incoming) {
+  const method = methodOf(incoming.method());
+  const fields = incoming.headers();
+  const headers = new Headers();
+  for (const [name, value] of fields.entries()) {
+    headers.append(name, isomorphic(value));
+  }
+  fields[Symbol.dispose]?.();
+  const scheme = incoming.scheme();
+  const protocol = scheme?.tag === "HTTPS" ? "https" : scheme?.tag === "other" ? scheme.val : "http";
+  const authority = incoming.authority() ?? headers.get("host") ?? "localhost";
+  const url = `${protocol}://${authority}${incoming.pathWithQuery() ?? "/"}`;
+  const init = { method, headers };
+  if (method !== "GET" && method !== "HEAD") {
+    init.body = bodyOf(incoming.consume());
+    init.duplex = "half";
+  }
+  return new Request(url, init);
+}
+
+const METHODS = {
+  get: "GET",
+  head: "HEAD",
+  post: "POST",
+  put: "PUT",
+  delete: "DELETE",
+  connect: "CONNECT",
+  options: "OPTIONS",
+  trace: "TRACE",
+  patch: "PATCH",
+};
+
+function methodOf(method) {
+  return method.tag === "other" ? method.val : METHODS[method.tag];
+}
+
+/// Header bytes as the Fetch API holds them: one character per byte.
+function isomorphic(bytes) {
+  let text = "";
+  for (let i = 0; i < bytes.length; i += 4096) {
+    text += String.fromCharCode.apply(null, bytes.subarray(i, i + 4096));
+  }
+  return text;
+}
+
+function bytesOf(text) {
+  const bytes = new Uint8Array(text.length);
+  for (let i = 0; i < text.length; i++) {
+    bytes[i] = text.charCodeAt(i);
+  }
+  return bytes;
+}
+
+/// The request body as a stream read as the app reads it: nothing is read
+/// before the app asks, and never more than one read ahead.
+function bodyOf(body) {
+  const stream = body.stream();
+  const close = () => {
+    stream[Symbol.dispose]?.();
+    IncomingBody.finish(body);
+  };
+  return new ReadableStream({
+    pull(controller) {
+      let chunk;
+      try {
+        chunk = stream.blockingRead(READ_SIZE);
+      } catch (error) {
+        if (error?.payload?.tag === "closed") {
+          close();
+          controller.close();
+        } else {
+          controller.error(new Error(`reading the request body: ${describe(error)}`));
+        }
+        return;
+      }
+      controller.enqueue(chunk);
+    },
+    cancel() {
+      stream[Symbol.dispose]?.();
+    },
+  });
+}
+
+/// One request's answer: the response once it starts, and a 500 if the app
+/// fails before it does.
+class Answer {
+  constructor(outparam) {
+    this.outparam = outparam;
+    this.started = false;
+  }
+
+  async send(response, head) {
+    if (!(response instanceof Response)) {
+      throw new TypeError(`the app answered ${describe(response)}, not a Response`);
+    }
+    const list = [];
+    for (const [name, value] of response.headers) {
+      list.push([name, bytesOf(value)]);
+    }
+    const out = new OutgoingResponse(Fields.fromList(list));
+    out.setStatusCode(response.status);
+    const body = out.body();
+    this.started = true;
+    ResponseOutparam.set(this.outparam, { tag: "ok", val: out });
+    const stream = body.write();
+    this.unfinished = [stream, body];
+    if (head || response.status === 204 || response.status === 304) {
+      // These have no body on the wire, whatever the app gave.
+      await response.body?.cancel();
+    } else if (response.body) {
+      const reader = response.body.getReader();
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) {
+          break;
+        }
+        write(stream, typeof value === "string" ? new TextEncoder().encode(value) : value);
+      }
+    }
+    this.unfinished = null;
+    // No flush: each write is handed on as it is made, and once a body of
+    // declared length is all sent the server may have let the stream go.
+    stream[Symbol.dispose]();
+    OutgoingBody.finish(body, undefined);
+  }
+
+  fail(error) {
+    console.error(`the app failed: ${error?.stack ?? describe(error)}`);
+    if (this.started) {
+      // The head is sent: a body dropped unfinished tells the server to cut
+      // the response short rather than end it as if it were whole.
+      for (const resource of this.unfinished ?? []) {
+        resource[Symbol.dispose]?.();
+      }
+      return;
+    }
+    this.started = true;
+    const out = new OutgoingResponse(
+      Fields.fromList([["content-type", bytesOf("text/plain; charset=utf-8")]]),
+    );
+    out.setStatusCode(500);
+    const body = out.body();
+    ResponseOutparam.set(this.outparam, { tag: "ok", val: out });
+    const stream = body.write();
+    write(stream, new TextEncoder().encode("Internal Server Error\n"));
+    stream[Symbol.dispose]();
+    OutgoingBody.finish(body, undefined);
+  }
+}
+
+/// Writes all of `bytes`, as fast as the server takes them.
+function write(stream, bytes) {
+  let offset = 0;
+  while (offset < bytes.length) {
+    let room = Number(stream.checkWrite());
+    if (room === 0) {
+      const ready = stream.subscribe();
+      ready.block();
+      ready[Symbol.dispose]?.();
+      continue;
+    }
+    const end = Math.min(bytes.length, offset + room);
+    stream.write(bytes.subarray(offset, end));
+    offset = end;
+  }
+}
+
+function describe(value) {
+  if (value instanceof Error) {
+    return `${value.name}: ${value.message}`;
+  }
+  if (value?.payload !== undefined) {
+    return JSON.stringify(value.payload);
+  }
+  return value === null ? "null" : typeof value === "object" ? Object.prototype.toString.call(value) : `${typeof value} ${String(value)}`;
+}
