@@ -281,3 +281,55 @@ fn dev_serves_a_python_wsgi_edit_without_a_build() {
 fn dev_serves_a_python_wsgi_edit_on_new_instances_under_reuse() {
     dev_serves_python_wsgi_edits_from_the_source(&["--reuse", "100"]);
 }
+
+/// A JavaScript project's dev build leaves the app out of the component
+/// (`[app.dev]`): an edit is bundled and served by new instances, with no
+/// engine built again; a syntax error is the build's error page; requests
+/// flowing meanwhile all succeed.
+#[test]
+fn dev_serves_a_javascript_edit_from_its_bundle() {
+    let root = TempDir::new().unwrap();
+    let dir = root.path().join("devjs");
+    new_project("javascript", &dir);
+    // Its first build installs the project's npm packages.
+    let server = dev(&dir, &[]);
+    assert_eq!(
+        get(&server.url("/")).unwrap().body,
+        "Hello from JavaScript!\n"
+    );
+    let source = dir.join("app.js");
+
+    let load = Load::start(server.url("/"));
+    edit(&source, "Hello from JavaScript!", "Hello from an edit!");
+    wait_for_body(&server, |_, body| body == "Hello from an edit!\n");
+    assert!(
+        server.wait_for_log(
+            "the component is unchanged; new instances of it serve",
+            Duration::from_secs(30)
+        ),
+        "{}",
+        server.log()
+    );
+    // A module of an npm package the app did not import before.
+    edit(
+        &source,
+        "import { Hono } from \"hono\";",
+        "import { Hono } from \"hono\";\nimport { getCookie } from \"hono/cookie\";",
+    );
+    edit(
+        &source,
+        "c.text(\"Hello from an edit!\\n\")",
+        "c.text(`cookie ${getCookie(c, \"seen\") ?? \"none\"}\\n`)",
+    );
+    wait_for_body(&server, |_, body| body == "cookie none\n");
+    let (served, failed) = load.finish();
+    assert_eq!(failed, 0, "{served} served\n{}", server.log());
+
+    edit(&source, "const app = new Hono();", "const app = new Hono(;");
+    let page = wait_for_body(&server, |status, _| status == 500);
+    assert!(page.contains("app.js:"), "{page}");
+    edit(&source, "const app = new Hono(;", "const app = new Hono();");
+    wait_for_body(&server, |status, body| {
+        status == 200 && body == "cookie none\n"
+    });
+}

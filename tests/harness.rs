@@ -86,9 +86,17 @@ pub enum Guest {
     RustDemo,
     /// guest-examples/python-demo: the demo app in Python (componentize-py).
     PythonDemo,
-    /// guest-examples/javascript-demo: the demo app in JavaScript
-    /// (componentize-js).
+    /// guest-examples/javascript-demo: the demo app in JavaScript, a Hono
+    /// app built by wasmhost-js.
     JavascriptDemo,
+    /// tests/guests/js-hono: its Hono app default-exported (the
+    /// module-worker style), built by wasmhost-js.
+    JsHonoWorker,
+    /// The same app behind a `fetch` event listener.
+    JsHonoListener,
+    /// tests/guests/js-hono/fetch-event.js: componentize-js's own fetch
+    /// event, without wasmhost-js; answers once per instance.
+    JsFetchEvent,
     /// guest-examples/c-demo: the demo app in C (clang, wasi-libc,
     /// wit-bindgen, wasm-tools).
     CDemo,
@@ -123,6 +131,9 @@ pub fn guest(guest: Guest) -> &'static Path {
     static RUST_DEMO: OnceLock<PathBuf> = OnceLock::new();
     static PYTHON_DEMO: OnceLock<PathBuf> = OnceLock::new();
     static JAVASCRIPT_DEMO: OnceLock<PathBuf> = OnceLock::new();
+    static JS_HONO_WORKER: OnceLock<PathBuf> = OnceLock::new();
+    static JS_HONO_LISTENER: OnceLock<PathBuf> = OnceLock::new();
+    static JS_FETCH_EVENT: OnceLock<PathBuf> = OnceLock::new();
     static C_DEMO: OnceLock<PathBuf> = OnceLock::new();
     static GO_DEMO: OnceLock<PathBuf> = OnceLock::new();
     static PYTHON_WSGI_DEMO: OnceLock<PathBuf> = OnceLock::new();
@@ -232,6 +243,15 @@ pub fn guest(guest: Guest) -> &'static Path {
                 "javascript-demo.wasm",
             )
         }),
+        Guest::JsHonoWorker => {
+            JS_HONO_WORKER.get_or_init(|| js_test_app(&root, "worker", "js-hono-worker.wasm"))
+        }
+        Guest::JsHonoListener => {
+            JS_HONO_LISTENER.get_or_init(|| js_test_app(&root, "listener", "js-hono-listener.wasm"))
+        }
+        Guest::JsFetchEvent => {
+            JS_FETCH_EVENT.get_or_init(|| js_test_app(&root, "fetch-event", "js-fetch-event.wasm"))
+        }
         Guest::CDemo => {
             C_DEMO.get_or_init(|| build_script(&root, "guest-examples/c-demo", "c-demo.wasm"))
         }
@@ -263,6 +283,18 @@ fn build_script(root: &Path, dir: &str, file: &str) -> PathBuf {
     std::fs::create_dir_all(out.parent().unwrap()).unwrap();
     let script = format!("{dir}/build.sh");
     run_build(Command::new(root.join(&script)).arg(&out), &script);
+    out
+}
+
+/// Builds one of tests/guests/js-hono's apps with its `build.sh APP OUT`.
+fn js_test_app(root: &Path, app: &str, file: &str) -> PathBuf {
+    let out = guest_target_dir().join(file);
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let script = "tests/guests/js-hono/build.sh";
+    run_build(
+        Command::new(root.join(script)).arg(app).arg(&out),
+        &format!("{script} {app}"),
+    );
     out
 }
 

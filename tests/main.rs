@@ -19,6 +19,7 @@ mod graft;
 mod grants;
 mod heads;
 mod http2;
+mod javascript;
 mod kubernetes;
 mod limits;
 mod netns;

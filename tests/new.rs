@@ -92,13 +92,24 @@ fn a_new_python_wsgi_project_builds_and_serves_with_the_printed_commands() {
 #[test]
 fn a_new_javascript_project_builds_and_serves_with_the_printed_commands() {
     let root = TempDir::new().unwrap();
-    let args = new_and_build("javascript", &root.path().join("jsapp"));
+    let dir = root.path().join("jsapp");
+    let args = new_and_build("javascript", &dir);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let server = Server::start(WASMHOST, &args);
-    assert_eq!(
-        get(&server.url("/")).unwrap().body,
-        "Hello from JavaScript!\n"
+    // Served with reuse, as its wasmhost.toml says.
+    assert!(
+        args.windows(2).any(|pair| pair == ["--reuse", "1000"]),
+        "{args:?}"
     );
+    let config = std::fs::read_to_string(dir.join("wasmhost.toml")).unwrap();
+    assert!(config.contains("\nreuse = 1000\n"), "{config}");
+    let server = Server::start(WASMHOST, &args);
+    for _ in 0..3 {
+        assert_eq!(
+            get(&server.url("/hello/you")).unwrap().body,
+            "{\"hello\":\"you\"}\n"
+        );
+    }
+    assert!(!server.log().contains("WARN"), "{}", server.log());
 }
 
 #[test]

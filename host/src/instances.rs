@@ -218,8 +218,11 @@ impl Instances {
     /// of the pool, waiting for one if all are in use. It is instantiated
     /// by [`Instances::call`], within the request's limits.
     pub async fn take(&self) -> Instance {
-        if let Some(instance) = self.lock_idle().pop() {
-            return instance;
+        while let Some(instance) = self.lock_idle().pop() {
+            // Idle before the app turned single-use: not served again.
+            if instance.uses == 0 || !self.single_use.load(Ordering::Relaxed) {
+                return instance;
+            }
         }
         let slot = self
             .pool

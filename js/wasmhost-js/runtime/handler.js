@@ -220,9 +220,16 @@ class Answer {
     const stream = body.write();
     this.unfinished = [stream, body];
     if (head || response.status === 204 || response.status === 304) {
-      // These have no body on the wire, whatever the app gave.
+      // These have no body on the wire, whatever the app gave, and their
+      // content-length may be the one a GET would have: the body is let go
+      // unfinished, as the server never reads it.
       await response.body?.cancel();
-    } else if (response.body) {
+      stream[Symbol.dispose]();
+      body[Symbol.dispose]();
+      this.unfinished = null;
+      return;
+    }
+    if (response.body) {
       const reader = response.body.getReader();
       for (;;) {
         const { done, value } = await reader.read();
@@ -240,7 +247,9 @@ class Answer {
   }
 
   fail(error) {
-    console.error(`the app failed: ${error?.stack ?? describe(error)}`);
+    // SpiderMonkey's `stack` holds the frames only, not the message.
+    const where = error instanceof Error && error.stack ? `\n${error.stack.trimEnd()}` : "";
+    console.error(`the app failed: ${describe(error)}${where}`);
     if (this.started) {
       // The head is sent: a body dropped unfinished tells the server to cut
       // the response short rather than end it as if it were whole.
@@ -285,7 +294,8 @@ function describe(value) {
     return `${value.name}: ${value.message}`;
   }
   if (value?.payload !== undefined) {
-    return JSON.stringify(value.payload);
+    // A wasi error (ComponentError): its payload says which.
+    return JSON.stringify(value.payload, (_, v) => (typeof v === "bigint" ? Number(v) : v));
   }
   return value === null ? "null" : typeof value === "object" ? Object.prototype.toString.call(value) : `${typeof value} ${String(value)}`;
 }

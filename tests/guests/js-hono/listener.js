@@ -1,0 +1,6 @@
+// The service-worker style: a fetch event listener.
+import { app } from "./routes.js";
+
+addEventListener("fetch", (event) => {
+  event.respondWith(app.fetch(event.request));
+});
