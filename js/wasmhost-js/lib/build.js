@@ -129,7 +129,7 @@ function componentizeVersion() {
 }
 
 async function bundleApp(options) {
-  const esbuild = await import("esbuild");
+  const esbuild = await dependency("esbuild");
   let result;
   try {
     result = await esbuild.build({
@@ -158,15 +158,38 @@ async function bundleApp(options) {
 }
 
 async function componentize(sourcePath) {
-  const { componentize } = await import("@bytecodealliance/componentize-js");
+  const { componentize } = await dependency("@bytecodealliance/componentize-js");
   try {
     const { component } = await componentize({ sourcePath, witPath: WIT, worldName: WORLD });
     return component;
   } catch (failure) {
     // componentize-js reports a failure of the app's top-level code with
     // the engine's whole output; its first lines say what failed.
-    const text = String(failure?.message ?? failure).trim();
-    throw new BuildError(`componentize-js: ${text.split("\n").slice(0, 6).join(" | ")}`);
+    const lines = String(failure?.message ?? failure).trim().split("\n");
+    const thrown = lines.findIndex((line) => line.includes("Exception while evaluating top-level script"));
+    if (thrown >= 0 && lines[thrown + 1]) {
+      // The module's top-level code runs once, at build time, in the engine.
+      throw new BuildError(
+        `the app's top-level code threw when it ran at build time: ${lines[thrown + 1].trim()} (line:column of the bundle)`,
+      );
+    }
+    throw new BuildError(`componentize-js: ${lines.slice(0, 6).join(" | ")}`);
+  }
+}
+
+/// One of wasmhost-js's own dependencies, loaded when first needed (a dev
+/// rebuild needs only esbuild).
+async function dependency(name) {
+  try {
+    return await import(name);
+  } catch (failure) {
+    if (failure?.code === "ERR_MODULE_NOT_FOUND") {
+      throw new BuildError(
+        `${name}, which wasmhost-js needs, is not installed: install wasmhost-js with ` +
+          "`npm install --install-links PATH/js/wasmhost-js` (npm links a folder without its dependencies otherwise)",
+      );
+    }
+    throw failure;
   }
 }
 
