@@ -8,14 +8,13 @@
 // serves any number of requests per instance, and the app's module state
 // lives as long as the instance, as it does in a Worker.
 
-import {
-  Fields,
-  IncomingBody,
-  OutgoingBody,
-  OutgoingResponse,
-  ResponseOutparam,
-} from "wasi:http/types@0.2.10";
+import * as types from "wasi:http/types@0.2.10";
 import { getEnvironment } from "wasi:cli/environment@0.2.10";
+
+// The host's types, swapped for stand-ins while the module warms up at
+// build time, when there is no host to call.
+const HOST = { ...types, getEnvironment };
+let host = HOST;
 
 // Read and write sizes: a read returns what has arrived, up to this much.
 const READ_SIZE = 64n * 1024n;
@@ -46,12 +45,14 @@ export function incomingHandler(load) {
       try {
         app ??= appOf(await load());
         // The environment of the instance, not of the machine that built it.
-        env ??= Object.fromEntries(getEnvironment());
+        env ??= Object.fromEntries(host.getEnvironment());
         const request = toRequest(incoming);
         const waits = [];
         const response = await app(request, env, waits);
         await answer.send(response, request.method === "HEAD");
-        await Promise.allSettled(waits);
+        if (waits.length > 0) {
+          await Promise.allSettled(waits);
+        }
       } catch (error) {
         answer.fail(error);
       }
@@ -116,14 +117,15 @@ function dispatchEvent(listener, request, waits) {
 function toRequest(incoming) {
   const method = methodOf(incoming.method());
   const fields = incoming.headers();
-  const headers = new Headers();
-  for (const [name, value] of fields.entries()) {
-    headers.append(name, isomorphic(value));
+  const headers = fields.entries();
+  for (const pair of headers) {
+    pair[1] = isomorphic(pair[1]);
   }
   fields[Symbol.dispose]?.();
   const scheme = incoming.scheme();
   const protocol = scheme?.tag === "HTTPS" ? "https" : scheme?.tag === "other" ? scheme.val : "http";
-  const authority = incoming.authority() ?? headers.get("host") ?? "localhost";
+  // wasmhost gives every request an authority (the Host header's).
+  const authority = incoming.authority() ?? "localhost";
   const url = `${protocol}://${authority}${incoming.pathWithQuery() ?? "/"}`;
   const init = { method, headers };
   if (method !== "GET" && method !== "HEAD") {
@@ -149,8 +151,16 @@ function methodOf(method) {
   return method.tag === "other" ? method.val : METHODS[method.tag];
 }
 
+const DECODER = new TextDecoder();
+
 /// Header bytes as the Fetch API holds them: one character per byte.
 function isomorphic(bytes) {
+  // The engine's decoder for the usual all-ASCII value (same length, no
+  // replacement character); a loop for any other.
+  const decoded = DECODER.decode(bytes);
+  if (decoded.length === bytes.length && !decoded.includes("\ufffd")) {
+    return decoded;
+  }
   let text = "";
   for (let i = 0; i < bytes.length; i += 4096) {
     text += String.fromCharCode.apply(null, bytes.subarray(i, i + 4096));
@@ -158,7 +168,15 @@ function isomorphic(bytes) {
   return text;
 }
 
+const ENCODER = new TextEncoder();
+const NOT_ASCII = /[^\x00-\x7f]/;
+
 function bytesOf(text) {
+  // The engine's encoder where UTF-8 and Latin-1 agree; a loop (slow in an
+  // interpreter) only for the rare value with other bytes.
+  if (!NOT_ASCII.test(text)) {
+    return ENCODER.encode(text);
+  }
   const bytes = new Uint8Array(text.length);
   for (let i = 0; i < text.length; i++) {
     bytes[i] = text.charCodeAt(i);
@@ -172,7 +190,7 @@ function bodyOf(body) {
   const stream = body.stream();
   const close = () => {
     stream[Symbol.dispose]?.();
-    IncomingBody.finish(body);
+    host.IncomingBody.finish(body);
   };
   return new ReadableStream({
     pull(controller) {
@@ -212,11 +230,14 @@ class Answer {
     for (const [name, value] of response.headers) {
       list.push([name, bytesOf(value)]);
     }
-    const out = new OutgoingResponse(Fields.fromList(list));
-    out.setStatusCode(response.status);
+    const out = new host.OutgoingResponse(host.Fields.fromList(list));
+    // Every call into the host costs microseconds of interpreted glue.
+    if (response.status !== 200) {
+      out.setStatusCode(response.status);
+    }
     const body = out.body();
     this.started = true;
-    ResponseOutparam.set(this.outparam, { tag: "ok", val: out });
+    host.ResponseOutparam.set(this.outparam, { tag: "ok", val: out });
     const stream = body.write();
     this.unfinished = [stream, body];
     if (head || response.status === 204 || response.status === 304) {
@@ -236,14 +257,14 @@ class Answer {
         if (done) {
           break;
         }
-        write(stream, typeof value === "string" ? new TextEncoder().encode(value) : value);
+        write(stream, typeof value === "string" ? ENCODER.encode(value) : value);
       }
     }
     this.unfinished = null;
     // No flush: each write is handed on as it is made, and once a body of
     // declared length is all sent the server may have let the stream go.
     stream[Symbol.dispose]();
-    OutgoingBody.finish(body, undefined);
+    host.OutgoingBody.finish(body, undefined);
   }
 
   fail(error) {
@@ -259,16 +280,16 @@ class Answer {
       return;
     }
     this.started = true;
-    const out = new OutgoingResponse(
-      Fields.fromList([["content-type", bytesOf("text/plain; charset=utf-8")]]),
+    const out = new host.OutgoingResponse(
+      host.Fields.fromList([["content-type", bytesOf("text/plain; charset=utf-8")]]),
     );
     out.setStatusCode(500);
     const body = out.body();
-    ResponseOutparam.set(this.outparam, { tag: "ok", val: out });
+    host.ResponseOutparam.set(this.outparam, { tag: "ok", val: out });
     const stream = body.write();
-    write(stream, new TextEncoder().encode("Internal Server Error\n"));
+    write(stream, ENCODER.encode("Internal Server Error\n"));
     stream[Symbol.dispose]();
-    OutgoingBody.finish(body, undefined);
+    host.OutgoingBody.finish(body, undefined);
   }
 }
 
@@ -299,3 +320,68 @@ function describe(value) {
   }
   return value === null ? "null" : typeof value === "object" ? Object.prototype.toString.call(value) : `${typeof value} ${String(value)}`;
 }
+
+// A fresh instance runs the adapter's functions, and the engine's own for
+// Request, Response and streams, for the first time on its one request:
+// compiling them then cost more than the request. One request through
+// stand-ins for the host, at build time, leaves them compiled in the
+// snapshot every instance starts from. The app is not called.
+function warmUp() {
+  const disposable = { [Symbol.dispose]() {} };
+  const sink = {
+    ...disposable,
+    checkWrite: () => 65536n,
+    write() {},
+    subscribe: () => ({ ...disposable, block() {} }),
+  };
+  const body = { ...disposable, write: () => sink };
+  host = {
+    Fields: { fromList: (list) => list },
+    OutgoingResponse: class {
+      setStatusCode() {}
+      body() {
+        return body;
+      }
+    },
+    ResponseOutparam: { set() {} },
+    OutgoingBody: { finish() {} },
+    IncomingBody: { finish() {} },
+    getEnvironment: () => [],
+  };
+  const incoming = {
+    method: () => ({ tag: "post" }),
+    headers: () => ({ ...disposable, entries: () => [["content-type", ENCODER.encode("text/plain")]] }),
+    scheme: () => ({ tag: "HTTP" }),
+    authority: () => "localhost",
+    pathWithQuery: () => "/?warm",
+    consume: () => ({
+      ...disposable,
+      stream() {
+        let sent = false;
+        return {
+          ...disposable,
+          blockingRead() {
+            if (sent) {
+              throw { payload: { tag: "closed" } };
+            }
+            sent = true;
+            return ENCODER.encode("warm");
+          },
+        };
+      },
+    }),
+  };
+  const handler = incomingHandler(() => ({
+    default: {
+      async fetch(request) {
+        return new Response(await request.text(), { status: 201, headers: { "content-type": "text/plain" } });
+      },
+    },
+  }));
+  const done = () => {
+    host = HOST;
+  };
+  handler.handle(incoming, {}).then(done, done);
+}
+
+warmUp();
