@@ -76,6 +76,25 @@ fn checks(server: &Server, what: &str) {
         assert_eq!(set, ["a=1; Path=/", "b=2; Path=/"], "{what}");
         assert_eq!(cookies.into_body().read_to_string().unwrap(), "seen yes\n");
 
+        // Before anything read its headers, the request is copied and
+        // cloned; a form body is parsed by its content type.
+        let copies = client()
+            .get(&server.url("/copies"))
+            .header("x-test", "kept")
+            .call()
+            .unwrap();
+        assert_eq!(
+            copies.into_body().read_to_string().unwrap(),
+            r#"{"copied":"kept","cloned":"kept"}"#,
+            "{what}"
+        );
+        let form = client()
+            .post(&server.url("/form"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .send("name=W%C3%A4sm&age=3")
+            .unwrap();
+        assert_eq!(form.into_body().read_to_string().unwrap(), "Wäsm 3\n", "{what}");
+
         let missing = get(&server.url("/no/such/page")).unwrap();
         assert_eq!(
             (missing.status, missing.body.as_str()),

@@ -58,6 +58,19 @@ app.get("/stream/:n", (c) => {
   return new Response(body, { headers: { "content-type": "text/plain" } });
 });
 
+// Copies of the request made before anything read its headers.
+app.get("/copies", (c) => {
+  const copied = new Request(c.req.raw);
+  const cloned = c.req.raw.clone();
+  return c.json({ copied: copied.headers.get("x-test"), cloned: cloned.headers.get("x-test") });
+});
+
+// A form body: the engine reads the content type to parse it.
+app.post("/form", async (c) => {
+  const form = await c.req.raw.formData();
+  return c.text(`${form.get("name")} ${form.get("age")}\n`);
+});
+
 app.get("/count", (c) => {
   served += 1;
   return c.text(`${served}\n`);
