@@ -42,20 +42,26 @@ export function incomingHandler(load) {
   return {
     async handle(incoming, outparam) {
       const answer = new Answer(outparam);
+      let request = null;
       try {
         app ??= appOf(await load());
         // The environment of the instance, not of the machine that built it.
         env ??= Object.fromEntries(host.getEnvironment());
-        const request = toRequest(incoming);
+        request = toRequest(incoming);
         const waits = [];
         const response = await app(request, env, waits);
         await answer.send(response, request.method === "HEAD");
         if (waits.length > 0) {
           await Promise.allSettled(waits);
         }
-        request[RELEASE]();
       } catch (error) {
         answer.fail(error);
+      } finally {
+        // The bindings stop tracking a resource for collection once a
+        // method is called on it, so the request is dropped here or never:
+        // the host would keep every request an instance served.
+        request?.[RELEASE]();
+        incoming[Symbol.dispose]?.();
       }
     },
   };
