@@ -15,12 +15,13 @@ use bytes::Bytes;
 use http::{Method, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -151,7 +152,7 @@ struct AddressPlace {
 
 impl AddressPlace {
     fn take(by_address: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr) -> Option<Self> {
-        let mut counts = by_address.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut counts = by_address.lock();
         let count = counts.entry(ip).or_default();
         if *count >= MAX_PER_ADDRESS {
             return None;
@@ -166,10 +167,7 @@ impl AddressPlace {
 
 impl Drop for AddressPlace {
     fn drop(&mut self) {
-        let mut counts = self
-            .by_address
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut counts = self.by_address.lock();
         if let Some(count) = counts.get_mut(&self.ip) {
             *count -= 1;
             if *count == 0 {

@@ -12,10 +12,11 @@
 //! after the trusted proxies' headers; an IPv6 client is its /64, the
 //! least a host is given.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub struct Admission {
@@ -60,7 +61,7 @@ struct ClientPlace {
 
 impl Drop for ClientPlace {
     fn drop(&mut self) {
-        let mut by_address = self.clients.lock();
+        let mut by_address = self.clients.by_address.lock();
         drop(self.permit.take());
         // Held by the map and this place only: no request of the address
         // is in the app or on its way in.
@@ -73,15 +74,10 @@ impl Drop for ClientPlace {
 }
 
 impl Clients {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Arc<Semaphore>>> {
-        self.by_address
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// The semaphore of `address`'s requests.
     fn of(&self, address: IpAddr) -> Arc<Semaphore> {
-        self.lock()
+        self.by_address
+            .lock()
             .entry(address)
             .or_insert_with(|| Arc::new(Semaphore::new(self.share)))
             .clone()
@@ -175,7 +171,7 @@ impl Admission {
 
     /// Client addresses with a request in the app now.
     pub fn clients(&self) -> usize {
-        self.clients.lock().len()
+        self.clients.by_address.lock().len()
     }
 }
 

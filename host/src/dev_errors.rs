@@ -7,8 +7,9 @@ use bytes::Bytes;
 use http::StatusCode;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use http_body_util::{BodyExt, Full};
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// The failed builds' pages, by route.
 #[derive(Debug, Default)]
@@ -26,17 +27,17 @@ impl DevErrors {
             escape(command),
             escape(output)
         );
-        self.lock().insert(route.clone(), Bytes::from(page));
+        self.pages.lock().insert(route.clone(), Bytes::from(page));
     }
 
     /// `route` builds again: its app answers.
     pub fn clear(&self, route: &Arc<str>) {
-        self.lock().remove(route);
+        self.pages.lock().remove(route);
     }
 
     /// The page for a request routed to `route`, if its build failed.
     pub fn page(&self, route: &Arc<str>) -> Option<http::Response<Body>> {
-        let page = self.lock().get(route).cloned()?;
+        let page = self.pages.lock().get(route).cloned()?;
         let body = Full::new(page)
             .map_err(|never| match never {})
             .boxed_unsync();
@@ -49,13 +50,6 @@ impl DevErrors {
         );
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         Some(response)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Bytes>> {
-        // A panic while holding it left a whole map: keep using it.
-        self.pages
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

@@ -12,9 +12,10 @@
 //! the firewall (SSRF), not what the operator granted.
 
 use crate::config::outbound::{Host, OutboundGrant, Scheme};
+use parking_lot::Mutex;
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::{Mutex, PoisonError};
+
 use std::time::{Duration, Instant};
 
 /// Destinations whose refusal is remembered, so each is logged once;
@@ -141,7 +142,7 @@ impl Egress {
 
     fn tell_once(&self, destination: &str, line: impl FnOnce() -> String) {
         let first = {
-            let mut told = self.told.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut told = self.told.lock();
             if told.len() < REMEMBERED {
                 told.insert(destination.to_string())
             } else {
@@ -248,7 +249,7 @@ fn is_internal_v6(ip: Ipv6Addr) -> bool {
 fn is_own(ip: IpAddr) -> bool {
     const FRESH_FOR: Duration = Duration::from_secs(5);
     static OWN: Mutex<Option<(Instant, Vec<IpAddr>)>> = Mutex::new(None);
-    let mut own = OWN.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut own = OWN.lock();
     let stale = own
         .as_ref()
         .is_none_or(|(read, _)| read.elapsed() > FRESH_FOR);

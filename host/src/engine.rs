@@ -6,9 +6,10 @@
 use crate::allocator;
 use crate::compile_cache::{Cache, Digest, Origin};
 use anyhow::{Context, Result};
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use wasmtime::component::Component;
@@ -211,8 +212,7 @@ impl Engines {
     /// The engine for `reset`, `compiler` and `world`, building it if no
     /// app has needed it yet.
     pub fn get(&self, reset: Reset, compiler: Compiler, world: World) -> Result<Engine> {
-        // Nothing panics while holding it; a poisoned map is still valid.
-        let mut built = self.built.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut built = self.built.lock();
         if let Some(engine) = built.get(&(reset, compiler, world)) {
             return Ok(engine.clone());
         }
@@ -270,12 +270,7 @@ impl Engines {
 
     /// Every engine built so far.
     fn built(&self) -> Vec<Engine> {
-        self.built
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect()
+        self.built.lock().values().cloned().collect()
     }
 
     /// Prefers the pooling allocator and falls back to on-demand allocation

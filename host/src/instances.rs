@@ -52,10 +52,11 @@ use crate::guest_output::AppOutput;
 use crate::limits::{self, MemoryBudget, MemoryShare};
 use crate::request_metrics::{self, AppMetrics};
 use crate::sandbox::{Access, Sandbox};
+use parking_lot::Mutex;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Context;
 use std::time::Instant;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -218,7 +219,7 @@ impl Instances {
     /// of the pool, waiting for one if all are in use. It is instantiated
     /// by [`Instances::call`], within the request's limits.
     pub async fn take(&self) -> Instance {
-        while let Some(instance) = self.lock_idle().pop() {
+        while let Some(instance) = self.idle.lock().pop() {
             // Idle before the app turned single-use: not served again.
             if instance.uses == 0 || !self.single_use.load(Ordering::Relaxed) {
                 return instance;
@@ -385,7 +386,7 @@ impl Instances {
 
     /// Instances waiting for a request.
     pub fn idle(&self) -> usize {
-        self.lock_idle().len()
+        self.idle.lock().len()
     }
 
     /// The instance kept idle for its next request, or returned if it will
@@ -397,7 +398,7 @@ impl Instances {
         if instance.uses >= max_uses.get() {
             return Some(instance);
         }
-        let mut idle = self.lock_idle();
+        let mut idle = self.idle.lock();
         if idle.len() < self.max_idle {
             idle.push(instance);
             return None;
@@ -432,7 +433,7 @@ impl Instances {
                     return;
                 }
             }
-            let mut idle = self.lock_idle();
+            let mut idle = self.idle.lock();
             if idle.len() >= self.max_idle {
                 return;
             }
@@ -473,11 +474,6 @@ impl Instances {
         } else {
             drop(instance);
         }
-    }
-
-    fn lock_idle(&self) -> MutexGuard<'_, Vec<Instance>> {
-        // Nothing panics while holding it; a poisoned Vec is still valid.
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -536,17 +532,11 @@ pub struct Chores {
 
 impl Chores {
     pub fn push(&self, leftovers: Leftovers) {
-        self.pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(leftovers);
+        self.pending.lock().push(leftovers);
     }
 
     fn pop(&self) -> Option<Leftovers> {
-        self.pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop()
+        self.pending.lock().pop()
     }
 
     /// Runs what is pending until done or until a refill has to wait; call

@@ -8,8 +8,9 @@
 
 use crate::config::Limits;
 use crate::engine::EPOCH_TICK;
+use parking_lot::Mutex;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use wasmtime::{ResourceLimiter, StoreContextMut, UpdateDeadline};
 
@@ -158,8 +159,7 @@ pub struct Meter {
     /// Ticks it has run for so far.
     ticks_used: u64,
     /// When the guest came back from its last yield at a tick; none since
-    /// the request started. (Only an `Instant` is kept under the lock: a
-    /// poisoned one is still valid.)
+    /// the request started.
     resumed: Arc<Mutex<Option<Instant>>>,
     /// The app's share of the process-wide budget, and what this store
     /// holds of it.
@@ -192,7 +192,7 @@ impl Meter {
     /// spares every request a clock read.
     pub fn start_request(&mut self) {
         self.ticks_used = 0;
-        *self.resumed.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        *self.resumed.lock() = None;
     }
 
     /// Called when an epoch tick has passed while the guest ran: yield to
@@ -205,7 +205,7 @@ impl Meter {
     /// one. Otherwise a guest sharing a thread with many others would pay a
     /// tick per turn for no work.
     pub fn tick(&mut self) -> wasmtime::Result<UpdateDeadline> {
-        let resumed = *self.resumed.lock().unwrap_or_else(PoisonError::into_inner);
+        let resumed = *self.resumed.lock();
         if resumed.is_some_and(|at| at.elapsed() < EPOCH_TICK / 2) {
             return Ok(UpdateDeadline::Continue(1));
         }
@@ -221,7 +221,7 @@ impl Meter {
             Box::pin(async move {
                 // To the back of the runtime's queue, behind other requests.
                 tokio::task::yield_now().await;
-                *resumed.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+                *resumed.lock() = Some(Instant::now());
             }),
         ))
     }
@@ -286,7 +286,7 @@ mod tests {
             MemoryShare::new(MemoryBudget::new(u64::MAX)),
         );
         let ran_a_tick = |meter: &mut Meter| {
-            *meter.resumed.lock().unwrap() = Some(Instant::now() - EPOCH_TICK);
+            *meter.resumed.lock() = Some(Instant::now() - EPOCH_TICK);
         };
         ran_a_tick(&mut meter);
         assert!(matches!(
@@ -294,7 +294,7 @@ mod tests {
             Ok(UpdateDeadline::YieldCustom(1, _))
         ));
         // Back from yielding with the next tick already passed: not charged.
-        *meter.resumed.lock().unwrap() = Some(Instant::now());
+        *meter.resumed.lock() = Some(Instant::now());
         assert!(matches!(meter.tick(), Ok(UpdateDeadline::Continue(1))));
         ran_a_tick(&mut meter);
         assert!(meter.tick().is_ok());

@@ -37,11 +37,12 @@ use futures::StreamExt;
 use futures::channel::oneshot;
 use futures::stream::FuturesUnordered;
 use futures::task::AtomicWaker;
+use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
@@ -73,12 +74,12 @@ impl Open {
     /// Gives the job to an open instance with room, taking it out of
     /// `job`; none if no instance takes it.
     pub fn offer(&self, job: &mut Option<Job>) -> Option<Arc<Inbox>> {
-        let inboxes = lock(&self.inboxes);
+        let inboxes = self.inboxes.lock();
         inboxes.iter().find(|inbox| inbox.offer(job)).cloned()
     }
 
     fn unlist(&self, inbox: &Arc<Inbox>) {
-        lock(&self.inboxes).retain(|open| !Arc::ptr_eq(open, inbox));
+        self.inboxes.lock().retain(|open| !Arc::ptr_eq(open, inbox));
     }
 }
 
@@ -142,7 +143,7 @@ impl Inbox {
 
     /// Takes the job if the instance has room and is worth sharing.
     fn offer(&self, job: &mut Option<Job>) -> bool {
-        let mut state = lock(&self.state);
+        let mut state = self.state.lock();
         let worth_it = state.waits || !state.queue.is_empty();
         if state.closed
             || !worth_it
@@ -167,7 +168,7 @@ impl Inbox {
 
     /// The next queued job, or none and the driver woken when one comes.
     fn pop(&self, cx: &mut Context<'_>) -> Option<Job> {
-        let mut state = lock(&self.state);
+        let mut state = self.state.lock();
         let job = state.queue.pop_front();
         if job.is_none() {
             state.waker = Some(cx.waker().clone());
@@ -176,25 +177,25 @@ impl Inbox {
     }
 
     fn finished_one(&self) {
-        let mut state = lock(&self.state);
+        let mut state = self.state.lock();
         state.in_flight = state.in_flight.saturating_sub(1);
     }
 
     fn in_flight(&self) -> usize {
-        lock(&self.state).in_flight
+        self.state.lock().in_flight
     }
 
     fn mark_waits(&self) {
-        lock(&self.state).waits = true;
+        self.state.lock().waits = true;
     }
 
     /// Takes no more; what is queued is still served.
     fn close(&self) {
-        lock(&self.state).closed = true;
+        self.state.lock().closed = true;
     }
 
     fn take_queued(&self) -> VecDeque<Job> {
-        std::mem::take(&mut lock(&self.state).queue)
+        std::mem::take(&mut self.state.lock().queue)
     }
 
     /// A request on the instance passed its deadline: it takes no more.
@@ -204,7 +205,7 @@ impl Inbox {
 
     /// Closes it if nothing is queued; false if a job came meanwhile.
     fn close_if_idle(&self) -> bool {
-        let mut state = lock(&self.state);
+        let mut state = self.state.lock();
         if state.queue.is_empty() {
             state.closed = true;
         }
@@ -212,7 +213,7 @@ impl Inbox {
     }
 
     fn end(&self, fault: Option<Fault>) {
-        let mut ended = lock(&self.ended);
+        let mut ended = self.ended.lock();
         if let Ended::Running = *ended {
             *ended = Ended::With(fault);
         }
@@ -225,7 +226,7 @@ impl Inbox {
     pub async fn ended(&self, deadline: Instant) -> Ending {
         loop {
             let notified = self.ended_notify.notified();
-            match *lock(&self.ended) {
+            match *self.ended.lock() {
                 Ended::With(Some(fault)) => return Ending::Fault(fault),
                 Ended::With(None) => return Ending::NotTaken,
                 Ended::Running => {}
@@ -238,7 +239,7 @@ impl Inbox {
 
     /// The fault that ended the instance, if it has ended with one.
     pub fn fault_now(&self) -> Option<Fault> {
-        match *lock(&self.ended) {
+        match *self.ended.lock() {
             Ended::With(fault) => fault,
             Ended::Running => None,
         }
@@ -268,7 +269,7 @@ impl Driver {
         let uses_left = instances.uses_left(&instance).saturating_sub(1);
         let inbox = Arc::new(Inbox::new(per_instance, uses_left));
         let listed = (per_instance > 1 && uses_left > 0).then(|| {
-            lock(&open.inboxes).push(inbox.clone());
+            open.inboxes.lock().push(inbox.clone());
             Listed(open.clone(), inbox.clone())
         });
         let run = Box::pin(drive(
@@ -627,9 +628,4 @@ impl Drop for Unanswered<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Nothing panics while holding one; the data is still valid.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -5,13 +5,14 @@
 //! [`get`] is `None` and the request path pays one load of a pointer.
 //! Nothing here reads an app; the app holds its handles.
 
+use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 static COUNTS: OnceLock<Counts> = OnceLock::new();
@@ -188,10 +189,7 @@ impl Counts {
     /// The handles of the app at `route`, shared by all its versions so its
     /// counts go on across reloads.
     pub fn app(&self, route: &Arc<str>) -> Arc<AppMetrics> {
-        let mut apps = self
-            .apps
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
+        let mut apps = self.apps.lock();
         apps.entry(route.clone())
             .or_insert_with(|| {
                 let label = AppLabel { app: route.clone() };
@@ -221,10 +219,7 @@ impl Counts {
 
     /// Every app's counts (and the unrouted requests'), for a scrape.
     pub fn apps(&self) -> Vec<Arc<AppMetrics>> {
-        let apps = self
-            .apps
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
+        let apps = self.apps.lock();
         let mut apps: Vec<_> = apps.values().cloned().collect();
         apps.sort_by(|a, b| a.route.cmp(&b.route));
         apps
@@ -269,10 +264,7 @@ impl Counts {
         let at = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |since| since.as_secs_f64());
-        let mut events = self
-            .events
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
+        let mut events = self.events.lock();
         if events.len() == EVENTS {
             events.pop_front();
         }
@@ -285,10 +277,7 @@ impl Counts {
 
     /// The last faults and reloads, newest last.
     pub fn events(&self) -> Vec<Event> {
-        let events = self
-            .events
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
+        let events = self.events.lock();
         events.iter().cloned().collect()
     }
 

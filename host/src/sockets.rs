@@ -11,8 +11,9 @@
 
 use crate::config::outbound::{Host, Scheme};
 use crate::egress::{Egress, is_internal};
+use parking_lot::Mutex;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::sockets::SocketAddrUse;
 
@@ -45,7 +46,7 @@ impl Sockets {
                 .allow_ip_name_lookup(true)
                 .socket_addr_check(move |addr, use_| {
                     let egress = check.clone();
-                    let names = names.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                    let names = names.lock().clone();
                     Box::pin(async move {
                         match use_ {
                             // The implicit bind of a connect.
@@ -73,10 +74,7 @@ impl Sockets {
         if !self.egress.allows_lookup(name) {
             return false;
         }
-        let mut kept = self
-            .looked_up
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut kept = self.looked_up.lock();
         if !kept.iter().any(|n| n.eq_ignore_ascii_case(name)) && kept.len() < NAMES_KEPT {
             kept.push(name.to_string());
         }

@@ -8,9 +8,10 @@
 use crate::config::Mode;
 use crate::request_metrics::{Counts, DURATION_BUCKETS};
 use crate::router::Routes;
+use parking_lot::Mutex;
 use serde_json::{Value, json};
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Samples kept per app: one a second, five minutes.
@@ -62,10 +63,7 @@ impl Status {
 
     fn sample(&self) {
         let apps = self.counts.apps();
-        let mut samples = self
-            .samples
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
+        let mut samples = self.samples.lock();
         for app in apps {
             let snapshot = app.snapshot();
             let sample = Sample {
@@ -88,10 +86,7 @@ impl Status {
 
     /// The page's data now.
     pub fn json(&self) -> String {
-        let samples = self
-            .samples
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
+        let samples = self.samples.lock();
         let mut apps = Vec::new();
         if let Some(routes) = self.routes.get() {
             for (route, app) in routes.load().mounts() {

@@ -18,8 +18,9 @@ use crate::upstream::{ConnectError, Connector};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use wasmtime_wasi_http::WasiBody;
@@ -117,7 +118,7 @@ impl Lease {
         if let Leased::Http1 { connection, origin } = &mut self.0
             && let Some(connection) = connection.take()
         {
-            let mut state = origin.lock();
+            let mut state = origin.state.lock();
             // What went stale while this one was busy is closed now, not
             // at some later checkout.
             state
@@ -219,11 +220,12 @@ impl UpstreamPool {
             Host::Address(ip) => ip.to_string(),
         };
         let key = OriginKey { scheme, host, port };
-        let mut origins = self.origins.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut origins = self.origins.lock();
         if origins.len() >= ORIGINS_KEPT && !origins.contains_key(&key) {
             // A wildcard grant lets a guest name any number of origins:
             // forget those with nothing open and no request on them.
-            origins.retain(|_, origin| Arc::strong_count(origin) > 1 || origin.lock().open > 0);
+            origins
+                .retain(|_, origin| Arc::strong_count(origin) > 1 || origin.state.lock().open > 0);
         }
         origins
             .entry(key)
@@ -266,7 +268,7 @@ impl UpstreamPool {
                     let _counted = counted;
                     let _ = connection.await;
                 });
-                let mut state = origin.lock();
+                let mut state = origin.state.lock();
                 state.shared = Some(sender.clone());
                 state.http2 = Some(true);
                 drop(state);
@@ -280,7 +282,7 @@ impl UpstreamPool {
                     let _counted = counted;
                     let _ = connection.await;
                 });
-                if origin.lock().http2.replace(false).is_none() {
+                if origin.state.lock().http2.replace(false).is_none() {
                     origin.changed.notify_waiters();
                 }
                 Ok(Opened::Http1(Http1 {
@@ -335,7 +337,7 @@ impl Origin {
             // between the look and the wait is not missed.
             changed.as_mut().enable();
             {
-                let mut state = self.lock();
+                let mut state = self.state.lock();
                 if let Some(shared) = &state.shared {
                     if !shared.is_closed() {
                         return Taken::Shared(shared.clone());
@@ -359,15 +361,10 @@ impl Origin {
     }
 
     fn closed(&self) {
-        let mut state = self.lock();
+        let mut state = self.state.lock();
         state.open = state.open.saturating_sub(1);
         drop(state);
         self.changed.notify_one();
-    }
-
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // Nothing panics while holding it.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
