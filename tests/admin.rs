@@ -7,7 +7,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use wasmhost_tests::tempfile::TempDir;
-use wasmhost_tests::{Guest, Server, free_port, get, guest, libc, post, ureq};
+use wasmhost_tests::{Guest, Load, Server, expect, free_port, get, guest, libc, post, ureq};
 
 /// Starts the apps of `mounts` with the admin listener on a free port.
 fn with_admin(mounts: &[String], extra: &[&str]) -> (Server, String) {
@@ -382,14 +382,14 @@ fn the_status_page_shows_live_numbers_for_two_apps_in_chromium() {
     let fault = format!("/b={}", guest(Guest::Fault).display());
     let (server, admin) = with_admin(&[hello, fault], &[]);
     assert_eq!(get(&server.url("/b/trap")).unwrap().status, 500);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Traffic on both apps while the page is read; only its numbers count.
     let load = {
-        let (stop, a, b) = (stop.clone(), server.url("/a/"), server.url("/b/"));
-        std::thread::spawn(move || {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let _ = get(&a);
-                let _ = get(&b);
+        let (a, b) = (server.url("/a/"), server.url("/b/"));
+        Load::start(1, move |agent, _, _| {
+            for url in [&a, &b] {
+                let _ = expect(agent.get(url).call(), |_, _| true);
             }
+            Ok(())
         })
     };
     // The page shows rates once the server has sampled two seconds of them.
@@ -419,8 +419,7 @@ fn the_status_page_shows_live_numbers_for_two_apps_in_chromium() {
         .arg(format!("{admin}/"))
         .output()
         .expect("chromium is installed by tests/run (Debian's chromium package)");
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    load.join().unwrap();
+    load.finish();
     let dom = String::from_utf8_lossy(&chromium.stdout);
     assert!(
         chromium.status.success(),

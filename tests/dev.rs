@@ -6,10 +6,8 @@
 use crate::WASMHOST;
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use wasmhost_tests::{Server, get, run_to_exit, tempfile::TempDir};
+use wasmhost_tests::{Load, Server, get, run_to_exit, tempfile::TempDir};
 
 /// A build plus the reload of what it made: a cold componentize-py build on
 /// a loaded 2-core machine takes most of a minute.
@@ -61,47 +59,6 @@ fn edit(path: &Path, from: &str, to: &str) {
     std::fs::write(path, text.replacen(from, to, 1)).unwrap();
 }
 
-/// Requests to `/` from another thread until dropped; counts any that is
-/// not a 200.
-struct Load {
-    stop: Arc<AtomicBool>,
-    failed: Arc<AtomicUsize>,
-    served: Arc<AtomicUsize>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(url: String) -> Load {
-        let (stop, failed, served) = Default::default();
-        let (s, f, n): (Arc<AtomicBool>, Arc<AtomicUsize>, Arc<AtomicUsize>) =
-            (Arc::clone(&stop), Arc::clone(&failed), Arc::clone(&served));
-        let thread = std::thread::spawn(move || {
-            while !s.load(Ordering::SeqCst) {
-                match get(&url) {
-                    Ok(reply) if reply.status == 200 => n.fetch_add(1, Ordering::SeqCst),
-                    _ => f.fetch_add(1, Ordering::SeqCst),
-                };
-            }
-        });
-        Load {
-            stop,
-            failed,
-            served,
-            thread: Some(thread),
-        }
-    }
-
-    /// (served, failed) once stopped.
-    fn finish(mut self) -> (usize, usize) {
-        self.stop.store(true, Ordering::SeqCst);
-        self.thread.take().unwrap().join().unwrap();
-        (
-            self.served.load(Ordering::SeqCst),
-            self.failed.load(Ordering::SeqCst),
-        )
-    }
-}
-
 #[test]
 fn dev_rebuilds_a_rust_project_and_shows_a_failed_build_as_a_page() {
     let root = TempDir::new().unwrap();
@@ -111,11 +68,11 @@ fn dev_rebuilds_a_rust_project_and_shows_a_failed_build_as_a_page() {
     assert_eq!(get(&server.url("/")).unwrap().body, "Hello from Rust!\n");
     let source = dir.join("src/lib.rs");
 
-    let load = Load::start(server.url("/"));
+    let load = Load::get(&server.url("/"), 1);
     edit(&source, "Hello from Rust!", "Hello from an edited Rust!");
     wait_for_body(&server, |_, body| body.contains("edited"));
-    let (served, failed) = load.finish();
-    assert_eq!(failed, 0, "{served} served\n{}", server.log());
+    let tally = load.finish();
+    assert!(tally.failures.is_empty(), "{tally:?}\n{}", server.log());
     assert!(server.wait_for_log("the new version serves", Duration::from_secs(10)));
 
     // A syntax error: the page shows rustc's message.
@@ -142,7 +99,7 @@ fn dev_rebuilds_a_python_project_and_keeps_the_last_good_build_serving() {
     assert_eq!(get(&server.url("/")).unwrap().body, "Hello from Python!\n");
     let source = dir.join("app.py");
 
-    let load = Load::start(server.url("/"));
+    let load = Load::get(&server.url("/"), 1);
     edit(
         &source,
         "Hello from Python!",
@@ -168,8 +125,8 @@ fn dev_rebuilds_a_python_project_and_keeps_the_last_good_build_serving() {
     edit(&source, "def start((", "def start(");
     edit(&source, "an edited Python", "a fixed Python");
     wait_for_body(&server, |_, body| body.contains("fixed"));
-    let (served, failed) = load.finish();
-    assert_eq!(failed, 0, "{served} served\n{}", server.log());
+    let tally = load.finish();
+    assert!(tally.failures.is_empty(), "{tally:?}\n{}", server.log());
 }
 
 #[test]
@@ -236,7 +193,7 @@ fn dev_serves_python_wsgi_edits_from_the_source(flags: &[&str]) {
     );
     let source = dir.join("wsgi.py");
 
-    let load = Load::start(server.url("/"));
+    let load = Load::get(&server.url("/"), 1);
     edit(
         &source,
         "Hello from Python (WSGI)!",
@@ -260,8 +217,8 @@ fn dev_serves_python_wsgi_edits_from_the_source(flags: &[&str]) {
         "import fractions\n        return [str(fractions.Fraction(2, 6)).encode()]",
     );
     wait_for_body(&server, |_, body| body == "1/3");
-    let (served, failed) = load.finish();
-    assert_eq!(failed, 0, "{served} served\n{}", server.log());
+    let tally = load.finish();
+    assert!(tally.failures.is_empty(), "{tally:?}\n{}", server.log());
 
     edit(&source, "def application(", "def application((");
     let page = wait_for_body(&server, |status, _| status == 500);
@@ -299,7 +256,7 @@ fn dev_serves_a_javascript_edit_from_its_bundle() {
     );
     let source = dir.join("app.js");
 
-    let load = Load::start(server.url("/"));
+    let load = Load::get(&server.url("/"), 1);
     edit(&source, "Hello from JavaScript!", "Hello from an edit!");
     wait_for_body(&server, |_, body| body == "Hello from an edit!\n");
     assert!(
@@ -322,8 +279,8 @@ fn dev_serves_a_javascript_edit_from_its_bundle() {
         "c.text(`cookie ${getCookie(c, \"seen\") ?? \"none\"}\\n`)",
     );
     wait_for_body(&server, |_, body| body == "cookie none\n");
-    let (served, failed) = load.finish();
-    assert_eq!(failed, 0, "{served} served\n{}", server.log());
+    let tally = load.finish();
+    assert!(tally.failures.is_empty(), "{tally:?}\n{}", server.log());
 
     edit(&source, "const app = new Hono();", "const app = new Hono(;");
     let page = wait_for_body(&server, |status, _| status == 500);

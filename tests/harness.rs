@@ -5,7 +5,9 @@
 
 pub use {libc, rcgen, rustls, serde_json, socket2, tempfile, ureq};
 
+mod load;
 mod upstream_server;
+pub use load::{Judged, Load, Tally, expect};
 pub use upstream_server::Upstream;
 
 use std::io::{BufRead, BufReader, Read};

@@ -7,7 +7,7 @@
 //! where the kernel refuses network namespaces.
 
 use crate::WASMHOST;
-use crate::nginx::{Load, restart_each, served, wait_for_traffic, wasmhost_nginx};
+use crate::nginx::{nginx_load, restart_each, served, wait_for_traffic, wasmhost_nginx};
 use std::net::SocketAddr;
 use std::process::Command;
 use wasmhost_tests::tempfile::TempDir;
@@ -186,12 +186,13 @@ fn across_network_namespaces_a_rolling_restart_and_a_kill_fail_no_request() {
 
     // A rolling restart, with POSTs among the requests: each process
     // drains on SIGTERM and its successor takes the same address.
-    let load = Load::start_with(nginx.url(""), true);
+    let load = nginx_load(nginx.url(""), true);
     for server in &servers {
         wait_for_traffic(server, 0, 20);
     }
     restart_each(&mut servers, |i| start_app(&network, i));
-    let (sent, failures) = load.finish();
+    let tally = load.finish();
+    let (sent, failures) = (tally.sent(), tally.failures);
     assert!(
         failures.is_empty(),
         "rolling restart: {} of {sent} failed: {failures:?}",
@@ -201,7 +202,7 @@ fn across_network_namespaces_a_rolling_restart_and_a_kill_fail_no_request() {
 
     // kill -9 of one machine's server, under GETs (a POST that reached the
     // dead process is lost with it; nginx retries a GET on another).
-    let load = Load::start_with(nginx.url(""), false);
+    let load = nginx_load(nginx.url(""), false);
     for server in &servers {
         let before = served(server);
         wait_for_traffic(server, before, 20);
@@ -213,7 +214,8 @@ fn across_network_namespaces_a_rolling_restart_and_a_kill_fail_no_request() {
     }
     let restarted = start_app(&network, 1);
     wait_for_traffic(&restarted, 0, 20);
-    let (sent, failures) = load.finish();
+    let tally = load.finish();
+    let (sent, failures) = (tally.sent(), tally.failures);
     assert!(
         failures.is_empty(),
         "kill -9: {} of {sent} failed: {failures:?}",

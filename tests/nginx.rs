@@ -8,12 +8,12 @@ use crate::WASMHOST;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wasmhost_tests::socket2::{Domain, Socket, Type};
 use wasmhost_tests::tempfile::TempDir;
-use wasmhost_tests::{Guest, Nginx, Server, free_port, guest, nginx_binary, run_to_exit};
+use wasmhost_tests::{
+    Guest, Load, Nginx, Server, expect, free_port, guest, nginx_binary, run_to_exit,
+};
 
 /// `wasmhost nginx ARGS`' output.
 pub(crate) fn wasmhost_nginx(args: &[&str]) -> String {
@@ -364,73 +364,21 @@ fn static_files_and_gzip_come_from_nginx() {
     );
 }
 
-/// Requests through nginx from a few threads until stopped; what failed,
-/// and when.
-pub(crate) struct Load {
-    stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<usize>>,
-    failures: Arc<Mutex<Vec<(Instant, String)>>>,
-}
-
-impl Load {
-    pub(crate) fn start(url: String) -> Load {
-        Self::start_with(url, true)
-    }
-
-    /// With `posts`, a third of the requests are POSTs, which nginx does not
-    /// retry once sent; without, only GETs, which it does.
-    pub(crate) fn start_with(url: String, posts: bool) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let failures = Arc::new(Mutex::new(Vec::new()));
-        let threads = (0..4)
-            .map(|thread| {
-                let stop = stop.clone();
-                let failures = failures.clone();
-                let url = url.clone();
-                std::thread::spawn(move || {
-                    let agent = wasmhost_tests::client();
-                    let mut sent = 0;
-                    while !stop.load(Ordering::Relaxed) {
-                        // nginx retries a GET elsewhere when its server
-                        // fails, but not a POST it has sent: the POSTs are
-                        // what a shutdown that drops requests would fail.
-                        let response = match (sent + thread) % if posts { 3 } else { 2 } {
-                            0 => agent.get(format!("{url}/")).call(),
-                            1 => agent.get(format!("{url}/hello/")).call(),
-                            _ => agent.post(format!("{url}/read-body")).send(&[7u8; 100][..]),
-                        };
-                        let outcome = response.map_err(|e| e.to_string()).and_then(|mut r| {
-                            let status = r.status().as_u16();
-                            let body = r.body_mut().read_to_string().map_err(|e| e.to_string())?;
-                            if status == 200 {
-                                Ok(())
-                            } else {
-                                Err(format!("{status}: {body}"))
-                            }
-                        });
-                        if let Err(error) = outcome {
-                            failures.lock().unwrap().push((Instant::now(), error));
-                        }
-                        sent += 1;
-                    }
-                    sent
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            threads,
-            failures,
-        }
-    }
-
-    /// Stops the load: requests sent, and the failures.
-    pub(crate) fn finish(self) -> (usize, Vec<(Instant, String)>) {
-        self.stop.store(true, Ordering::Relaxed);
-        let sent = self.threads.into_iter().map(|t| t.join().unwrap()).sum();
-        let failures = std::mem::take(&mut *self.failures.lock().unwrap());
-        (sent, failures)
-    }
+/// Requests through nginx from four threads until finished. With `posts`,
+/// a third of them are POSTs, which nginx does not retry once sent;
+/// without, only GETs, which it does.
+pub(crate) fn nginx_load(url: String, posts: bool) -> Load {
+    Load::start(4, move |agent, sent, thread| {
+        // nginx retries a GET elsewhere when its server fails, but not a
+        // POST it has sent: the POSTs are what a shutdown that drops
+        // requests would fail.
+        let reply = match (sent + thread) % if posts { 3 } else { 2 } {
+            0 => agent.get(format!("{url}/")).call(),
+            1 => agent.get(format!("{url}/hello/")).call(),
+            _ => agent.post(format!("{url}/read-body")).send(&[7u8; 100][..]),
+        };
+        expect(reply, |status, _| status == 200)
+    })
 }
 
 /// Waits until `server` has answered `count` requests (access-log lines)
@@ -467,7 +415,7 @@ pub(crate) fn served(server: &Server) -> usize {
 #[test]
 fn a_killed_process_costs_at_most_its_requests_in_flight_and_rejoins_when_restarted() {
     let mut cluster = Cluster::start(3);
-    let load = Load::start(cluster.nginx.url(""));
+    let load = nginx_load(cluster.nginx.url(""), true);
     for server in &cluster.servers {
         wait_for_traffic(server, 0, 20);
     }
@@ -480,7 +428,8 @@ fn a_killed_process_costs_at_most_its_requests_in_flight_and_rejoins_when_restar
     }
     let restarted = start_wasmhost(&format!("127.0.0.1:{}", cluster.ports[1]));
     wait_for_traffic(&restarted, 0, 20);
-    let (sent, failures) = load.finish();
+    let tally = load.finish();
+    let (sent, failures) = (tally.sent(), tally.failures);
     // nginx retries an idempotent request whose server died, so even the
     // requests in flight rarely fail; none may fail once it knows. It knows
     // at its first failed attempt, so failures cluster at the kill; the
@@ -500,14 +449,15 @@ fn a_killed_process_costs_at_most_its_requests_in_flight_and_rejoins_when_restar
 #[test]
 fn a_rolling_restart_under_load_fails_no_request() {
     let mut cluster = Cluster::start(3);
-    let load = Load::start(cluster.nginx.url(""));
+    let load = nginx_load(cluster.nginx.url(""), true);
     for server in &cluster.servers {
         wait_for_traffic(server, 0, 20);
     }
     restart_each(&mut cluster.servers, |index| {
         start_wasmhost(&format!("127.0.0.1:{}", cluster.ports[index]))
     });
-    let (sent, failures) = load.finish();
+    let tally = load.finish();
+    let (sent, failures) = (tally.sent(), tally.failures);
     assert!(
         failures.is_empty(),
         "{} of {sent} failed: {failures:?}",

@@ -7,7 +7,9 @@
 use crate::WASMHOST;
 use std::process::Command;
 use std::time::Duration;
-use wasmhost_tests::{Guest, Reply, Server, get, get_concurrently, guest, post, run_to_exit};
+use wasmhost_tests::{
+    Guest, Load, Reply, Server, expect, get, get_concurrently, guest, post, run_to_exit,
+};
 
 fn p3() -> &'static str {
     guest(Guest::RustP3).to_str().unwrap()
@@ -114,8 +116,6 @@ fn a_p3_app_sends_trailers() {
 
 #[test]
 fn swapping_between_p2_and_p3_versions_under_load_fails_no_request() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
     const P2: &str = "Hello from a WebAssembly component!\n";
     const P3: &str = "Hello from a WASI 0.3 component!\n";
     let file = |body: &str| match body {
@@ -127,26 +127,14 @@ fn swapping_between_p2_and_p3_versions_under_load_fails_no_request() {
     std::fs::copy(file(P3), &app).unwrap();
     let server = Server::start(WASMHOST, &[app.to_str().unwrap()]);
     let url = server.url("/");
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            let (url, stop) = (url.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let (mut served, mut wrong) = (0u32, Vec::new());
-                while !stop.load(Ordering::Relaxed) {
-                    match get(&url) {
-                        Ok(reply)
-                            if reply.status == 200 && (reply.body == P2 || reply.body == P3) =>
-                        {
-                            served += 1
-                        }
-                        other => wrong.push(format!("{:?}", other.map(|r| (r.status, r.body)))),
-                    }
-                }
-                (served, wrong)
+    let load = {
+        let url = url.clone();
+        Load::start(4, move |agent, _, _| {
+            expect(agent.get(&url).call(), |status, body| {
+                status == 200 && (body == P2 || body == P3)
             })
         })
-        .collect();
+    };
     for (swap, version) in [P2, P3, P2, P3].into_iter().enumerate() {
         wasmhost_tests::rename_over(&app, &std::fs::read(file(version)).unwrap());
         assert!(
@@ -156,17 +144,7 @@ fn swapping_between_p2_and_p3_versions_under_load_fails_no_request() {
         );
         assert_eq!(get(&url).unwrap().body, version, "after swap {swap}");
     }
-    stop.store(true, Ordering::Relaxed);
-    let mut total = 0;
-    for client in clients {
-        let (served, wrong) = client.join().unwrap();
-        assert!(wrong.is_empty(), "failed or unknown replies: {wrong:?}");
-        total += served;
-    }
-    assert!(
-        total >= 100,
-        "the load was too light to mean anything: {total}"
-    );
+    load.finish().assert_clean(100);
 }
 
 #[test]

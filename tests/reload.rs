@@ -4,11 +4,9 @@
 
 use crate::WASMHOST;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use wasmhost_tests::tempfile::TempDir;
-use wasmhost_tests::{Guest, Server, client, get, guest, rename_over};
+use wasmhost_tests::{Guest, Load, Server, client, expect, get, guest, rename_over};
 
 /// What `/` answers with each version: the Rust hello, then the fault guest.
 const V1: &str = "Hello from a WebAssembly component!\n";
@@ -66,33 +64,15 @@ fn swapping_versions_under_load_fails_no_request() {
     let (_dir, app) = app_dir();
     let server = Server::start(WASMHOST, &[app.to_str().unwrap()]);
     let url = server.url("/");
-    let stop = Arc::new(AtomicBool::new(false));
     // Four clients on keep-alive connections, requesting without pause.
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            let (url, stop) = (url.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let agent = client();
-                let (mut served, mut wrong) = (0u32, Vec::new());
-                while !stop.load(Ordering::Relaxed) {
-                    let reply = agent
-                        .get(&url)
-                        .call()
-                        .map_err(|e| e.to_string())
-                        .and_then(|r| {
-                            let status = r.status().as_u16();
-                            let body = r.into_body().read_to_string();
-                            body.map(|b| (status, b)).map_err(|e| e.to_string())
-                        });
-                    match reply {
-                        Ok((200, body)) if body == V1 || body == V2 => served += 1,
-                        other => wrong.push(format!("{other:?}")),
-                    }
-                }
-                (served, wrong)
+    let load = {
+        let url = url.clone();
+        Load::start(4, move |agent, _, _| {
+            expect(agent.get(&url).call(), |status, body| {
+                status == 200 && (body == V1 || body == V2)
             })
         })
-        .collect();
+    };
 
     for (swap, version) in [V2, V1, V2, V1, V2].into_iter().enumerate() {
         rename_over(&app, &std::fs::read(version_file(version)).unwrap());
@@ -109,17 +89,7 @@ fn swapping_versions_under_load_fails_no_request() {
         }
     }
 
-    stop.store(true, Ordering::Relaxed);
-    let mut total = 0;
-    for client in clients {
-        let (served, wrong) = client.join().unwrap();
-        assert!(wrong.is_empty(), "failed or unknown replies: {wrong:?}");
-        total += served;
-    }
-    assert!(
-        total >= 100,
-        "the load was too light to mean anything: {total}"
-    );
+    load.finish().assert_clean(100);
     let log = server.log();
     assert_eq!(log.matches("reloaded / (").count(), 5, "{log}");
     assert!(!log.contains("not reloading"), "{log}");
