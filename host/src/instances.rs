@@ -219,7 +219,11 @@ impl Instances {
     /// of the pool, waiting for one if all are in use. It is instantiated
     /// by [`Instances::call`], within the request's limits.
     pub async fn take(&self) -> Instance {
-        while let Some(instance) = self.idle.lock().pop() {
+        loop {
+            // Popped in a statement of its own: a `while let` would hold the
+            // lock while a passed-over instance is dropped.
+            let idle = self.idle.lock().pop();
+            let Some(instance) = idle else { break };
             // Idle before the app turned single-use: not served again.
             if instance.uses == 0 || !self.single_use.load(Ordering::Relaxed) {
                 return instance;

@@ -304,34 +304,25 @@ class Answer {
   constructor(outparam) {
     this.outparam = outparam;
     this.started = false;
+    // The body's stream and the body, from the head until the body ends.
+    this.unfinished = null;
   }
 
   async send(response, head) {
     if (!(response instanceof Response)) {
       throw new TypeError(`the app answered ${describe(response)}, not a Response`);
     }
-    const list = [];
+    const fields = [];
     for (const [name, value] of response.headers) {
-      list.push([name, bytesOf(value)]);
+      fields.push([name, bytesOf(value)]);
     }
-    const out = new host.OutgoingResponse(host.Fields.fromList(list));
-    // Every call into the host costs microseconds of interpreted glue.
-    if (response.status !== 200) {
-      out.setStatusCode(response.status);
-    }
-    const body = out.body();
-    this.started = true;
-    host.ResponseOutparam.set(this.outparam, { tag: "ok", val: out });
-    const stream = body.write();
-    this.unfinished = [stream, body];
+    const stream = this.#start(response.status, fields);
     if (head || response.status === 204 || response.status === 304) {
       // These have no body on the wire, whatever the app gave, and their
       // content-length may be the one a GET would have: the body is let go
       // unfinished, as the server never reads it.
       await response.body?.cancel();
-      stream[Symbol.dispose]();
-      body[Symbol.dispose]();
-      this.unfinished = null;
+      this.#drop();
       return;
     }
     if (response.body) {
@@ -344,11 +335,7 @@ class Answer {
         write(stream, typeof value === "string" ? ENCODER.encode(value) : value);
       }
     }
-    this.unfinished = null;
-    // No flush: each write is handed on as it is made, and once a body of
-    // declared length is all sent the server may have let the stream go.
-    stream[Symbol.dispose]();
-    host.OutgoingBody.finish(body, undefined);
+    this.#finish();
   }
 
   fail(error) {
@@ -358,22 +345,45 @@ class Answer {
     if (this.started) {
       // The head is sent: a body dropped unfinished tells the server to cut
       // the response short rather than end it as if it were whole.
-      for (const resource of this.unfinished ?? []) {
-        resource[Symbol.dispose]?.();
-      }
+      this.#drop();
       return;
     }
-    this.started = true;
-    const out = new host.OutgoingResponse(
-      host.Fields.fromList([["content-type", bytesOf("text/plain; charset=utf-8")]]),
-    );
-    out.setStatusCode(500);
+    const stream = this.#start(500, [["content-type", bytesOf("text/plain; charset=utf-8")]]);
+    write(stream, ENCODER.encode("Internal Server Error\n"));
+    this.#finish();
+  }
+
+  /// Sends the head; the body's stream to write to.
+  #start(status, fields) {
+    const out = new host.OutgoingResponse(host.Fields.fromList(fields));
+    // Every call into the host costs microseconds of interpreted glue.
+    if (status !== 200) {
+      out.setStatusCode(status);
+    }
     const body = out.body();
+    this.started = true;
     host.ResponseOutparam.set(this.outparam, { tag: "ok", val: out });
     const stream = body.write();
-    write(stream, ENCODER.encode("Internal Server Error\n"));
+    this.unfinished = [stream, body];
+    return stream;
+  }
+
+  /// Ends the body whole. No flush: each write is handed on as it is made,
+  /// and once a body of declared length is all sent the server may have
+  /// let the stream go.
+  #finish() {
+    const [stream, body] = this.unfinished;
+    this.unfinished = null;
     stream[Symbol.dispose]();
     host.OutgoingBody.finish(body, undefined);
+  }
+
+  /// Lets the body go unfinished.
+  #drop() {
+    for (const resource of this.unfinished ?? []) {
+      resource[Symbol.dispose]?.();
+    }
+    this.unfinished = null;
   }
 }
 
@@ -381,7 +391,7 @@ class Answer {
 function write(stream, bytes) {
   let offset = 0;
   while (offset < bytes.length) {
-    let room = Number(stream.checkWrite());
+    const room = Number(stream.checkWrite());
     if (room === 0) {
       const ready = stream.subscribe();
       ready.block();
