@@ -312,3 +312,43 @@ fn an_instance_keeps_nothing_of_the_requests_it_served() {
     );
     assert_eq!(get(&server.url("/count")).unwrap().body, "1\n");
 }
+
+/// A body the app never reads is let go when its request ends: the client
+/// is not left sending into a body the reused instance still holds (its
+/// upload stalled until the client gave up), and its next request is
+/// answered.
+#[test]
+fn a_request_body_the_app_never_reads_is_let_go_with_its_request() {
+    let app = guest(Guest::JsHonoWorker).to_str().unwrap();
+    let server = Server::start(WASMHOST, &[app, "--reuse", "1000"]);
+    let dir = wasmhost_tests::tempfile::TempDir::new().unwrap();
+    let upload = dir.path().join("upload");
+    std::fs::write(&upload, vec![b'x'; 1 << 20]).unwrap();
+    for _ in 0..3 {
+        let curl = std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "30",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}\n",
+            ])
+            .arg("--data-binary")
+            .arg(format!("@{}", upload.display()))
+            .arg(server.url("/no/such/page"))
+            .args(["--next", "-sS", "--max-time", "30", "-o", "/dev/null"])
+            .args(["-w", "%{http_code}\n"])
+            .arg(server.url("/"))
+            .output()
+            .expect("curl");
+        assert_eq!(
+            String::from_utf8_lossy(&curl.stdout),
+            "404\n200\n",
+            "{}: {}",
+            String::from_utf8_lossy(&curl.stderr),
+            server.log()
+        );
+    }
+}

@@ -58,8 +58,9 @@ export function incomingHandler(load) {
         answer.fail(error);
       } finally {
         // The bindings stop tracking a resource for collection once a
-        // method is called on it, so the request is dropped here or never:
-        // the host would keep every request an instance served.
+        // method is called on it, so the request and its body are dropped
+        // here or never: the host would keep every request an instance
+        // served.
         request?.[RELEASE]();
         incoming[Symbol.dispose]?.();
       }
@@ -132,10 +133,12 @@ const RELEASE = Symbol("release");
 /// an outbound `fetch` or `new Request` of it) fills them first.
 class HostRequest extends Request {
   #incoming;
+  #releaseBody;
 
-  constructor(url, init, incoming) {
+  constructor(url, init, incoming, releaseBody) {
     super(url, init);
     this.#incoming = incoming;
+    this.#releaseBody = releaseBody;
   }
 
   #fill() {
@@ -172,9 +175,11 @@ class HostRequest extends Request {
     return super.blob();
   }
 
-  /// The request's handler has returned: the host's request may go.
+  /// The request's handler has returned: the host's request, and what the
+  /// app left of its body, may go.
   [RELEASE]() {
     this.#incoming = null;
+    this.#releaseBody?.();
   }
 
   static fill(request) {
@@ -212,11 +217,13 @@ function toRequest(incoming) {
   const authority = incoming.authority() ?? "localhost";
   const url = `${protocol}://${authority}${incoming.pathWithQuery() ?? "/"}`;
   const init = { method };
+  let body = null;
   if (method !== "GET" && method !== "HEAD") {
-    init.body = bodyOf(incoming.consume());
+    body = bodyOf(incoming.consume());
+    init.body = body.readable;
     init.duplex = "half";
   }
-  return new HostRequest(url, init, incoming);
+  return new HostRequest(url, init, incoming, body?.release);
 }
 
 const METHODS = {
@@ -269,21 +276,30 @@ function bytesOf(text) {
 }
 
 /// The request body as a stream read as the app reads it: nothing is read
-/// before the app asks, and never more than one read ahead.
+/// before the app asks, and never more than one read ahead. `release` lets
+/// go of what the app did not read to the end.
 function bodyOf(body) {
-  const stream = body.stream();
-  const close = () => {
+  let stream = body.stream();
+  const release = (finish) => {
+    if (!stream) {
+      return;
+    }
     stream[Symbol.dispose]?.();
-    host.IncomingBody.finish(body);
+    stream = null;
+    if (finish) {
+      host.IncomingBody.finish(body);
+    } else {
+      body[Symbol.dispose]?.();
+    }
   };
-  return new ReadableStream({
+  const readable = new ReadableStream({
     pull(controller) {
       let chunk;
       try {
         chunk = stream.blockingRead(READ_SIZE);
       } catch (error) {
         if (error?.payload?.tag === "closed") {
-          close();
+          release(true);
           controller.close();
         } else {
           controller.error(new Error(`reading the request body: ${describe(error)}`));
@@ -293,9 +309,10 @@ function bodyOf(body) {
       controller.enqueue(chunk);
     },
     cancel() {
-      stream[Symbol.dispose]?.();
+      release(false);
     },
   });
+  return { readable, release: () => release(false) };
 }
 
 /// One request's answer: the response once it starts, and a 500 if the app
