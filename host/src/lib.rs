@@ -53,52 +53,14 @@
 //! [`server::run`] is the entry point for an embedder or a test: listeners,
 //! a route table and a shutdown future in, no signals.
 
-pub mod access_log;
 pub mod admin;
-pub mod admission;
 pub mod allocator;
-pub mod app;
-pub mod bodies;
 pub mod commands;
-pub mod compile_cache;
 pub mod config;
-pub mod connection;
-pub mod descriptors;
-pub mod dev;
-pub mod dev_errors;
-pub mod egress;
-pub mod engine;
-pub mod forwarded;
-pub mod granted_dirs;
-pub mod guest_faults;
-pub mod guest_output;
-pub mod handler;
-pub mod instances;
-pub mod limits;
-pub mod linker;
-pub mod log_rate;
-pub mod logging;
-pub mod metrics;
-pub mod nginx;
-pub mod outbound;
-pub mod p3_driver;
-pub mod p3_request;
-pub mod paths;
-pub mod reload;
-pub mod request_head;
-pub mod request_metrics;
-pub mod router;
-pub mod sandbox;
-pub mod scaffold;
-pub mod server;
-pub mod service;
-pub mod signals;
-pub mod sockets;
-pub mod status;
-pub mod systemd;
-pub mod tls;
-pub mod upstream;
-pub mod upstream_pool;
+pub mod grants;
+pub mod guest;
+pub mod http;
+pub mod telemetry;
 
 use anyhow::Result;
 use config::cli::{Cli, Command};
@@ -108,8 +70,8 @@ pub fn run(cli: Cli) -> Result<String> {
     match cli.command {
         Command::Serve(args) => commands::serve(args).map(|()| String::new()),
         Command::Check(source) => commands::check(source),
-        Command::Nginx(args) => nginx::run(args),
-        Command::New(args) => scaffold::write(&args),
+        Command::Nginx(args) => commands::nginx::run(args),
+        Command::New(args) => commands::scaffold::write(&args),
         Command::Dev(args) => commands::dev(args).map(|()| String::new()),
     }
 }

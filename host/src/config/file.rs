@@ -11,7 +11,7 @@ use super::units::{
     Destination, check_env_name, check_env_value, inherit_env, parse_admin, parse_dir,
     parse_duration, parse_network, parse_size,
 };
-use crate::paths::normalise_prefix;
+use crate::config::paths::normalise_prefix;
 use anyhow::{Result, anyhow, bail};
 use ipnet::IpNet;
 use serde::Deserialize;

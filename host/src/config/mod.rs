@@ -11,13 +11,14 @@ pub mod cli;
 pub mod dirs;
 pub mod file;
 pub mod outbound;
+pub mod paths;
 pub mod settings;
 pub mod units;
 
 pub use settings::*;
 pub use units::{Destination, parse_admin, parse_duration, parse_network, parse_size};
 
-use crate::paths::normalise_prefix;
+use crate::config::paths::normalise_prefix;
 use anyhow::{Result, anyhow, bail};
 use cli::{MountArg, ServeArgs, Source};
 use file::File;

@@ -1,0 +1,14 @@
+pub mod admission;
+pub mod app;
+pub mod bodies;
+pub mod compile_cache;
+pub mod engine;
+pub mod faults;
+pub mod instances;
+pub mod limits;
+pub mod linker;
+pub mod output;
+pub mod p2;
+pub mod p3;
+pub mod p3_driver;
+pub mod sandbox;

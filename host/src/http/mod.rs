@@ -1,0 +1,9 @@
+pub mod access_log;
+pub mod connection;
+pub mod dev_errors;
+pub mod forwarded;
+pub mod request_head;
+pub mod router;
+pub mod server;
+pub mod service;
+pub mod tls;

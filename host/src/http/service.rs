@@ -1,0 +1,364 @@
+//! The hyper service of one connection: what happens to each request
+//! between hyper and its app. It marks the request running for the
+//! connection's clock, checks its head (`request_head`), rewrites the
+//! forwarding headers (`forwarded`), routes the request once (`router`) and
+//! hands the result to both the access log and the handler (or, under
+//! `wasmhost dev`, answers with the app's failed build, `dev_errors`), and, once the
+//! server is shutting down, asks an HTTP/1 client to close after the
+//! response.
+
+use crate::guest::instances::Chores;
+use crate::guest::p2::{self as handler, Body};
+use crate::http::access_log::{AccessLog, Record};
+use crate::http::dev_errors::DevErrors;
+use crate::http::forwarded::{Forwarding, X_REQUEST_ID};
+use crate::http::request_head::{self, Refused};
+use crate::http::router::{Refusal, Routes};
+use crate::telemetry::request_metrics::{self, Measure};
+use bytes::Buf;
+use http::StatusCode;
+use http::header::{CONNECTION, HeaderValue};
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// The service for one connection's requests; `local` is the listener's
+/// address.
+pub fn new(
+    local: SocketAddr,
+    routes: Arc<Routes>,
+    chores: Arc<Chores>,
+    activity: Arc<Activity>,
+    forwarding: Forwarding,
+    access_log: Option<Arc<AccessLog>>,
+    dev_errors: Option<Arc<DevErrors>>,
+) -> impl hyper::service::Service<
+    http::Request<Incoming>,
+    Response = http::Response<Tracked<Body>>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<http::Response<Tracked<Body>>, Infallible>> + Send,
+> + Clone {
+    hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
+        let running = activity.begin(request.version());
+        let http1 = request.version() < http::Version::HTTP_2;
+        let head = request_head::check(&mut request, local);
+        let client = forwarding.apply(request.headers_mut());
+        let request_id = request.headers().get(X_REQUEST_ID).cloned();
+        let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        let table = routes.load();
+        let routed = head
+            .map_err(Rejected::Head)
+            .and_then(|()| table.route(path).map_err(Rejected::Route));
+        let mut record = access_log.as_ref().map(|log| {
+            let app = match &routed {
+                Ok(routed) => routed.target.route.clone(),
+                Err(_) => Arc::from("-"),
+            };
+            Box::new(log.begin(&request, client.ip, app))
+        });
+        let app = routed.and_then(|routed| {
+            routed.rewrite(&mut request).map_err(Rejected::Route)?;
+            Ok(routed.target.clone())
+        });
+        drop(table);
+        let counts = request_metrics::get();
+        let mut measure = counts.map(|counts| {
+            match &app {
+                Ok(app) => counts.cached(&app.metrics, &app.route),
+                Err(_) => counts.unrouted(),
+            }
+            .begin(request.method())
+        });
+        let head_refused = matches!(app, Err(Rejected::Head(_)));
+        let chores = chores.clone();
+        let failed_build = match (&app, &dev_errors) {
+            (Ok(app), Some(errors)) => errors.page(&app.route),
+            _ => None,
+        };
+        async move {
+            let mut response = match (app, failed_build) {
+                (Ok(_), Some(page)) => page,
+                (Ok(app), None) => {
+                    handler::handle(app, &chores, &running.0.places, &client, request).await
+                }
+                (Err(rejected), _) => rejected.response(),
+            };
+            // Shutting down: the client closes this connection after the
+            // response, instead of racing our close (connection.rs).
+            if http1 && running.stopping() {
+                response
+                    .headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            if let Some(id) = request_id {
+                response.headers_mut().insert(X_REQUEST_ID, id);
+            }
+            let status = response.status().as_u16();
+            if let Some(record) = &mut record {
+                record.set_status(status);
+            }
+            if let Some(measure) = &mut measure {
+                measure.set_status(status);
+            }
+            if let (Some(counts), true) = (counts, head_refused) {
+                counts.head_refused(status);
+            }
+            Ok::<_, Infallible>(response.map(|body| Tracked::new(body, running, record, measure)))
+        }
+    })
+}
+
+/// A request that reaches no app.
+enum Rejected {
+    /// Its head breaks a rule of `request_head`.
+    Head(Refused),
+    /// The router found no app for it.
+    Route(Refusal),
+}
+
+impl Rejected {
+    fn response(&self) -> http::Response<Body> {
+        let (status, message) = match self {
+            Rejected::Head(Refused::TooManyHeaders) => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "the request has too many header fields",
+            ),
+            Rejected::Head(Refused::NoHost) => {
+                (StatusCode::BAD_REQUEST, "the request has no Host header")
+            }
+            Rejected::Head(Refused::RepeatedHost) => (
+                StatusCode::BAD_REQUEST,
+                "the request has more than one Host header",
+            ),
+            Rejected::Head(Refused::BadHost) => (
+                StatusCode::BAD_REQUEST,
+                "the Host header is not a host name or address with an optional port",
+            ),
+            Rejected::Route(Refusal::NotFound) => {
+                (StatusCode::NOT_FOUND, "no app is mounted at this path")
+            }
+            Rejected::Route(Refusal::BadPath) => (
+                StatusCode::BAD_REQUEST,
+                "the path leaves its app with `..` or is not a path",
+            ),
+        };
+        handler::plain(status, message)
+    }
+}
+
+/// What the socket and the service have seen, for the connection's clock
+/// (`connection`). Written on the connection's own task (atomics only to
+/// make it `Sync`).
+#[derive(Debug)]
+pub struct Activity {
+    /// Cancelled when the server shuts down (shared by every connection).
+    shutdown: CancellationToken,
+    /// The client has spoken HTTP/2 (which can be told to close at once).
+    http2: AtomicBool,
+    /// Requests whose response is not yet sent in full.
+    in_flight: AtomicUsize,
+    /// A request ended since the clock last looked: it may have begun and
+    /// ended between two looks.
+    ended: AtomicBool,
+    /// Some byte arrived since the clock last looked.
+    arrived: AtomicBool,
+    /// Writes to the socket that succeeded, and one is waiting now (the
+    /// client is not reading, or slowly).
+    writes: AtomicU64,
+    write_waiting: AtomicBool,
+    /// Response bodies hyper has not taken the next frame of since it was
+    /// ready (or since the head went out), and how often any was taken.
+    bodies_waiting: AtomicUsize,
+    bodies_taken: AtomicU64,
+    /// This connection's share of places to run in guests, taken before an
+    /// app's own: one connection (HTTP/2 streams, all stalled on their
+    /// client) cannot fill an app's places by itself.
+    places: Arc<Semaphore>,
+}
+
+/// Requests of one connection that may run in guests at once: a quarter of
+/// an app's default 100 places. More wait on the connection, holding no
+/// app's place.
+pub const PLACES_PER_CONNECTION: usize = 25;
+
+impl Activity {
+    pub fn new(shutdown: CancellationToken) -> Self {
+        Self {
+            shutdown,
+            http2: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            ended: AtomicBool::new(false),
+            arrived: AtomicBool::new(false),
+            writes: AtomicU64::new(0),
+            write_waiting: AtomicBool::new(false),
+            bodies_waiting: AtomicUsize::new(0),
+            bodies_taken: AtomicU64::new(0),
+            places: Arc::new(Semaphore::new(PLACES_PER_CONNECTION)),
+        }
+    }
+
+    /// Notes how a write to the socket went: done, or waiting on the client.
+    pub fn wrote(&self, done: bool) {
+        if done {
+            self.writes.fetch_add(1, Ordering::Relaxed);
+        }
+        self.write_waiting.store(!done, Ordering::Relaxed);
+    }
+
+    /// Whether a response waits on the client, and a count that moves
+    /// whenever the client takes something.
+    pub fn sending(&self) -> (bool, u64) {
+        let waiting = self.write_waiting.load(Ordering::Relaxed)
+            || self.bodies_waiting.load(Ordering::Relaxed) > 0;
+        let progress =
+            self.writes.load(Ordering::Relaxed) + self.bodies_taken.load(Ordering::Relaxed);
+        (waiting, progress)
+    }
+
+    /// Marks a request running until the returned guard (kept with its
+    /// response body) is dropped.
+    pub fn begin(self: &Arc<Self>, version: http::Version) -> Running {
+        if version == http::Version::HTTP_2 {
+            self.http2.store(true, Ordering::Relaxed);
+        }
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        Running(self.clone())
+    }
+
+    /// Notes that bytes arrived on the socket.
+    pub fn arrived(&self) {
+        self.arrived.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_http2(&self) -> bool {
+        self.http2.load(Ordering::Relaxed)
+    }
+
+    pub fn busy(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) > 0
+    }
+
+    /// Whether a request ended since the last call.
+    pub fn take_ended(&self) -> bool {
+        self.ended.swap(false, Ordering::Relaxed)
+    }
+
+    /// Whether bytes arrived since the last call.
+    pub fn take_arrived(&self) -> bool {
+        self.arrived.swap(false, Ordering::Relaxed)
+    }
+}
+
+/// A request still being answered.
+#[derive(Debug)]
+pub struct Running(Arc<Activity>);
+
+impl Running {
+    /// The server is shutting down: the response should close the
+    /// connection.
+    pub fn stopping(&self) -> bool {
+        self.0.shutdown.is_cancelled()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.ended.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A response body that keeps its request running until hyper has sent it
+/// (or dropped it), so a long response never looks like an idle connection;
+/// its access-log record, if any, counts the bytes and is written then. It
+/// also tells the connection's clock when it has a frame ready that hyper
+/// has not come for (from the head on, and after each frame it gave):
+/// hyper comes only when the client can take more, so a body left waiting
+/// is a client that takes nothing (`send_timeout`). A body waiting on its
+/// guest is not.
+pub struct Tracked<B> {
+    body: B,
+    running: Running,
+    record: Option<Box<Record>>,
+    /// Counted for `/metrics` when the body is done.
+    _measure: Option<Measure>,
+    /// Counted in `bodies_waiting`.
+    waiting: bool,
+}
+
+impl<B> Tracked<B> {
+    pub fn new(
+        body: B,
+        running: Running,
+        record: Option<Box<Record>>,
+        measure: Option<Measure>,
+    ) -> Self {
+        running.0.bodies_waiting.fetch_add(1, Ordering::Relaxed);
+        Self {
+            body,
+            running,
+            record,
+            _measure: measure,
+            waiting: true,
+        }
+    }
+
+    fn set_waiting(&mut self, waiting: bool) {
+        if waiting != self.waiting {
+            self.waiting = waiting;
+            let count = &self.running.0.bodies_waiting;
+            if waiting {
+                count.fetch_add(1, Ordering::Relaxed);
+            } else {
+                count.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl<B> Drop for Tracked<B> {
+    fn drop(&mut self) {
+        if self.waiting {
+            self.running
+                .0
+                .bodies_waiting
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        self.running.0.bodies_taken.fetch_add(1, Ordering::Relaxed);
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        let ready = matches!(polled, Poll::Ready(Some(Ok(_)))) && !self.body.is_end_stream();
+        self.set_waiting(ready);
+        if let (Some(record), Poll::Ready(Some(Ok(frame)))) = (&mut self.record, &polled)
+            && let Some(data) = frame.data_ref()
+        {
+            record.sent(data.remaining());
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}

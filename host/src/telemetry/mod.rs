@@ -1,0 +1,2 @@
+pub mod log_rate;
+pub mod request_metrics;
