@@ -1,62 +1,75 @@
 //! wasmhost: an application server for WebAssembly components.
 //!
-//! One request's path, accept to response; each module is entered once, in
-//! this order, and none calls back into one above it:
+//! The crate is in folders, one per concern; `docs/architecture.md` draws
+//! one request's path through them, for WASI 0.2 and 0.3.
 //!
 //! ```text
-//! server       accept (a permit per connection), TLS handshake (tls), hyper's
-//!              HTTP/1.1 + HTTP/2 builder
-//! connection   drive the connection: header and keep-alive timeouts, polite
-//!              close on shutdown, the chores its requests left, between them
-//! service      per request: head rules, one valid Host (request_head),
-//!              forwarding headers (forwarded), route once (router),
-//!              access-log record (access_log), a failed build's page under
-//!              `wasmhost dev` (dev_errors), Connection: close when
-//!              shutting down
-//! handler      body-size check, a place to run (admission, which also
-//!              bounds what one client address holds of an app), an instance
-//!              (instances), the guest's call, its faults as statuses; request
-//!              and response bodies cross the host through `bodies`; a WASI
-//!              0.3 guest's request goes through `p3_request` instead, which
-//!              gives it to an instance's `p3_driver` (one store running
-//!              several requests at once); both answer faults through
-//!              `guest_faults`
-//! instances    take an instance (idle, spare or new from the pool), call
-//!              wasi:http/incoming-handler.handle in its sandbox (sandbox,
-//!              limits, guest_output), give it back, retire it, refill spares
+//! config      flags and wasmhost.toml as one validated `Config`: plain data
+//!             the runtime reads (and the URL segment rules, `paths`)
+//! telemetry   the counts the request path keeps, the log-rate bound
+//! grants      what a guest may reach outside: directories, descriptors,
+//!             egress rules, outbound HTTP and its connection pool, TCP
+//! guest       everything about running guests, behind one door
+//!             (`guest::serve`): apps, engines, the compile cache,
+//!             instances, the sandbox, limits, bodies, faults, p2 and p3
+//! http        accept to response: listeners, TLS, one connection's clock,
+//!             the per-request service (head rules, forwarding headers, one
+//!             route lookup, the access log, the dev error page)
+//! admin       the admin listener: /healthz, /readyz, /metrics, status page
+//! commands    serve, check, dev, new, nginx, reload, signals, systemd,
+//!             logging: the wiring of everything above
 //! ```
 //!
-//! Beside the path: `app` loads a component (read, validate, compile with an
-//! engine from `engine`, through the `compile_cache`, link with `linker`,
-//! which puts wasmhost's checks in front of some of wasmtime-wasi's host
-//! functions); `reload` watches the
-//! files and swaps new versions into the route table; `config` turns flags
-//! and `wasmhost.toml` into one validated `Config`, plain data that the
-//! runtime reads (`paths` holds the URL segment rules it shares with the
-//! router); `commands` wires a `serve`, `dev` or `check` together, `dev`
-//! runs the apps' builds when their sources change (its results reach the
-//! route table through `reload`), `nginx` writes the nginx front,
-//! `scaffold` the projects `wasmhost new` writes,
-//! `signals` and `logging` belong to the binary, `systemd` takes the
-//! sockets systemd passes and tells it when the server is ready, reloading
-//! or stopping, `admin` serves `/healthz`, `/readyz`, `/metrics` and the
-//! status page on a listener of its own, `metrics` encodes the counts
-//! `request_metrics` keeps (the request path, the accept loops and `reload`
-//! add to them) with what it reads from the route table at scrape time,
-//! `status` samples those counts each second for the status page,
-//! `log_rate` bounds the log lines a client can trigger, and `allocator`
-//! holds the allocator and hands freed memory back from idle threads.
-//! What a guest may reach outside: `granted_dirs` (its directories, opened
-//! once per load), `descriptors` (the files and sockets it may hold open), `egress` (its grants of hosts, checked at run time), `outbound` (its HTTP requests) over `upstream_pool` and
-//! `upstream` (connections), and `sockets` (wasi:sockets TCP).
+//! Beside them: `deferred` (work a request leaves for its connection to
+//! run after the response, as plain futures) and `allocator` (the global
+//! allocator, and freed memory handed back from idle threads).
 //!
-//! [`server::run`] is the entry point for an embedder or a test: listeners,
-//! a route table and a shutdown future in, no signals.
+//! Each folder may import only the folders below it in [`LAYERS`], and the
+//! HTTP layer reaches the guest only through the door: what `guest/mod.rs`
+//! itself exports (`serve`, `App`, `Client`, `Connection`, `Body`,
+//! `plain`), never a module inside `guest/`. The test at the end of this
+//! file reads the sources and holds every folder to it, with no import
+//! cycle between files.
+//!
+//! [`http::server::run`] is the entry point for an embedder or a test:
+//! listeners, a route table and a shutdown future in, no signals.
+
+/// Each top-level module and what it may import (besides itself).
+pub const LAYERS: &[(&str, &[&str])] = &[
+    ("config", &[]),
+    ("deferred", &[]),
+    ("allocator", &[]),
+    ("telemetry", &["config"]),
+    ("grants", &["config", "telemetry"]),
+    (
+        "guest",
+        &["config", "telemetry", "grants", "deferred", "allocator"],
+    ),
+    ("http", &["config", "telemetry", "deferred", "guest"]),
+    ("admin", &["config", "telemetry", "http", "guest"]),
+    (
+        "commands",
+        &[
+            "config",
+            "telemetry",
+            "grants",
+            "guest",
+            "http",
+            "admin",
+            "deferred",
+            "allocator",
+        ],
+    ),
+];
+
+/// Folders that may reach `guest` only through its door.
+pub const THROUGH_THE_DOOR: &[&str] = &["http"];
 
 pub mod admin;
 pub mod allocator;
 pub mod commands;
 pub mod config;
+pub mod deferred;
 pub mod grants;
 pub mod guest;
 pub mod http;
@@ -73,5 +86,142 @@ pub fn run(cli: Cli) -> Result<String> {
         Command::Nginx(args) => commands::nginx::run(args),
         Command::New(args) => commands::scaffold::write(&args),
         Command::Dev(args) => commands::dev(args).map(|()| String::new()),
+    }
+}
+
+#[cfg(test)]
+mod layers {
+    use super::{LAYERS, THROUGH_THE_DOOR};
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::path::{Path, PathBuf};
+
+    /// Every `.rs` file under `dir`, as its module path (`guest::p3`).
+    fn modules(dir: &Path, prefix: &[String], out: &mut BTreeMap<Vec<String>, PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_stem().unwrap().to_str().unwrap().to_string();
+            if path.is_dir() {
+                let mut inner = prefix.to_vec();
+                inner.push(name);
+                modules(&path, &inner, out);
+            } else if path.extension().is_some_and(|ext| ext == "rs") {
+                let mut module = prefix.to_vec();
+                if name != "mod" && name != "lib" && name != "main" {
+                    module.push(name);
+                }
+                out.insert(module, path);
+            }
+        }
+    }
+
+    /// The `crate::…` paths a file names outside its test module.
+    fn paths_named(source: &str) -> Vec<Vec<String>> {
+        let code = source.split("#[cfg(test)]").next().unwrap();
+        let mut found = Vec::new();
+        for (at, _) in code.match_indices("crate::") {
+            let before = code[..at].chars().next_back();
+            if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$') {
+                continue;
+            }
+            let rest = &code[at + "crate::".len()..];
+            let path: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+                .collect();
+            found.push(
+                path.split("::")
+                    .filter(|segment| !segment.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            );
+        }
+        found
+    }
+
+    /// The module file a path lands in: its longest prefix that is one.
+    fn module_of(path: &[String], modules: &BTreeMap<Vec<String>, PathBuf>) -> Vec<String> {
+        (0..=path.len())
+            .rev()
+            .map(|len| path[..len].to_vec())
+            .find(|prefix| modules.contains_key(prefix))
+            .unwrap()
+    }
+
+    #[test]
+    fn every_folder_imports_only_what_its_layer_allows_and_files_form_no_cycle() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut all = BTreeMap::new();
+        modules(&root, &[], &mut all);
+        let allowed: BTreeMap<&str, &[&str]> = LAYERS.iter().copied().collect();
+        let mut broken = Vec::new();
+        let mut edges: BTreeMap<Vec<String>, BTreeSet<Vec<String>>> = BTreeMap::new();
+        for (module, file) in &all {
+            let Some(folder) = module.first() else {
+                continue;
+            };
+            let may = allowed
+                .get(folder.as_str())
+                .unwrap_or_else(|| panic!("{} is in no layer of LAYERS", file.display()));
+            let source = std::fs::read_to_string(file).unwrap();
+            for path in paths_named(&source) {
+                let Some(target) = path.first() else {
+                    continue;
+                };
+                // Macros exported at the crate root (`crate::limited!`).
+                if !all.keys().any(|known| known.first() == Some(target)) {
+                    continue;
+                }
+                if target != folder && !may.contains(&target.as_str()) {
+                    broken.push(format!("{}: crate::{}", file.display(), path.join("::")));
+                }
+                if target == "guest"
+                    && target != folder
+                    && THROUGH_THE_DOOR.contains(&folder.as_str())
+                    && module_of(&path, &all).len() > 1
+                {
+                    broken.push(format!(
+                        "{}: crate::{} is behind guest's door",
+                        file.display(),
+                        path.join("::")
+                    ));
+                }
+                let to = module_of(&path, &all);
+                if &to != module {
+                    edges.entry(module.clone()).or_default().insert(to);
+                }
+            }
+        }
+        assert!(
+            broken.is_empty(),
+            "imports that break LAYERS:\n{}",
+            broken.join("\n")
+        );
+        // A file that imports one that imports it back (through any chain).
+        let mut state: BTreeMap<Vec<String>, bool> = BTreeMap::new();
+        fn visit(
+            at: &Vec<String>,
+            edges: &BTreeMap<Vec<String>, BTreeSet<Vec<String>>>,
+            state: &mut BTreeMap<Vec<String>, bool>,
+            trail: &mut Vec<Vec<String>>,
+        ) {
+            match state.get(at) {
+                Some(true) => return,
+                Some(false) => {
+                    let names: Vec<String> = trail.iter().map(|m| m.join("::")).collect();
+                    panic!("import cycle: {} -> {}", names.join(" -> "), at.join("::"));
+                }
+                None => {}
+            }
+            state.insert(at.clone(), false);
+            trail.push(at.clone());
+            for next in edges.get(at).into_iter().flatten() {
+                visit(next, edges, state, trail);
+            }
+            trail.pop();
+            state.insert(at.clone(), true);
+        }
+        for module in all.keys() {
+            visit(module, &edges, &mut state, &mut Vec::new());
+        }
     }
 }

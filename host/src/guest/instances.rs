@@ -16,14 +16,9 @@
 //!   to instantiate.
 //! - What a request leaves once its guest is done (retiring the spent
 //!   instance, making replacement spares) never delays its response: it
-//!   becomes [`Leftovers`], which the connection runs from its [`Chores`]
-//!   once hyper has written the response and waits for the next request, on
-//!   the same thread, with no task spawned and no other thread woken.
-//!   Spawning a task per request for it cost the Rust hello ~5% at 16
-//!   connections, and doing it inline put ~10 µs of pool-slot reset and
-//!   instantiation in front of every response (bench/NOTES.md). A guest that
-//!   streams its body runs on a task of its own and does the same work there
-//!   when its handler returns.
+//!   becomes [`Leftovers`], a task the connection runs after the response
+//!   (`crate::deferred`). A guest that streams its body runs on a task of
+//!   its own and does the same work there when its handler returns.
 //!
 //! ## Why not wasmtime-wasi-http's `handler::ProxyHandler`
 //!
@@ -47,17 +42,15 @@
 //! the ones below; only `call` differs by guest kind.
 
 use crate::config::{Grants, Limits, Mode, Mount};
+use crate::deferred::Task;
 use crate::guest::engine::Reset;
 use crate::guest::limits::{self, MemoryBudget, MemoryShare};
 use crate::guest::output::AppOutput;
 use crate::guest::sandbox::{Access, Sandbox};
 use crate::telemetry::request_metrics::{self, AppMetrics};
 use parking_lot::Mutex;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::task::Context;
 use std::time::Instant;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::Engine;
@@ -522,56 +515,10 @@ impl Leftovers {
         }
         self.refill
     }
-}
 
-/// A refill under way, kept by the connection between polls.
-pub type Refill = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// The leftovers of one connection's requests, for it to run between them
-/// (`connection::drive`): the handler pushes, the connection's task runs.
-#[derive(Default)]
-pub struct Chores {
-    pending: Mutex<Vec<Leftovers>>,
-}
-
-impl Chores {
-    pub fn push(&self, leftovers: Leftovers) {
-        self.pending.lock().push(leftovers);
-    }
-
-    fn pop(&self) -> Option<Leftovers> {
-        self.pending.lock().pop()
-    }
-
-    /// Runs what is pending until done or until a refill has to wait; call
-    /// it when the connection has nothing more to do for now (the response
-    /// is written and it waits for the client). `refill` keeps the refill
-    /// under way between calls.
-    pub fn run(&self, refill: &mut Option<Refill>, cx: &mut Context<'_>) {
-        loop {
-            if let Some(running) = refill {
-                if running.as_mut().poll(cx).is_pending() {
-                    return;
-                }
-                *refill = None;
-            }
-            let Some(leftovers) = self.pop() else {
-                return;
-            };
-            *refill = leftovers
-                .retire()
-                .map(|claim| Box::pin(claim.run()) as Refill);
-        }
-    }
-
-    /// Runs everything left, once the connection is closed: nobody waits
-    /// on its task any more.
-    pub async fn finish(&self, refill: Option<Refill>) {
-        if let Some(running) = refill {
-            running.await;
-        }
-        while let Some(leftovers) = self.pop() {
-            leftovers.run().await;
-        }
+    /// All of it as one task for the connection to run after the response
+    /// (`deferred`).
+    pub fn later(self) -> Task {
+        Box::pin(self.run())
     }
 }

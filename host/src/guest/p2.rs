@@ -1,26 +1,25 @@
-//! One request on the app it was routed to: check its declared body size,
-//! take a place to run (`admission`) and an instance (`instances`), call
-//! `wasi:http/incoming-handler.handle`, and turn whatever the guest did into
-//! an HTTP response. A guest fault costs only its own request.
+//! One admitted request on a WASI 0.2 app: take an instance (`instances`),
+//! call `wasi:http/incoming-handler.handle`, and turn whatever the guest did
+//! into an HTTP response.
 
+use super::client_fault_response;
+use crate::deferred::Deferred;
 use crate::guest::admission::Admitted;
 use crate::guest::app::App;
-use crate::guest::bodies::{BodyFault, ClientFault, FailureFlag, GuestBody, LimitedBody};
-pub use crate::guest::faults::{Body, plain};
-use crate::guest::faults::{Fault, fault_of, fault_response, try_again};
-use crate::guest::instances::{Chores, Instance, Leftovers};
-use crate::http::forwarded::Client;
+use crate::guest::bodies::{BodyFault, FailureFlag, GuestBody, LimitedBody};
+use crate::guest::faults::{Body, plain};
+use crate::guest::faults::{Fault, fault_of, fault_response};
+use crate::guest::instances::{Instance, Leftovers};
 use crate::telemetry::log_rate::clip;
 use crate::telemetry::request_metrics;
 use http::{Response, StatusCode};
-use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use tokio::time::Instant;
 use wasmtime::component::Resource;
 use wasmtime_wasi_http::WasiHttpView;
@@ -31,53 +30,17 @@ use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 /// What the guest sends through its response-outparam.
 type GuestResponse = Result<Response<HyperOutgoingBody>, ErrorCode>;
 
-/// A request body of declared length up to this is read whole before the
-/// request takes an app's place (`LimitedBody::read_ahead`): a client that
-/// stalls one holds only its own connection's share. At most 25 of them per
-/// connection (`service`'s share) bound what that buffers: 1.6 MiB.
-const READ_AHEAD: u64 = 64 * 1024;
-
-/// Serves one request on `app`. What is left to do once the guest is done
-/// (the spent instance, new spares) goes to `chores`, for the connection to
-/// do after the response is out.
-pub async fn handle(
+/// Serves one admitted request on `app`, a WASI 0.2 guest. What is left to
+/// do once the guest is done (the spent instance, new spares) goes to
+/// `deferred`, for the connection to do after the response is out.
+pub(super) async fn serve(
     app: Arc<App>,
-    chores: &Arc<Chores>,
-    connection_places: &Arc<Semaphore>,
-    client: &Client,
-    request: http::Request<Incoming>,
+    admitted: (Admitted, OwnedSemaphorePermit),
+    deferred: &Arc<Deferred>,
+    https: bool,
+    request: http::Request<LimitedBody<Incoming>>,
+    body_fault: BodyFault,
 ) -> Response<Body> {
-    let https = client.https;
-    // A declared length over the limit is refused before any instance is
-    // taken; a body that grows past it is cut as the guest reads it.
-    let limits = app.instances.limits();
-    let body_limit = limits.body_limit;
-    if request.body().size_hint().lower() > body_limit {
-        return too_large(&app, body_limit);
-    }
-    // The connection's share first: its requests past it wait here, not
-    // in the app's places.
-    let share = connection_places
-        .clone()
-        .acquire_owned()
-        .await
-        .expect("a connection's places are never closed");
-    let body_fault = BodyFault::default();
-    let mut request = request
-        .map(|body| LimitedBody::new(body, body_limit, limits.body_timeout, body_fault.clone()));
-    if let Some(fault) = request.body_mut().read_ahead(READ_AHEAD).await {
-        if fault == ClientFault::Stalled {
-            crate::limited!(warn, app = %app.route, "client sent nothing of the request body for {:?}; answered 408 before the guest ran", limits.body_timeout);
-        }
-        return client_fault_response(&app, fault);
-    }
-    let Some(admitted) = app.admission.admit(&app.route, client.ip).await else {
-        return busy(&app);
-    };
-    let admitted = (admitted, share);
-    if app.instances.is_p3() {
-        return crate::guest::p3::serve(app, admitted, chores, https, request).await;
-    }
     let head = request.method() == http::Method::HEAD;
     let mut instance = app.instances.take().await;
     let (sender, receiver) = oneshot::channel();
@@ -102,7 +65,7 @@ pub async fn handle(
         failure.clone(),
     ));
     let waiting = Waiting {
-        chores,
+        deferred,
         failure: &failure,
         body_fault: &body_fault,
         started,
@@ -172,7 +135,7 @@ async fn wait(
     waiting: Waiting<'_>,
 ) -> Result<(Option<GuestResponse>, Result<(), Fault>), Fault> {
     let Waiting {
-        chores,
+        deferred,
         failure,
         body_fault,
         started,
@@ -183,7 +146,7 @@ async fn wait(
     // kept the outparam), so the receiver is only looked at, here and below.
     if let Some((outcome, returned)) = poll_once(&mut guest).await {
         let response = receiver.try_recv().ok();
-        chores.push(returned.give_back(response.is_some()));
+        deferred.push(returned.give_back(response.is_some()).later());
         return Ok((response, outcome));
     }
     let timeout = app.instances.limits().timeout;
@@ -196,13 +159,13 @@ async fn wait(
                     stream_on(app, guest, failure.clone(), body_fault.clone(), deadline, timeout);
                     Ok(())
                 }
-                Err(_) => returned_within(app, guest, chores, deadline, timeout).await,
+                Err(_) => returned_within(app, guest, deferred, deadline, timeout).await,
             };
             Ok((response.ok(), outcome))
         }
         (outcome, returned) = &mut guest => {
             let response = receiver.try_recv().ok();
-            chores.push(returned.give_back(response.is_some()));
+            deferred.push(returned.give_back(response.is_some()).later());
             Ok((response, outcome))
         }
         () = tokio::time::sleep_until(deadline) => {
@@ -223,7 +186,7 @@ async fn wait(
 
 /// What [`wait`] watches besides the guest.
 struct Waiting<'a> {
-    chores: &'a Chores,
+    deferred: &'a Deferred,
     failure: &'a FailureFlag,
     body_fault: &'a BodyFault,
     started: Instant,
@@ -261,13 +224,13 @@ fn stream_on(
 async fn returned_within(
     app: &App,
     guest: Guest,
-    chores: &Chores,
+    deferred: &Deferred,
     deadline: Instant,
     timeout: Duration,
 ) -> Result<(), Fault> {
     match tokio::time::timeout_at(deadline, guest).await {
         Ok((outcome, returned)) => {
-            chores.push(returned.give_back(false));
+            deferred.push(returned.give_back(false).later());
             outcome
         }
         Err(_) => {
@@ -340,18 +303,6 @@ fn respond(
     }
 }
 
-/// The answer for a request whose client spoilt its body.
-fn client_fault_response(app: &App, fault: ClientFault) -> Response<Body> {
-    match fault {
-        ClientFault::TooLarge => too_large(app, app.instances.limits().body_limit),
-        ClientFault::Stalled => fault_response(Fault::BodyStalled),
-        ClientFault::Malformed => plain(
-            StatusCode::BAD_REQUEST,
-            "the request body could not be read",
-        ),
-    }
-}
-
 /// Polls `future` once: its output if that finished it.
 async fn poll_once<F: Future + Unpin>(future: &mut F) -> Option<F::Output> {
     std::future::poll_fn(|cx| match Pin::new(&mut *future).poll(cx) {
@@ -359,25 +310,6 @@ async fn poll_once<F: Future + Unpin>(future: &mut F) -> Option<F::Output> {
         Poll::Pending => Poll::Ready(None),
     })
     .await
-}
-
-/// The answer to a request that found the app's places to run and to wait
-/// all taken.
-fn busy(app: &App) -> Response<Body> {
-    if let Some(counts) = request_metrics::get() {
-        counts.cached(&app.metrics, &app.route).refused();
-    }
-    tracing::debug!(app = %app.route, "app at its concurrency and queue limits; answered 503");
-    try_again("the application is at capacity; try again shortly")
-}
-
-/// The answer to a request whose body is over the app's limit.
-fn too_large(app: &App, limit: u64) -> Response<Body> {
-    crate::limited!(info, app = %app.route, "request body over the limit of {limit} bytes; answered 413");
-    plain(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        &format!("the request body is larger than this app accepts ({limit} bytes)"),
-    )
 }
 
 /// Calls the guest's handler; how that went, and what is left to do now

@@ -8,10 +8,10 @@
 //! deadline it gets a `504`, or its body is cut; a trap that ended the
 //! instance answers it as the same fault of a 0.2 guest.
 
+use crate::deferred::Deferred;
 use crate::guest::app::App;
 use crate::guest::bodies::LimitedBody;
 use crate::guest::faults::{Body, Fault, classify, fault_response, log_fault, plain, try_again};
-use crate::guest::instances::Chores;
 use crate::guest::p3_driver::{Answer, Driver, Ending, Inbox, Job, LocalWakes};
 use crate::telemetry::request_metrics;
 use bytes::Bytes;
@@ -32,7 +32,7 @@ use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode;
 pub async fn serve(
     app: Arc<App>,
     place: impl Send + 'static,
-    chores: &Arc<Chores>,
+    deferred: &Arc<Deferred>,
     https: bool,
     request: http::Request<LimitedBody<Incoming>>,
 ) -> Response<Body> {
@@ -60,7 +60,7 @@ pub async fn serve(
         }
     };
     let wakes = LocalWakes::default();
-    let waited = wait(&mut driver, &mut answer_rx, deadline, chores, &wakes).await;
+    let waited = wait(&mut driver, &mut answer_rx, deadline, deferred, &wakes).await;
     let fault = match waited {
         Waited::Answer(Ok(response)) => {
             return response.map(|body| {
@@ -70,7 +70,7 @@ pub async fn serve(
                     place: Some(Box::new(place)),
                     driver,
                     wakes,
-                    chores: chores.clone(),
+                    deferred: deferred.clone(),
                     inbox,
                     deadline,
                     timer: None,
@@ -123,12 +123,12 @@ enum Waited {
 
 /// Waits for the answer until `deadline`, driving the store meanwhile if
 /// this request holds its driver; a driver done before the answer leaves
-/// its instance to `chores`.
+/// its instance to `deferred`.
 async fn wait(
     driver: &mut Option<Driver>,
     answer: &mut oneshot::Receiver<Answer>,
     deadline: Instant,
-    chores: &Chores,
+    deferred: &Deferred,
     wakes: &LocalWakes,
 ) -> Waited {
     // Armed only if the first poll does not answer: most guests do.
@@ -138,7 +138,7 @@ async fn wait(
             if let Some(running) = driver
                 && let Poll::Ready(leftovers) = running.poll(cx)
             {
-                chores.push(leftovers);
+                deferred.push(leftovers.later());
                 *driver = None;
             }
             match Pin::new(&mut *answer).poll(cx) {
@@ -192,7 +192,7 @@ struct Finished {
     driver: Option<Driver>,
     /// What the body and the driver are polled within.
     wakes: LocalWakes,
-    chores: Arc<Chores>,
+    deferred: Arc<Deferred>,
     inbox: Arc<Inbox>,
     deadline: Instant,
     /// Armed once the body has to wait.
@@ -211,7 +211,7 @@ impl Finished {
         self.place = None;
         if let Some(mut driver) = self.driver.take() {
             match driver.poll(cx) {
-                Poll::Ready(leftovers) => self.chores.push(leftovers),
+                Poll::Ready(leftovers) => self.deferred.push(leftovers.later()),
                 Poll::Pending => driver.detach(&self.wakes),
             }
         }
@@ -271,7 +271,7 @@ impl Finished {
         if let Some(driver) = &mut this.driver {
             let finished = match driver.poll(cx) {
                 Poll::Ready(leftovers) => {
-                    this.chores.push(leftovers);
+                    this.deferred.push(leftovers.later());
                     true
                 }
                 Poll::Pending => false,

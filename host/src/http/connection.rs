@@ -1,7 +1,7 @@
 //! One client connection from accept to close. hyper speaks the protocol;
 //! this drives it and decides when the connection ends:
 //!
-//! - between requests it runs the chores its requests left (`instances`);
+//! - between requests it runs the work its requests left (`deferred`);
 //! - a client gets `header_timeout` to send a complete request head, counted
 //!   from its first byte (or from accept, for the first request), so a
 //!   trickling client (slowloris) is closed;
@@ -27,7 +27,7 @@
 //! and the clock here tells them apart by what the socket and the service saw.
 
 use crate::config::Timeouts;
-use crate::guest::instances::Chores;
+use crate::deferred::Deferred;
 use crate::http::service::Activity;
 use std::future::Future;
 use std::io::IoSlice;
@@ -272,7 +272,7 @@ pub async fn drive<C, E>(
     mut close: impl FnMut(Pin<&mut C>),
     reset: impl FnOnce(),
     activity: Arc<Activity>,
-    chores: Arc<Chores>,
+    deferred: Arc<Deferred>,
     timeouts: Timeouts,
     shutdown: CancellationToken,
 ) -> Ended<E>
@@ -282,7 +282,7 @@ where
     let mut connection = std::pin::pin!(connection);
     let mut stopping = std::pin::pin!(shutdown.cancelled());
     let mut clock = Clock::new(timeouts);
-    let mut refill = None;
+    let mut current = None;
     let ended = std::future::poll_fn(|cx| {
         loop {
             if !clock.closing && stopping.as_mut().poll(cx).is_ready() {
@@ -295,7 +295,7 @@ where
             if let Poll::Ready(result) = connection.as_mut().poll(cx) {
                 return Poll::Ready(Ended::Closed(result));
             }
-            chores.run(&mut refill, cx);
+            deferred.run(&mut current, cx);
             clock.observe(&activity, rung);
             match clock.poll_expired(cx) {
                 None => return Poll::Pending,
@@ -317,6 +317,6 @@ where
     }
     // The connection is over: nobody waits on this task any more, so what
     // its requests left runs here, unhurried.
-    chores.finish(refill).await;
+    deferred.finish(current).await;
     ended
 }

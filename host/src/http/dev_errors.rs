@@ -2,7 +2,7 @@
 //! requests with while its latest build fails: the build's output, so the
 //! browser shows what the terminal did. Never used by `serve`.
 
-use crate::guest::p2::Body;
+use crate::guest::Body;
 use bytes::Bytes;
 use http::StatusCode;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};

@@ -11,6 +11,7 @@
 //! skipping trusted addresses; the first untrusted one is the client.
 //! Entries left of it were written by the client and are dropped.
 
+use crate::guest::Client;
 use http::HeaderMap;
 use http::header::{FORWARDED, HOST, HeaderName, HeaderValue};
 use ipnet::IpNet;
@@ -64,13 +65,6 @@ pub struct Forwarding {
     trusted: Option<Arc<TrustedProxies>>,
     /// The connection is TLS.
     https: bool,
-}
-
-/// The client of one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Client {
-    pub ip: IpAddr,
-    pub https: bool,
 }
 
 impl Forwarding {

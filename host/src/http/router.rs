@@ -17,7 +17,7 @@
 //! the request as the app must see it.
 
 use crate::config::paths::{is_dot, is_dot_dot, split};
-use crate::guest::app::App;
+use crate::guest::App;
 use arc_swap::ArcSwap;
 use http::header::{HeaderName, HeaderValue};
 use std::sync::Arc;

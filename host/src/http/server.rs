@@ -4,7 +4,7 @@
 //! finish what they started. [`run`] is the library's entry point.
 
 use crate::config::Timeouts;
-use crate::guest::instances::Chores;
+use crate::deferred::Deferred;
 use crate::http::access_log::AccessLog;
 use crate::http::connection::{self, Ended, Watched};
 use crate::http::dev_errors::DevErrors;
@@ -268,7 +268,7 @@ async fn serve_connection(
     let _ = stream.set_nodelay(true);
     let options = &accepting.options;
     let timeouts = options.timeouts;
-    let chores = Arc::new(Chores::default());
+    let deferred = Arc::new(Deferred::default());
     let activity = Arc::new(Activity::new(accepting.stopping.clone()));
     let forwarding = Forwarding::new(peer, &options.trusted_proxies, tls.is_some());
     let Ok(local) = stream.local_addr() else {
@@ -277,7 +277,7 @@ async fn serve_connection(
     let service = service::new(
         local,
         accepting.routes.clone(),
-        chores.clone(),
+        deferred.clone(),
         activity.clone(),
         forwarding,
         options.access_log.clone(),
@@ -306,7 +306,7 @@ async fn serve_connection(
     // Called while the connection still owns the socket.
     let reset = move || reset_on_close(fd);
     match connection::drive(
-        connection, close, reset, activity, chores, timeouts, stopping,
+        connection, close, reset, activity, deferred, timeouts, stopping,
     )
     .await
     {

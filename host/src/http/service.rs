@@ -7,8 +7,8 @@
 //! server is shutting down, asks an HTTP/1 client to close after the
 //! response.
 
-use crate::guest::instances::Chores;
-use crate::guest::p2::{self as handler, Body};
+use crate::deferred::Deferred;
+use crate::guest::{self, Body};
 use crate::http::access_log::{AccessLog, Record};
 use crate::http::dev_errors::DevErrors;
 use crate::http::forwarded::{Forwarding, X_REQUEST_ID};
@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 pub fn new(
     local: SocketAddr,
     routes: Arc<Routes>,
-    chores: Arc<Chores>,
+    deferred: Arc<Deferred>,
     activity: Arc<Activity>,
     forwarding: Forwarding,
     access_log: Option<Arc<AccessLog>>,
@@ -77,7 +77,7 @@ pub fn new(
             .begin(request.method())
         });
         let head_refused = matches!(app, Err(Rejected::Head(_)));
-        let chores = chores.clone();
+        let deferred = deferred.clone();
         let failed_build = match (&app, &dev_errors) {
             (Ok(app), Some(errors)) => errors.page(&app.route),
             _ => None,
@@ -86,7 +86,11 @@ pub fn new(
             let mut response = match (app, failed_build) {
                 (Ok(_), Some(page)) => page,
                 (Ok(app), None) => {
-                    handler::handle(app, &chores, &running.0.places, &client, request).await
+                    let connection = guest::Connection {
+                        places: &running.0.places,
+                        deferred: &deferred,
+                    };
+                    guest::serve(app, request, client, connection).await
                 }
                 (Err(rejected), _) => rejected.response(),
             };
@@ -149,7 +153,7 @@ impl Rejected {
                 "the path leaves its app with `..` or is not a path",
             ),
         };
-        handler::plain(status, message)
+        guest::plain(status, message)
     }
 }
 
