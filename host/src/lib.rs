@@ -31,8 +31,9 @@
 //! file reads the sources and holds every folder to it, with no import
 //! cycle between files.
 //!
-//! [`http::server::run`] is the entry point for an embedder or a test:
-//! listeners, a route table and a shutdown future in, no signals.
+//! [`serve`] (`http::server::run`) is the entry point for an embedder or a
+//! test: listeners, a route table and a shutdown future in, no signals;
+//! the types it needs are re-exported here, the folders are the crate's own.
 
 /// Each top-level module and what it may import (besides itself).
 pub const LAYERS: &[(&str, &[&str])] = &[
@@ -65,15 +66,27 @@ pub const LAYERS: &[(&str, &[&str])] = &[
 /// Folders that may reach `guest` only through its door.
 pub const THROUGH_THE_DOOR: &[&str] = &["http"];
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod allocator;
-pub mod commands;
+pub(crate) mod commands;
 pub mod config;
-pub mod deferred;
-pub mod grants;
-pub mod guest;
-pub mod http;
-pub mod telemetry;
+pub(crate) mod deferred;
+pub(crate) mod grants;
+pub(crate) mod guest;
+pub(crate) mod http;
+pub(crate) mod telemetry;
+
+// The binary's pieces, and the embedder API: load apps with an engine and
+// a pool, put them in a route table, and serve it on your own listeners
+// until your own shutdown future resolves.
+pub use commands::logging;
+pub use guest::App;
+pub use guest::app::{Tier, load as load_app};
+pub use guest::engine::{Engines, PoolSize};
+pub use guest::instances::Pool;
+pub use guest::limits::MemoryBudget;
+pub use http::router::{Router, Routes};
+pub use http::server::{Drained, Listener, Options, run as serve};
 
 use anyhow::Result;
 use config::cli::{Cli, Command};

@@ -10,7 +10,7 @@ static GLOBAL: wasmhost::allocator::Global = wasmhost::allocator::Global;
 
 fn main() -> ExitCode {
     let cli = wasmhost::config::cli::Cli::parse();
-    wasmhost::commands::logging::init(cli.log_format());
+    wasmhost::logging::init(cli.log_format());
     match wasmhost::run(cli) {
         Ok(report) => {
             print!("{report}");

@@ -123,7 +123,7 @@ pub fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
-/// Which compiler [`compile`] may use.
+/// Which compiler `compile` may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tier {
     /// Winch for a large component with no Cranelift build cached, so it

@@ -188,7 +188,7 @@ pub struct PoolTotals {
     pub warm_memory_bytes: u64,
 }
 
-/// The process's engines, one per [`Reset`], [`Compiler`] and [`World`],
+/// The process's engines, one per `Reset`, `Compiler` and `World`,
 /// each built on first use. They share nothing but the pool sizes: a component compiled
 /// by one cannot be instantiated by another.
 pub struct Engines {

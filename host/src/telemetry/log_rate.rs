@@ -85,8 +85,8 @@ pub fn clip(text: &str) -> std::borrow::Cow<'_, str> {
     format!("{}…", &text[..end]).into()
 }
 
-/// `tracing`'s macro of the given level, at most [`BURST`] times per
-/// [`WINDOW`] for this call site: `limited!(warn, app = %route, "…")`.
+/// `tracing`'s macro of the given level, at most `BURST` times per
+/// `WINDOW` for this call site: `limited!(warn, app = %route, "…")`.
 #[macro_export]
 macro_rules! limited {
     ($level:ident, $($arg:tt)+) => {{
