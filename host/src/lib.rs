@@ -94,11 +94,11 @@ use config::cli::{Cli, Command};
 /// Runs one command to completion; what it prints on standard output.
 pub fn run(cli: Cli) -> Result<String> {
     match cli.command {
-        Command::Serve(args) => commands::serve(args).map(|()| String::new()),
-        Command::Check(source) => commands::check(source),
+        Command::Serve(args) => commands::serve::serve(args).map(|()| String::new()),
+        Command::Check(source) => commands::check::check(source),
         Command::Nginx(args) => commands::nginx::run(args),
         Command::New(args) => commands::scaffold::write(&args),
-        Command::Dev(args) => commands::dev(args).map(|()| String::new()),
+        Command::Dev(args) => commands::serve::dev(args).map(|()| String::new()),
     }
 }
 

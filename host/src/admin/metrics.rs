@@ -272,55 +272,14 @@ struct VersionLabels {
 impl Collector for Serving {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         if let Some(pool) = self.pool.get() {
-            gauge(
-                &mut encoder,
-                "pool_slots",
-                "Instance slots of the pooling allocator, all apps together.",
-                pool.total,
-            )?;
-            gauge(
-                &mut encoder,
-                "pool_slots_in_use",
-                "Instance slots held by live instances (idle, spare or serving).",
-                (pool.in_use)(),
-            )?;
-            let totals = pool.engines.pool_totals();
-            gauge(
-                &mut encoder,
-                "pool_component_instances",
-                "Component instances wasmtime's pooling allocators hold, all apps together.",
-                totals.component_instances,
-            )?;
-            gauge(
-                &mut encoder,
-                "pool_memories",
-                "Linear memories wasmtime's pooling allocators hold, all apps together.",
-                totals.memories,
-            )?;
-            gauge(
-                &mut encoder,
-                "pool_warm_memories",
-                "Memory slots kept warm for reuse, not yet returned to the kernel.",
-                totals.warm_memories,
-            )?;
-            let warm = ConstGauge::new(totals.warm_memory_bytes as i64);
-            warm.encode(encoder.encode_descriptor(
-                "pool_warm_memory",
-                "Resident bytes in the memory slots kept warm for reuse.",
-                Some(&Unit::Bytes),
-                warm.metric_type(),
-            )?)?;
+            encode_pool(pool, &mut encoder)?;
         }
         let Some(routes) = self.routes.get() else {
             return Ok(());
         };
         let table = routes.load();
         let apps: Vec<&Arc<App>> = table.mounts().map(|(_, app)| app).collect();
-        let per_app = |encoder: &mut DescriptorEncoder,
-                       name: &str,
-                       help: &str,
-                       value: &dyn Fn(&App) -> u64|
-         -> Result<(), std::fmt::Error> {
+        for (name, help, value) in PER_APP {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
             for app in &apps {
                 let label = AppLabel {
@@ -328,84 +287,141 @@ impl Collector for Serving {
                 };
                 ConstGauge::new(value(app) as i64).encode(family.encode_family(&label)?)?;
             }
-            Ok(())
-        };
-        per_app(
-            &mut encoder,
-            "instances_live",
-            "Instances alive (idle, spare or serving), by app.",
-            &|app| app.instances.live() as u64,
-        )?;
-        per_app(
-            &mut encoder,
-            "instance_memory_bytes",
-            "Guest linear memory the app's live instances hold, in bytes.",
-            &|app| app.instances.memory_used(),
-        )?;
-        per_app(
-            &mut encoder,
-            "instances_idle",
-            "Instances instantiated and waiting for a request (spares included), by app.",
-            &|app| app.instances.idle() as u64,
-        )?;
-        per_app(
-            &mut encoder,
-            "instances_spares_target",
-            "How many idle instances the app keeps ready ahead of requests.",
-            &|app| app.instances.spares() as u64,
-        )?;
-        per_app(
-            &mut encoder,
-            "requests_running",
-            "Requests holding one of the app's places to run (in a guest now).",
-            &|app| u64::from(app.admission.running()),
-        )?;
-        per_app(
-            &mut encoder,
-            "requests_queued",
-            "Requests waiting for one of the app's places to run.",
-            &|app| u64::from(app.admission.queued()),
-        )?;
-        per_app(
-            &mut encoder,
-            "request_clients",
-            "Client addresses with a request running or waiting in the app.",
-            &|app| app.admission.clients() as u64,
-        )?;
-        let mut held_back = encoder.encode_descriptor(
-            "requests_held_back",
-            "Requests that waited because their client address had its share of the app \
-             (max_per_client) in already, by app; counted from the app's last reload.",
-            None,
-            MetricType::Counter,
-        )?;
-        for app in &apps {
-            let label = AppLabel {
-                app: app.route.clone(),
-            };
-            let count = app.admission.held_back.load(Ordering::Relaxed);
-            ConstCounter::new(count).encode(held_back.encode_family(&label)?)?;
         }
-        let mut version = encoder.encode_descriptor(
-            "app_version",
-            "The version each app serves: its component's SHA-256, mode and compiler (value 1).",
-            None,
-            MetricType::Gauge,
-        )?;
-        for app in &apps {
-            let labels = VersionLabels {
-                app: app.route.clone(),
-                sha256: app.digest.hex(),
-                mode: match app.instances.mode() {
-                    Mode::Fresh => "fresh",
-                    Mode::Reuse(_) => "reuse",
-                },
-                compiler: app.compiler.name(),
-            };
-            ConstGauge::new(1i64).encode(version.encode_family(&labels)?)?;
-        }
-        Ok(())
+        encode_held_back(&apps, &mut encoder)?;
+        encode_versions(&apps, &mut encoder)
     }
+}
+
+/// The gauges read from each app at scrape time: name, help, reading.
+type PerApp = (&'static str, &'static str, fn(&App) -> u64);
+
+const PER_APP: &[PerApp] = &[
+    (
+        "instances_live",
+        "Instances alive (idle, spare or serving), by app.",
+        |app| app.instances.live() as u64,
+    ),
+    (
+        "instance_memory_bytes",
+        "Guest linear memory the app's live instances hold, in bytes.",
+        |app| app.instances.memory_used(),
+    ),
+    (
+        "instances_idle",
+        "Instances instantiated and waiting for a request (spares included), by app.",
+        |app| app.instances.idle() as u64,
+    ),
+    (
+        "instances_spares_target",
+        "How many idle instances the app keeps ready ahead of requests.",
+        |app| app.instances.spares() as u64,
+    ),
+    (
+        "requests_running",
+        "Requests holding one of the app's places to run (in a guest now).",
+        |app| u64::from(app.admission.running()),
+    ),
+    (
+        "requests_queued",
+        "Requests waiting for one of the app's places to run.",
+        |app| u64::from(app.admission.queued()),
+    ),
+    (
+        "request_clients",
+        "Client addresses with a request running or waiting in the app.",
+        |app| app.admission.clients() as u64,
+    ),
+];
+
+/// The pooling allocator's slots and what wasmtime's pools hold.
+fn encode_pool(pool: &PoolUse, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    gauge(
+        encoder,
+        "pool_slots",
+        "Instance slots of the pooling allocator, all apps together.",
+        pool.total,
+    )?;
+    gauge(
+        encoder,
+        "pool_slots_in_use",
+        "Instance slots held by live instances (idle, spare or serving).",
+        (pool.in_use)(),
+    )?;
+    let totals = pool.engines.pool_totals();
+    gauge(
+        encoder,
+        "pool_component_instances",
+        "Component instances wasmtime's pooling allocators hold, all apps together.",
+        totals.component_instances,
+    )?;
+    gauge(
+        encoder,
+        "pool_memories",
+        "Linear memories wasmtime's pooling allocators hold, all apps together.",
+        totals.memories,
+    )?;
+    gauge(
+        encoder,
+        "pool_warm_memories",
+        "Memory slots kept warm for reuse, not yet returned to the kernel.",
+        totals.warm_memories,
+    )?;
+    let warm = ConstGauge::new(totals.warm_memory_bytes as i64);
+    warm.encode(encoder.encode_descriptor(
+        "pool_warm_memory",
+        "Resident bytes in the memory slots kept warm for reuse.",
+        Some(&Unit::Bytes),
+        warm.metric_type(),
+    )?)
+}
+
+/// Requests held back by the per-client bound, by app.
+fn encode_held_back(
+    apps: &[&Arc<App>],
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    let mut held_back = encoder.encode_descriptor(
+        "requests_held_back",
+        "Requests that waited because their client address had its share of the app \
+         (max_per_client) in already, by app; counted from the app's last reload.",
+        None,
+        MetricType::Counter,
+    )?;
+    for app in apps {
+        let label = AppLabel {
+            app: app.route.clone(),
+        };
+        let count = app.admission.held_back.load(Ordering::Relaxed);
+        ConstCounter::new(count).encode(held_back.encode_family(&label)?)?;
+    }
+    Ok(())
+}
+
+/// The version each app serves, as labels of a constant 1.
+fn encode_versions(
+    apps: &[&Arc<App>],
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    let mut version = encoder.encode_descriptor(
+        "app_version",
+        "The version each app serves: its component's SHA-256, mode and compiler (value 1).",
+        None,
+        MetricType::Gauge,
+    )?;
+    for app in apps {
+        let labels = VersionLabels {
+            app: app.route.clone(),
+            sha256: app.digest.hex(),
+            mode: match app.instances.mode() {
+                Mode::Fresh => "fresh",
+                Mode::Reuse(_) => "reuse",
+            },
+            compiler: app.compiler.name(),
+        };
+        ConstGauge::new(1i64).encode(version.encode_family(&labels)?)?;
+    }
+    Ok(())
 }
 
 fn gauge(

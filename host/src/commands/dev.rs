@@ -254,52 +254,12 @@ async fn run_build(build: &Build, target: &Serving, errors: Option<&DevErrors>) 
     let began = Instant::now();
     let routes = &*target.routes;
     let before = serving(routes, &build.route);
-    let child = tokio::process::Command::from(shell(build))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn();
-    let child = match child {
-        Ok(child) => child,
-        Err(error) => {
-            tracing::warn!(
-                "{}: cannot run build `{}`: {error}",
-                build.origin,
-                build.command
-            );
-            return;
-        }
-    };
-    let group = child.id();
-    let _kill_group = KillGroup(group);
-    let output = match child.wait_with_output().await {
-        Ok(output) => output,
-        Err(error) => {
-            tracing::warn!(
-                "the build of {} could not be waited for: {error}",
-                build.route
-            );
-            return;
-        }
+    let Some(output) = run_to_end(build).await else {
+        return;
     };
     let took = began.elapsed().as_secs_f64();
     if !output.status.success() {
-        let text = output_text(&output.stdout, &output.stderr);
-        eprint!("{text}");
-        let shown = if errors.is_some() {
-            "its requests get the error page until the next good build"
-        } else {
-            "the previous version keeps serving"
-        };
-        tracing::warn!(
-            "the build of {} failed in {took:.1} s ({}); {shown}",
-            build.route,
-            output.status
-        );
-        if let Some(errors) = errors {
-            errors.fail(&build.route, &build.command, &text);
-        }
+        failed(build, &output, took, errors);
         return;
     }
     let built = Instant::now();
@@ -351,6 +311,60 @@ async fn run_build(build: &Build, target: &Serving, errors: Option<&DevErrors>) 
         // Polls the route table, bounded by the deadline; a reload that
         // fails says why on its own line.
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The build's command run to its end in a process group of its own (all
+/// of it killed if this is dropped), with its output; `None`, said in a
+/// line, if it could not be run.
+async fn run_to_end(build: &Build) -> Option<std::process::Output> {
+    let child = tokio::process::Command::from(shell(build))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn();
+    let child = match child {
+        Ok(child) => child,
+        Err(error) => {
+            tracing::warn!(
+                "{}: cannot run build `{}`: {error}",
+                build.origin,
+                build.command
+            );
+            return None;
+        }
+    };
+    let _kill_group = KillGroup(child.id());
+    match child.wait_with_output().await {
+        Ok(output) => Some(output),
+        Err(error) => {
+            tracing::warn!(
+                "the build of {} could not be waited for: {error}",
+                build.route
+            );
+            None
+        }
+    }
+}
+
+/// A failed build: its output on the terminal, a line, and its error page
+/// for the app's requests.
+fn failed(build: &Build, output: &std::process::Output, took: f64, errors: Option<&DevErrors>) {
+    let text = output_text(&output.stdout, &output.stderr);
+    eprint!("{text}");
+    let shown = if errors.is_some() {
+        "its requests get the error page until the next good build"
+    } else {
+        "the previous version keeps serving"
+    };
+    tracing::warn!(
+        "the build of {} failed in {took:.1} s ({}); {shown}",
+        build.route,
+        output.status
+    );
+    if let Some(errors) = errors {
+        errors.fail(&build.route, &build.command, &text);
     }
 }
 

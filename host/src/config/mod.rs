@@ -359,16 +359,18 @@ mod tests {
     }
 
     fn keys() -> Vec<Key> {
+        let mut keys = global_keys();
+        keys.extend(app_keys());
+        keys
+    }
+
+    /// The process's keys: a flag, the same key in the file, and how to
+    /// read it back from the config.
+    fn global_keys() -> Vec<Key> {
         let global = |flag, file, read| Key {
             flag,
             file,
             app_key: false,
-            read,
-        };
-        let per_app = |flag, file, read| Key {
-            flag,
-            file,
-            app_key: true,
             read,
         };
         vec![
@@ -412,6 +414,18 @@ mod tests {
                 "[[listen]]\naddress = \"127.0.0.1:5\"",
                 |c| format!("{:?}", c.listeners),
             ),
+        ]
+    }
+
+    /// An app's keys, likewise.
+    fn app_keys() -> Vec<Key> {
+        let per_app = |flag, file, read| Key {
+            flag,
+            file,
+            app_key: true,
+            read,
+        };
+        vec![
             per_app(["--reuse", "3"], "reuse = 5", |c| {
                 format!("{:?}", app(c).mode)
             }),
