@@ -53,6 +53,7 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 }
 
 #[test]
+#[ignore = "needs Prometheus; tests/run installs it and runs this"]
 fn the_admin_listener_answers_health_readiness_and_metrics_apart_from_the_apps() {
     let hello = format!("/={}", guest(Guest::RustHello).display());
     let (server, admin) = with_admin(&[hello], &[]);
@@ -217,6 +218,7 @@ fn the_admin_address_must_be_port_or_ip_and_port() {
 }
 
 #[test]
+#[ignore = "needs componentize-py; tests/run installs it and runs this"]
 fn readyz_is_503_while_the_apps_compile_and_while_draining() {
     let cache = TempDir::new().unwrap();
     let admin = format!("127.0.0.1:{}", free_port());
@@ -271,6 +273,7 @@ fn readyz_is_503_while_the_apps_compile_and_while_draining() {
 }
 
 #[test]
+#[ignore = "needs Prometheus; tests/run installs it and runs this"]
 fn prometheus_scrapes_the_request_counts_of_each_app() {
     let hello = format!("/a={}", guest(Guest::RustHello).display());
     let other = format!("/b={}", guest(Guest::RustHello).display());
@@ -377,6 +380,7 @@ fn cell_text(dom: &str, app: &str, class: &str) -> Option<String> {
 }
 
 #[test]
+#[ignore = "needs Chromium; tests/run installs it and runs this"]
 fn the_status_page_shows_live_numbers_for_two_apps_in_chromium() {
     let hello = format!("/a={}", guest(Guest::RustHello).display());
     let fault = format!("/b={}", guest(Guest::Fault).display());

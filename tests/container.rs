@@ -137,6 +137,7 @@ fn inspect(name: &str, format: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs podman and musl-tools; tests/run installs it and runs this"]
 fn the_image_is_small_runs_as_non_root_serves_and_drains_on_podman_stop() {
     let tag = format!("localhost/wasmhost-test:{}", std::process::id());
     let mut made = Made {

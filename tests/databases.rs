@@ -165,6 +165,7 @@ fn post_form(url: &str, body: &str) -> (u16, String) {
 }
 
 #[test]
+#[ignore = "needs componentize-py and PostgreSQL; tests/run installs it and runs this"]
 fn flask_with_sqlalchemy_and_pg8000_keeps_notes_in_postgresql() {
     let postgres = Postgres::start();
     let app = guest(Guest::WsgiSqlalchemy).to_str().unwrap();
@@ -238,6 +239,7 @@ fn flask_with_sqlalchemy_and_pg8000_keeps_notes_in_postgresql() {
 /// until it is removed. (And a native process writing the same file takes
 /// other locks, fcntl's: the two do not see each other.)
 #[test]
+#[ignore = "needs componentize-py; tests/run installs it and runs this"]
 fn sqlite_on_a_granted_directory_takes_concurrent_writers_but_not_a_stopped_one() {
     let data = TempDir::new().unwrap();
     let app = guest(Guest::WsgiSqlalchemy).to_str().unwrap();

@@ -93,26 +93,31 @@ fn the_rust_demo_answers_the_demo_checks() {
 }
 
 #[test]
+#[ignore = "needs componentize-py; tests/run installs it and runs this"]
 fn the_python_demo_answers_the_demo_checks() {
     check_demo(Guest::PythonDemo, "Python");
 }
 
 #[test]
+#[ignore = "needs componentize-py; tests/run installs it and runs this"]
 fn the_python_wsgi_demo_answers_the_demo_checks() {
     check_demo(Guest::PythonWsgiDemo, "Python (WSGI)");
 }
 
 #[test]
+#[ignore = "needs Node.js; tests/run installs it and runs this"]
 fn the_javascript_demo_answers_the_demo_checks() {
     check_demo(Guest::JavascriptDemo, "JavaScript");
 }
 
 #[test]
+#[ignore = "needs clang and wasi-libc; tests/run installs it and runs this"]
 fn the_c_demo_answers_the_demo_checks() {
     check_demo(Guest::CDemo, "C");
 }
 
 #[test]
+#[ignore = "needs Go; tests/run installs it and runs this"]
 fn the_go_demo_answers_the_demo_checks() {
     check_demo(Guest::GoDemo, "Go");
 }

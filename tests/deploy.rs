@@ -33,6 +33,7 @@ fn local_cluster(args: &[&str]) -> (bool, String) {
 }
 
 #[test]
+#[ignore = "needs nginx; tests/run installs it and runs this"]
 fn the_local_cluster_serves_through_nginx_and_stops_cleanly() {
     let dir = TempDir::new().unwrap();
     let dir_arg = dir.path().join("cluster");
@@ -106,6 +107,7 @@ fn the_local_cluster_serves_through_nginx_and_stops_cleanly() {
 }
 
 #[test]
+#[ignore = "needs systemd; tests/run installs it and runs this"]
 fn the_systemd_unit_passes_systemd_analyze_verify() {
     let dir = TempDir::new().unwrap();
     let unit = std::fs::read_to_string(repo_root().join("deploy/systemd/wasmhost@.service"))

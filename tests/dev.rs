@@ -91,6 +91,7 @@ fn dev_rebuilds_a_rust_project_and_shows_a_failed_build_as_a_page() {
 }
 
 #[test]
+#[ignore = "needs componentize-py; tests/run installs it and runs this"]
 fn dev_rebuilds_a_python_project_and_keeps_the_last_good_build_serving() {
     let root = TempDir::new().unwrap();
     let dir = root.path().join("devpy");
@@ -230,11 +231,13 @@ fn dev_serves_python_wsgi_edits_from_the_source(flags: &[&str]) {
 }
 
 #[test]
+#[ignore = "needs componentize-py; tests/run installs it and runs this"]
 fn dev_serves_a_python_wsgi_edit_without_a_build() {
     dev_serves_python_wsgi_edits_from_the_source(&[]);
 }
 
 #[test]
+#[ignore = "needs componentize-py; tests/run installs it and runs this"]
 fn dev_serves_a_python_wsgi_edit_on_new_instances_under_reuse() {
     dev_serves_python_wsgi_edits_from_the_source(&["--reuse", "100"]);
 }
@@ -244,6 +247,7 @@ fn dev_serves_a_python_wsgi_edit_on_new_instances_under_reuse() {
 /// engine built again; a syntax error is the build's error page; requests
 /// flowing meanwhile all succeed.
 #[test]
+#[ignore = "needs Node.js; tests/run installs it and runs this"]
 fn dev_serves_a_javascript_edit_from_its_bundle() {
     let root = TempDir::new().unwrap();
     let dir = root.path().join("devjs");

@@ -144,11 +144,13 @@ fn check_style(app: Guest, style: &str) {
 }
 
 #[test]
+#[ignore = "needs Node.js; tests/run installs it and runs this"]
 fn a_hono_app_exported_as_a_worker_answers_every_check_fresh_and_reused() {
     check_style(Guest::JsHonoWorker, "default export");
 }
 
 #[test]
+#[ignore = "needs Node.js; tests/run installs it and runs this"]
 fn a_hono_app_behind_a_fetch_listener_answers_every_check_fresh_and_reused() {
     check_style(Guest::JsHonoListener, "fetch listener");
 }
@@ -156,6 +158,7 @@ fn a_hono_app_behind_a_fetch_listener_answers_every_check_fresh_and_reused() {
 /// Module state lives as long as the instance, as in a Worker: one instance
 /// serves a thousand requests in turn, counting each, without an error.
 #[test]
+#[ignore = "needs Node.js; tests/run installs it and runs this"]
 fn one_instance_serves_a_thousand_requests_keeping_its_state() {
     let app = guest(Guest::JsHonoWorker).to_str().unwrap();
     // One place and no spares: every request runs on the same instance.
@@ -189,6 +192,7 @@ fn one_instance_serves_a_thousand_requests_keeping_its_state() {
 /// still being sent (the app hands the request's stream to its response;
 /// curl reads as it sends), and a body is counted as it comes.
 #[test]
+#[ignore = "needs curl and Node.js; tests/run installs it and runs this"]
 fn ten_mib_stream_through_a_reused_instance() {
     let app = guest(Guest::JsHonoWorker).to_str().unwrap();
     let server = Server::start(WASMHOST, &[app, "--reuse", "1000"]);
@@ -223,6 +227,7 @@ fn ten_mib_stream_through_a_reused_instance() {
 /// The `env` a worker's fetch is given is the instance's granted
 /// environment, not the machine's that built it.
 #[test]
+#[ignore = "needs Node.js; tests/run installs it and runs this"]
 fn a_worker_is_given_the_granted_environment_as_env() {
     let app = guest(Guest::JsHonoWorker).to_str().unwrap();
     let server = Server::start(WASMHOST, &[app, "--reuse", "10", "--env", "GREETING=hi"]);
@@ -235,6 +240,7 @@ fn a_worker_is_given_the_granted_environment_as_env() {
 /// is a 502, after which each instance serves one request, and the
 /// operator is told once what to build instead.
 #[test]
+#[ignore = "needs Node.js; tests/run installs it and runs this"]
 fn a_fetch_event_app_serves_fresh_and_one_request_per_instance_under_reuse() {
     let app = guest(Guest::JsFetchEvent).to_str().unwrap();
     let fresh = Server::start(WASMHOST, &[app]);
@@ -268,6 +274,7 @@ fn a_fetch_event_app_serves_fresh_and_one_request_per_instance_under_reuse() {
 /// once a method is called on it, and every request held ~10 KiB in the
 /// host until wasmhost-js dropped it itself).
 #[test]
+#[ignore = "needs Node.js; tests/run installs it and runs this"]
 fn an_instance_keeps_nothing_of_the_requests_it_served() {
     let app = guest(Guest::JsHonoWorker).to_str().unwrap();
     // Cranelift's build in the compile cache first, so the server serves it
@@ -318,6 +325,7 @@ fn an_instance_keeps_nothing_of_the_requests_it_served() {
 /// upload stalled until the client gave up), and its next request is
 /// answered.
 #[test]
+#[ignore = "needs curl and Node.js; tests/run installs it and runs this"]
 fn a_request_body_the_app_never_reads_is_let_go_with_its_request() {
     let app = guest(Guest::JsHonoWorker).to_str().unwrap();
     let server = Server::start(WASMHOST, &[app, "--reuse", "1000"]);

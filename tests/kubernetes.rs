@@ -39,6 +39,7 @@ fn manifest(name: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs kubernetes-validate; tests/run installs it and runs this"]
 fn the_manifests_pass_the_kubernetes_schemas_strictly() {
     let files = ["configmap.yaml", "deployment.yaml", "service.yaml"].map(manifest);
     let mut args = vec!["--strict"];
@@ -114,6 +115,7 @@ impl Drop for Played {
 const CONTAINER: &str = "wasmhost-pod-0-wasmhost";
 
 #[test]
+#[ignore = "needs podman and musl-tools; tests/run installs it and runs this"]
 fn the_deployment_runs_under_podman_kube_play_and_drains_in_its_grace_period() {
     let id = std::process::id();
     let base = format!("localhost/wasmhost-kube-base:{id}");

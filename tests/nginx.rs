@@ -48,6 +48,7 @@ fn nginx_t(dir: &Path, config: &str) -> Result<(), String> {
 }
 
 #[test]
+#[ignore = "needs nginx; tests/run installs it and runs this"]
 fn the_printed_configs_pass_nginx_t_and_the_bundled_one_is_current() {
     let dir = TempDir::new().unwrap();
     let include = wasmhost_nginx(&["--upstream", "4"]);
@@ -215,6 +216,7 @@ fn request_from(source: &str, to: SocketAddr, head: &str) -> (u16, String, Vec<u
 }
 
 #[test]
+#[ignore = "needs nginx; tests/run installs it and runs this"]
 fn through_nginx_each_app_sees_the_real_client_scheme_and_host() {
     let cluster = Cluster::start(2);
     let (status, _, body) = request_from(
@@ -256,6 +258,7 @@ fn through_nginx_each_app_sees_the_real_client_scheme_and_host() {
 /// app's `static/`, which is what `collectstatic` gathers for this
 /// project) from disk.
 #[test]
+#[ignore = "needs componentize-py and nginx; tests/run installs it and runs this"]
 fn a_django_project_behind_nginx_gets_its_static_files_from_disk() {
     let app = guest(Guest::PythonDjango).to_str().unwrap();
     let server = Server::start(
@@ -322,6 +325,7 @@ fn a_django_project_behind_nginx_gets_its_static_files_from_disk() {
 }
 
 #[test]
+#[ignore = "needs nginx; tests/run installs it and runs this"]
 fn static_files_and_gzip_come_from_nginx() {
     let cluster = Cluster::start(1);
     // nginx compresses for HTTP/1.1 clients (gzip_http_version).
@@ -413,6 +417,7 @@ pub(crate) fn served(server: &Server) -> usize {
 }
 
 #[test]
+#[ignore = "needs nginx; tests/run installs it and runs this"]
 fn a_killed_process_costs_at_most_its_requests_in_flight_and_rejoins_when_restarted() {
     let mut cluster = Cluster::start(3);
     let load = nginx_load(cluster.nginx.url(""), true);
@@ -447,6 +452,7 @@ fn a_killed_process_costs_at_most_its_requests_in_flight_and_rejoins_when_restar
 }
 
 #[test]
+#[ignore = "needs nginx; tests/run installs it and runs this"]
 fn a_rolling_restart_under_load_fails_no_request() {
     let mut cluster = Cluster::start(3);
     let load = nginx_load(cluster.nginx.url(""), true);

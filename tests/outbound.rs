@@ -238,6 +238,7 @@ fn https_upstreams_are_verified_against_the_public_roots_and_the_apps_ca() {
 }
 
 #[test]
+#[ignore = "needs ss; tests/run installs it and runs this"]
 fn an_upstream_that_offers_http2_gets_concurrent_requests_on_one_connection() {
     // The upstream is a wasmhost too: TLS, ALPN h2, its access log saying
     // which protocol each request came by.
@@ -434,6 +435,7 @@ fn counter() -> &'static str {
 }
 
 #[test]
+#[ignore = "needs redis-server; tests/run installs it and runs this"]
 fn the_redis_counter_counts_with_its_grant_and_gets_its_own_error_without() {
     let redis = Redis::start();
     let port = redis.port;
@@ -496,6 +498,7 @@ fn the_redis_counter_counts_with_its_grant_and_gets_its_own_error_without() {
 }
 
 #[test]
+#[ignore = "needs redis-server; tests/run installs it and runs this"]
 fn tcp_by_name_needs_the_name_granted_and_an_internal_address_named_too() {
     let redis = Redis::start();
     let port = redis.port;

@@ -47,6 +47,7 @@ fn without_address_space_for_the_pool_it_warns_once_and_serves_on_demand() {
 }
 
 #[test]
+#[ignore = "needs componentize-py; tests/run installs it and runs this"]
 fn the_default_pool_serves_the_python_component_concurrently() {
     let server = Server::start(WASMHOST, &[guest(Guest::PythonHello).to_str().unwrap()]);
     assert!(!server.log().contains("falling back"), "{}", server.log());

@@ -22,6 +22,7 @@ fn rust_hello_answers_with_its_greeting() {
 }
 
 #[test]
+#[ignore = "needs componentize-py; tests/run installs it and runs this"]
 fn python_hello_answers_with_its_greeting() {
     let server = serve(Guest::PythonHello);
     for path in ["/", "/any/path?q=1"] {
@@ -132,6 +133,7 @@ fn keep_alive_connection_serves_many_requests() {
 }
 
 #[test]
+#[ignore = "needs curl; tests/run installs it and runs this"]
 fn cleartext_http2_with_prior_knowledge_is_served() {
     let server = serve(Guest::RustHello);
     let output = std::process::Command::new("curl")

@@ -161,6 +161,7 @@ fn resolve(addr: SocketAddr) -> String {
 }
 
 #[test]
+#[ignore = "needs curl; tests/run installs it and runs this"]
 fn https_with_curl_and_a_rust_client_and_http2_by_alpn() {
     let pki = Pki::new();
     let leaf = pki.leaf("localhost", &["localhost", "127.0.0.1"]);
@@ -222,6 +223,7 @@ fn h2load(args: &[&str], count: usize) -> String {
 }
 
 #[test]
+#[ignore = "needs h2load; tests/run installs it and runs this"]
 fn http2_cleartext_and_many_streams_on_one_connection() {
     let plain = Server::start(WASMHOST, &[guest(Guest::Fault).to_str().unwrap()]);
     let (body, version) = curl(&["--http2-prior-knowledge", &plain.url("/")]);
@@ -240,6 +242,7 @@ fn http2_cleartext_and_many_streams_on_one_connection() {
 }
 
 #[test]
+#[ignore = "needs curl; tests/run installs it and runs this"]
 fn tls_and_plain_listeners_mix_in_one_config() {
     let pki = Pki::new();
     // Written as localhost.pem and localhost.key, beside the config.
@@ -429,6 +432,7 @@ fn an_expired_certificate_is_served_with_a_warning() {
 }
 
 #[test]
+#[ignore = "needs curl; tests/run installs it and runs this"]
 fn a_failed_handshake_or_plain_http_costs_only_that_connection() {
     let pki = Pki::new();
     let leaf = pki.leaf("localhost", &["localhost"]);

@@ -11,6 +11,7 @@ fn wsgi_app() -> String {
 }
 
 #[test]
+#[ignore = "needs componentize-py; tests/run installs it and runs this"]
 fn a_wsgi_app_gets_a_faithful_environ() {
     let server = Server::start(WASMHOST, &["--mount", &wsgi_app()]);
     assert_eq!(
@@ -48,6 +49,7 @@ fn a_wsgi_app_gets_a_faithful_environ() {
 }
 
 #[test]
+#[ignore = "needs componentize-py; tests/run installs it and runs this"]
 fn a_wsgi_app_streams_the_request_and_the_response() {
     let server = Server::start(WASMHOST, &["--mount", &wsgi_app(), "--reuse", "100"]);
     let body: Vec<u8> = (0..300_000u32).map(|i| b'a' + (i % 26) as u8).collect();
@@ -66,6 +68,7 @@ fn a_wsgi_app_streams_the_request_and_the_response() {
 }
 
 #[test]
+#[ignore = "needs componentize-py; tests/run installs it and runs this"]
 fn a_wsgi_mistake_is_a_500_with_a_clear_line_and_the_instance_serves_on() {
     let server = Server::start(WASMHOST, &["--mount", &wsgi_app(), "--reuse", "100"]);
     assert_eq!(get(&server.url("/app/str-body")).unwrap().status, 500);
@@ -86,6 +89,7 @@ fn a_wsgi_mistake_is_a_500_with_a_clear_line_and_the_instance_serves_on() {
 }
 
 #[test]
+#[ignore = "needs componentize-py; tests/run installs it and runs this"]
 fn a_flask_app_is_served_unmodified_through_the_bridge() {
     let flask = guest(Guest::PythonFlask).to_str().unwrap();
     let server = Server::start(WASMHOST, &[flask, "--reuse", "100"]);
@@ -131,6 +135,7 @@ fn a_flask_app_is_served_unmodified_through_the_bridge() {
 }
 
 #[test]
+#[ignore = "needs componentize-py; tests/run installs it and runs this"]
 fn a_bottle_app_is_served_unmodified_through_the_bridge() {
     let bottle = guest(Guest::WsgiBottle).to_str().unwrap();
     let server = Server::start(WASMHOST, &["--mount", &format!("/b={bottle}")]);
@@ -178,6 +183,7 @@ fn a_bottle_app_is_served_unmodified_through_the_bridge() {
 /// one `Cookie` header joined with `; ` (RFC 9113 §8.2.3), and any other
 /// repeated field joined with `,`.
 #[test]
+#[ignore = "needs componentize-py; tests/run installs it and runs this"]
 fn cookies_sent_over_http2_reach_the_app_joined_with_semicolons() {
     let bottle = guest(Guest::WsgiBottle).to_str().unwrap();
     let server = Server::start(WASMHOST, &["--mount", &format!("/b={bottle}")]);
@@ -284,6 +290,7 @@ fn serves_every_check(framework: Framework) {
 }
 
 #[test]
+#[ignore = "needs componentize-py; tests/run installs it and runs this"]
 fn a_flask_app_answers_every_framework_check() {
     serves_every_check(Framework {
         guest: Guest::WsgiFlask,
@@ -296,6 +303,7 @@ fn a_flask_app_answers_every_framework_check() {
 }
 
 #[test]
+#[ignore = "needs componentize-py; tests/run installs it and runs this"]
 fn a_bottle_app_answers_every_framework_check() {
     serves_every_check(Framework {
         guest: Guest::WsgiBottle,
@@ -311,6 +319,7 @@ fn a_bottle_app_answers_every_framework_check() {
 /// `legacy-cgi; python_version >= "3.13"`, which a resolver for the
 /// building machine's 3.11 skipped, so it did not build).
 #[test]
+#[ignore = "needs componentize-py; tests/run installs it and runs this"]
 fn a_pyramid_app_is_served_unmodified_through_the_bridge() {
     serves_every_check(Framework {
         guest: Guest::WsgiPyramid,
@@ -327,6 +336,7 @@ fn a_pyramid_app_is_served_unmodified_through_the_bridge() {
 /// every request 400 for the Host that wasi:http carries apart from the
 /// fields.
 #[test]
+#[ignore = "needs componentize-py; tests/run installs it and runs this"]
 fn a_cherrypy_app_is_served_unmodified_through_the_bridge() {
     serves_every_check(Framework {
         guest: Guest::WsgiCherryPy,
@@ -341,6 +351,7 @@ fn a_cherrypy_app_is_served_unmodified_through_the_bridge() {
 /// Falcon 4.4, from its CPython 3.14 wheel with the compiled modules
 /// removed: Falcon runs as pure Python without them.
 #[test]
+#[ignore = "needs componentize-py; tests/run installs it and runs this"]
 fn a_falcon_app_is_served_unmodified_through_the_bridge() {
     serves_every_check(Framework {
         guest: Guest::WsgiFalcon,
@@ -373,6 +384,7 @@ fn set_cookie(headers: &wasmhost_tests::ureq::http::HeaderMap, name: &str) -> St
 /// page Django imports on first use (template loaders, error views, the
 /// session serializers, the CSRF page it reads from a file) was a 500.
 #[test]
+#[ignore = "needs componentize-py; tests/run installs it and runs this"]
 fn a_django_project_is_served_unmodified_through_the_bridge() {
     let django = guest(Guest::WsgiDjango).to_str().unwrap();
     for mode in [&[][..], &["--reuse", "100"][..]] {
@@ -462,6 +474,7 @@ fn django_checks(server: &Server) {
 /// them all; one it imports by a name given at run time is there if common
 /// or given with `--include`, and a clear ImportError otherwise.
 #[test]
+#[ignore = "needs componentize-py; tests/run installs it and runs this"]
 fn modules_an_app_imports_on_a_request_are_in_the_component() {
     let lazy = guest(Guest::WsgiLazy).to_str().unwrap();
     let server = Server::start(WASMHOST, &["--mount", &format!("/l={lazy}")]);
