@@ -28,14 +28,15 @@
 
 use crate::config::Timeouts;
 use crate::deferred::Deferred;
-use crate::http::service::Activity;
 use std::future::Future;
 use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Semaphore;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
@@ -43,6 +44,148 @@ use tokio_util::sync::CancellationToken;
 /// client to send one more request (answered with `Connection: close`).
 /// Under load a proxy uses every kept-alive connection well within it.
 pub const SHUTDOWN_LINGER: Duration = Duration::from_secs(1);
+
+/// What the socket and the service have seen, for the connection's clock
+/// (`connection`). Written on the connection's own task (atomics only to
+/// make it `Sync`).
+#[derive(Debug)]
+pub struct Activity {
+    /// Cancelled when the server shuts down (shared by every connection).
+    shutdown: CancellationToken,
+    /// The client has spoken HTTP/2 (which can be told to close at once).
+    http2: AtomicBool,
+    /// Requests whose response is not yet sent in full.
+    in_flight: AtomicUsize,
+    /// A request ended since the clock last looked: it may have begun and
+    /// ended between two looks.
+    ended: AtomicBool,
+    /// Some byte arrived since the clock last looked.
+    arrived: AtomicBool,
+    /// Writes to the socket that succeeded, and one is waiting now (the
+    /// client is not reading, or slowly).
+    writes: AtomicU64,
+    write_waiting: AtomicBool,
+    /// Response bodies hyper has not taken the next frame of since it was
+    /// ready (or since the head went out), and how often any was taken.
+    bodies_waiting: AtomicUsize,
+    bodies_taken: AtomicU64,
+    /// This connection's share of places to run in guests, taken before an
+    /// app's own: one connection (HTTP/2 streams, all stalled on their
+    /// client) cannot fill an app's places by itself.
+    places: Arc<Semaphore>,
+}
+
+/// Requests of one connection that may run in guests at once: a quarter of
+/// an app's default 100 places. More wait on the connection, holding no
+/// app's place.
+pub const PLACES_PER_CONNECTION: usize = 25;
+
+impl Activity {
+    pub fn new(shutdown: CancellationToken) -> Self {
+        Self {
+            shutdown,
+            http2: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            ended: AtomicBool::new(false),
+            arrived: AtomicBool::new(false),
+            writes: AtomicU64::new(0),
+            write_waiting: AtomicBool::new(false),
+            bodies_waiting: AtomicUsize::new(0),
+            bodies_taken: AtomicU64::new(0),
+            places: Arc::new(Semaphore::new(PLACES_PER_CONNECTION)),
+        }
+    }
+
+    /// Notes how a write to the socket went: done, or waiting on the client.
+    pub fn wrote(&self, done: bool) {
+        if done {
+            self.writes.fetch_add(1, Ordering::Relaxed);
+        }
+        self.write_waiting.store(!done, Ordering::Relaxed);
+    }
+
+    /// Whether a response waits on the client, and a count that moves
+    /// whenever the client takes something.
+    pub fn sending(&self) -> (bool, u64) {
+        let waiting = self.write_waiting.load(Ordering::Relaxed)
+            || self.bodies_waiting.load(Ordering::Relaxed) > 0;
+        let progress =
+            self.writes.load(Ordering::Relaxed) + self.bodies_taken.load(Ordering::Relaxed);
+        (waiting, progress)
+    }
+
+    /// Marks a request running until the returned guard (kept with its
+    /// response body) is dropped.
+    pub fn begin(self: &Arc<Self>, version: http::Version) -> Running {
+        if version == http::Version::HTTP_2 {
+            self.http2.store(true, Ordering::Relaxed);
+        }
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        Running(self.clone())
+    }
+
+    /// Notes that bytes arrived on the socket.
+    pub fn arrived(&self) {
+        self.arrived.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_http2(&self) -> bool {
+        self.http2.load(Ordering::Relaxed)
+    }
+
+    pub fn busy(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) > 0
+    }
+
+    /// Whether a request ended since the last call.
+    pub fn take_ended(&self) -> bool {
+        self.ended.swap(false, Ordering::Relaxed)
+    }
+
+    /// Whether bytes arrived since the last call.
+    pub fn take_arrived(&self) -> bool {
+        self.arrived.swap(false, Ordering::Relaxed)
+    }
+}
+
+/// A request still being answered.
+#[derive(Debug)]
+pub struct Running(Arc<Activity>);
+
+impl Running {
+    /// The server is shutting down: the response should close the
+    /// connection.
+    pub fn stopping(&self) -> bool {
+        self.0.shutdown.is_cancelled()
+    }
+
+    /// The connection's share of places to run in guests.
+    pub fn places(&self) -> &Arc<Semaphore> {
+        &self.0.places
+    }
+
+    /// A response body of this request has a frame ready that hyper has
+    /// not come for (`true`), or no longer has (`false`).
+    pub fn body_waiting(&self, waiting: bool) {
+        if waiting {
+            self.0.bodies_waiting.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.0.bodies_waiting.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// hyper came for a frame of a response body: the client takes it.
+    pub fn body_taken(&self) {
+        self.0.bodies_taken.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.ended.store(true, Ordering::Relaxed);
+    }
+}
 
 /// A socket that notes when bytes arrive and how writes go.
 pub struct Watched<T> {
@@ -319,4 +462,149 @@ where
     // its requests left runs here, unhurried.
     deferred.finish(current).await;
     ended
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Waker;
+
+    const TIMEOUTS: Timeouts = Timeouts {
+        header: Duration::from_secs(10),
+        keep_alive: Duration::from_secs(30),
+        send: Duration::from_secs(20),
+    };
+
+    /// A clock and the activity it reads, at a paused time's start.
+    fn clock() -> (Clock, Arc<Activity>) {
+        let activity = Arc::new(Activity::new(CancellationToken::new()));
+        (Clock::new(TIMEOUTS), activity)
+    }
+
+    /// What has expired after `after` more of paused time, as the
+    /// connection's poll would see it.
+    async fn expired_after(
+        clock: &mut Clock,
+        activity: &Activity,
+        after: Duration,
+    ) -> Option<Expired> {
+        tokio::time::advance(after).await;
+        let rung = clock.rang().then(|| activity.sending().1);
+        clock.observe(activity, rung);
+        clock.poll_expired(&mut Context::from_waker(Waker::noop()))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_connection_has_the_header_timeout_for_its_first_head() {
+        let (mut clock, activity) = clock();
+        let second = Duration::from_secs(1);
+        assert_eq!(
+            expired_after(&mut clock, &activity, TIMEOUTS.header - second).await,
+            None
+        );
+        let expired = expired_after(&mut clock, &activity, second).await;
+        assert_eq!(expired, Some(Expired::Phase(Phase::Head)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_running_request_stops_the_clock_and_its_end_starts_keep_alive() {
+        let (mut clock, activity) = clock();
+        let running = activity.begin(http::Version::HTTP_11);
+        // Longer than every timeout: the request's own limits apply.
+        let long = TIMEOUTS.keep_alive * 3;
+        assert_eq!(expired_after(&mut clock, &activity, long).await, None);
+        drop(running);
+        // The request's end wakes the connection, which looks at once.
+        assert_eq!(
+            expired_after(&mut clock, &activity, Duration::ZERO).await,
+            None
+        );
+        let second = Duration::from_secs(1);
+        let almost = TIMEOUTS.keep_alive - second;
+        assert_eq!(expired_after(&mut clock, &activity, almost).await, None);
+        let expired = expired_after(&mut clock, &activity, second).await;
+        assert_eq!(expired, Some(Expired::Phase(Phase::Idle)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_byte_after_idle_gives_the_next_head_the_header_timeout() {
+        let (mut clock, activity) = clock();
+        drop(activity.begin(http::Version::HTTP_11));
+        let five = Duration::from_secs(5);
+        assert_eq!(expired_after(&mut clock, &activity, five).await, None);
+        activity.arrived();
+        assert_eq!(
+            expired_after(&mut clock, &activity, Duration::ZERO).await,
+            None
+        );
+        let expired = expired_after(&mut clock, &activity, TIMEOUTS.header).await;
+        assert_eq!(expired, Some(Expired::Phase(Phase::Head)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_response_the_client_takes_nothing_of_outlasts_the_send_timeout() {
+        let (mut clock, activity) = clock();
+        let running = activity.begin(http::Version::HTTP_11);
+        running.body_waiting(true);
+        let second = Duration::from_secs(1);
+        assert_eq!(
+            expired_after(&mut clock, &activity, Duration::ZERO).await,
+            None
+        );
+        // The client takes a frame just before the deadline: it starts again.
+        assert_eq!(
+            expired_after(&mut clock, &activity, TIMEOUTS.send - second).await,
+            None
+        );
+        running.body_taken();
+        assert_eq!(
+            expired_after(&mut clock, &activity, Duration::ZERO).await,
+            None
+        );
+        let almost = TIMEOUTS.send - second;
+        assert_eq!(expired_after(&mut clock, &activity, almost).await, None);
+        let expired = expired_after(&mut clock, &activity, second).await;
+        assert_eq!(expired, Some(Expired::Send));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_closing_idle_connection_lingers_then_expires() {
+        let (mut clock, activity) = clock();
+        drop(activity.begin(http::Version::HTTP_11));
+        assert_eq!(
+            expired_after(&mut clock, &activity, Duration::ZERO).await,
+            None
+        );
+        clock.closing();
+        let expired = expired_after(&mut clock, &activity, SHUTDOWN_LINGER).await;
+        assert_eq!(expired, Some(Expired::Phase(Phase::Idle)));
+        assert!(clock.closing);
+    }
+
+    /// A poll the timer caused lets hyper write the few bytes a stalled
+    /// socket still takes (zero-window probes); that is not the client
+    /// taking something, or the send timeout would restart at each look.
+    #[tokio::test(start_paused = true)]
+    async fn writes_made_by_the_timers_own_poll_do_not_restart_the_send_timeout() {
+        let (mut clock, activity) = clock();
+        let running = activity.begin(http::Version::HTTP_11);
+        running.body_waiting(true);
+        assert_eq!(
+            expired_after(&mut clock, &activity, Duration::ZERO).await,
+            None
+        );
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 0..3 {
+            tokio::time::advance(TIMEOUTS.send / 4).await;
+            let rung = clock.rang().then(|| activity.sending().1);
+            if rung.is_some() {
+                activity.wrote(true);
+                activity.wrote(false);
+            }
+            clock.observe(&activity, rung);
+            assert_eq!(clock.poll_expired(&mut cx), None);
+        }
+        let expired = expired_after(&mut clock, &activity, TIMEOUTS.send / 4).await;
+        assert_eq!(expired, Some(Expired::Send));
+    }
 }

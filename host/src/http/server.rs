@@ -6,12 +6,13 @@
 use crate::config::Timeouts;
 use crate::deferred::Deferred;
 use crate::http::access_log::AccessLog;
+use crate::http::connection::Activity;
 use crate::http::connection::{self, Ended, Watched};
 use crate::http::dev_errors::DevErrors;
 use crate::http::forwarded::{Forwarding, TrustedProxies};
 use crate::http::request_head::{MAX_HEAD_BYTES, MAX_HEADERS};
 use crate::http::router::Routes;
-use crate::http::service::{self, Activity};
+use crate::http::service;
 use crate::telemetry::request_metrics::{self, ListenerMetrics, OpenConnection};
 use anyhow::{Result, anyhow};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};

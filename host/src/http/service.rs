@@ -2,7 +2,7 @@
 //! between hyper and its app. It marks the request running for the
 //! connection's clock, checks its head (`request_head`), rewrites the
 //! forwarding headers (`forwarded`), routes the request once (`router`) and
-//! hands the result to both the access log and the handler (or, under
+//! hands the result to both the access log and the guest (`guest::serve`; or, under
 //! `wasmhost dev`, answers with the app's failed build, `dev_errors`), and, once the
 //! server is shutting down, asks an HTTP/1 client to close after the
 //! response.
@@ -10,6 +10,7 @@
 use crate::deferred::Deferred;
 use crate::guest::{self, Body};
 use crate::http::access_log::{AccessLog, Record};
+use crate::http::connection::{Activity, Running};
 use crate::http::dev_errors::DevErrors;
 use crate::http::forwarded::{Forwarding, X_REQUEST_ID};
 use crate::http::request_head::{self, Refused};
@@ -24,10 +25,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
-use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
 
 /// The service for one connection's requests; `local` is the listener's
 /// address.
@@ -87,7 +85,7 @@ pub fn new(
                 (Ok(_), Some(page)) => page,
                 (Ok(app), None) => {
                     let connection = guest::Connection {
-                        places: &running.0.places,
+                        places: running.places(),
                         deferred: &deferred,
                     };
                     guest::serve(app, request, client, connection).await
@@ -157,128 +155,6 @@ impl Rejected {
     }
 }
 
-/// What the socket and the service have seen, for the connection's clock
-/// (`connection`). Written on the connection's own task (atomics only to
-/// make it `Sync`).
-#[derive(Debug)]
-pub struct Activity {
-    /// Cancelled when the server shuts down (shared by every connection).
-    shutdown: CancellationToken,
-    /// The client has spoken HTTP/2 (which can be told to close at once).
-    http2: AtomicBool,
-    /// Requests whose response is not yet sent in full.
-    in_flight: AtomicUsize,
-    /// A request ended since the clock last looked: it may have begun and
-    /// ended between two looks.
-    ended: AtomicBool,
-    /// Some byte arrived since the clock last looked.
-    arrived: AtomicBool,
-    /// Writes to the socket that succeeded, and one is waiting now (the
-    /// client is not reading, or slowly).
-    writes: AtomicU64,
-    write_waiting: AtomicBool,
-    /// Response bodies hyper has not taken the next frame of since it was
-    /// ready (or since the head went out), and how often any was taken.
-    bodies_waiting: AtomicUsize,
-    bodies_taken: AtomicU64,
-    /// This connection's share of places to run in guests, taken before an
-    /// app's own: one connection (HTTP/2 streams, all stalled on their
-    /// client) cannot fill an app's places by itself.
-    places: Arc<Semaphore>,
-}
-
-/// Requests of one connection that may run in guests at once: a quarter of
-/// an app's default 100 places. More wait on the connection, holding no
-/// app's place.
-pub const PLACES_PER_CONNECTION: usize = 25;
-
-impl Activity {
-    pub fn new(shutdown: CancellationToken) -> Self {
-        Self {
-            shutdown,
-            http2: AtomicBool::new(false),
-            in_flight: AtomicUsize::new(0),
-            ended: AtomicBool::new(false),
-            arrived: AtomicBool::new(false),
-            writes: AtomicU64::new(0),
-            write_waiting: AtomicBool::new(false),
-            bodies_waiting: AtomicUsize::new(0),
-            bodies_taken: AtomicU64::new(0),
-            places: Arc::new(Semaphore::new(PLACES_PER_CONNECTION)),
-        }
-    }
-
-    /// Notes how a write to the socket went: done, or waiting on the client.
-    pub fn wrote(&self, done: bool) {
-        if done {
-            self.writes.fetch_add(1, Ordering::Relaxed);
-        }
-        self.write_waiting.store(!done, Ordering::Relaxed);
-    }
-
-    /// Whether a response waits on the client, and a count that moves
-    /// whenever the client takes something.
-    pub fn sending(&self) -> (bool, u64) {
-        let waiting = self.write_waiting.load(Ordering::Relaxed)
-            || self.bodies_waiting.load(Ordering::Relaxed) > 0;
-        let progress =
-            self.writes.load(Ordering::Relaxed) + self.bodies_taken.load(Ordering::Relaxed);
-        (waiting, progress)
-    }
-
-    /// Marks a request running until the returned guard (kept with its
-    /// response body) is dropped.
-    pub fn begin(self: &Arc<Self>, version: http::Version) -> Running {
-        if version == http::Version::HTTP_2 {
-            self.http2.store(true, Ordering::Relaxed);
-        }
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        Running(self.clone())
-    }
-
-    /// Notes that bytes arrived on the socket.
-    pub fn arrived(&self) {
-        self.arrived.store(true, Ordering::Relaxed);
-    }
-
-    pub fn is_http2(&self) -> bool {
-        self.http2.load(Ordering::Relaxed)
-    }
-
-    pub fn busy(&self) -> bool {
-        self.in_flight.load(Ordering::Relaxed) > 0
-    }
-
-    /// Whether a request ended since the last call.
-    pub fn take_ended(&self) -> bool {
-        self.ended.swap(false, Ordering::Relaxed)
-    }
-
-    /// Whether bytes arrived since the last call.
-    pub fn take_arrived(&self) -> bool {
-        self.arrived.swap(false, Ordering::Relaxed)
-    }
-}
-
-/// A request still being answered.
-#[derive(Debug)]
-pub struct Running(Arc<Activity>);
-
-impl Running {
-    /// The server is shutting down: the response should close the
-    /// connection.
-    pub fn stopping(&self) -> bool {
-        self.0.shutdown.is_cancelled()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.0.ended.store(true, Ordering::Relaxed);
-    }
-}
-
 /// A response body that keeps its request running until hyper has sent it
 /// (or dropped it), so a long response never looks like an idle connection;
 /// its access-log record, if any, counts the bytes and is written then. It
@@ -304,7 +180,7 @@ impl<B> Tracked<B> {
         record: Option<Box<Record>>,
         measure: Option<Measure>,
     ) -> Self {
-        running.0.bodies_waiting.fetch_add(1, Ordering::Relaxed);
+        running.body_waiting(true);
         Self {
             body,
             running,
@@ -317,12 +193,7 @@ impl<B> Tracked<B> {
     fn set_waiting(&mut self, waiting: bool) {
         if waiting != self.waiting {
             self.waiting = waiting;
-            let count = &self.running.0.bodies_waiting;
-            if waiting {
-                count.fetch_add(1, Ordering::Relaxed);
-            } else {
-                count.fetch_sub(1, Ordering::Relaxed);
-            }
+            self.running.body_waiting(waiting);
         }
     }
 }
@@ -330,10 +201,7 @@ impl<B> Tracked<B> {
 impl<B> Drop for Tracked<B> {
     fn drop(&mut self) {
         if self.waiting {
-            self.running
-                .0
-                .bodies_waiting
-                .fetch_sub(1, Ordering::Relaxed);
+            self.running.body_waiting(false);
         }
     }
 }
@@ -346,7 +214,7 @@ impl<B: http_body::Body + Unpin> http_body::Body for Tracked<B> {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        self.running.0.bodies_taken.fetch_add(1, Ordering::Relaxed);
+        self.running.body_taken();
         let polled = Pin::new(&mut self.body).poll_frame(cx);
         let ready = matches!(polled, Poll::Ready(Some(Ok(_)))) && !self.body.is_end_stream();
         self.set_waiting(ready);
