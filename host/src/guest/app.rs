@@ -7,7 +7,6 @@ use crate::guest::admission::Admission;
 use crate::guest::compile_cache::{Digest, Origin};
 use crate::guest::engine::{Compiler, Engines, QUICK_FIRST_FROM, Reset, World};
 use crate::guest::instances::{Instances, Pool};
-use crate::guest::p3_driver::Open;
 use crate::telemetry::request_metrics::{self, AppMetrics};
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -29,8 +28,6 @@ pub struct App {
     pub path: PathBuf,
     /// Where each request's instance comes from, and where it goes after.
     pub instances: Arc<Instances>,
-    /// Its WASI 0.3 instances that take more requests while serving some.
-    pub open: Arc<Open>,
     /// Places for its requests to run and to wait.
     pub admission: Admission,
     /// Size of the file, for the startup report.
@@ -58,7 +55,6 @@ impl App {
             route: mount.route.clone(),
             path: mount.component.clone(),
             instances: Arc::new(self.instances.renewed(mount)?),
-            open: Arc::default(),
             admission: admission(&limits),
             size: self.size,
             digest: self.digest,
@@ -257,7 +253,6 @@ pub fn compile(
             mount,
             pool.clone(),
         )?),
-        open: Arc::default(),
         admission: admission(&limits),
         size: bytes.len() as u64,
         digest,

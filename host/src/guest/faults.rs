@@ -1,6 +1,6 @@
 //! How a guest's failure is answered: the kinds of fault, the one line
 //! each is logged with, and the host's own short responses. Shared by the
-//! 0.2 path (`handler`) and the 0.3 one (`p3_request`), so the same fault
+//! 0.2 path (`p2`) and the 0.3 one (`p3`), so the same fault
 //! gets the same status and the same line in both.
 
 use crate::guest::limits::Exceeded;

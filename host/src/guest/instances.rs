@@ -46,6 +46,7 @@ use crate::deferred::Task;
 use crate::guest::engine::Reset;
 use crate::guest::limits::{self, MemoryBudget, MemoryShare};
 use crate::guest::output::AppOutput;
+use crate::guest::p3::sharing::Open;
 use crate::guest::sandbox::{Access, Sandbox};
 use crate::telemetry::request_metrics::{self, AppMetrics};
 use parking_lot::Mutex;
@@ -54,8 +55,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::Engine;
-use wasmtime::Store;
 use wasmtime::component::Resource;
+use wasmtime::{AsContextMut, Store, StoreContextMut};
 use wasmtime_wasi_http::handler::{Proxy, ProxyPre};
 use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 
@@ -138,6 +139,9 @@ pub struct Instances {
     /// Its instances serve one request each, whatever the mode: one
     /// answered, then returned without a response.
     single_use: AtomicBool,
+    /// Its WASI 0.3 instances that take more requests while they serve
+    /// some (`p3::sharing`).
+    open: Open,
     /// What each request may use.
     limits: Limits,
     /// What each instance is given.
@@ -181,6 +185,7 @@ impl Instances {
             refilling: AtomicBool::new(false),
             said_no_response: AtomicBool::new(false),
             single_use: AtomicBool::new(false),
+            open: Open::default(),
             limits: mount.limits,
             access: Access::new(route, &mount.grants, &mount.limits)?,
             output: AppOutput::new(route),
@@ -242,7 +247,7 @@ impl Instances {
     ) -> wasmtime::Result<()> {
         self.start(instance).await?;
         let Some(Proxy::P2(proxy)) = &instance.proxy else {
-            wasmtime::bail!("a wasi:http 0.3 guest is called through `p3_request`");
+            wasmtime::bail!("a wasi:http 0.3 guest is served through `p3`");
         };
         proxy
             .wasi_http_incoming_handler()
@@ -255,9 +260,13 @@ impl Instances {
     pub async fn start(&self, instance: &mut Instance) -> wasmtime::Result<()> {
         self.instantiate(instance).await?;
         instance.uses += 1;
-        instance.store.data_mut().meter().start_request();
-        instance.store.set_epoch_deadline(1);
+        start_request(instance.store.as_context_mut());
         Ok(())
+    }
+
+    /// Its WASI 0.3 instances open to more requests.
+    pub fn open(&self) -> &Open {
+        &self.open
     }
 
     /// Instantiates `instance` if it is new.
@@ -474,9 +483,16 @@ impl Instances {
     }
 }
 
+/// What every request starts with in its store, 0.2 or 0.3 (where several
+/// share one): its own CPU budget, and the epoch deadline that checks it.
+pub fn start_request(mut store: StoreContextMut<'_, Sandbox>) {
+    store.data_mut().meter().start_request();
+    store.set_epoch_deadline(1);
+}
+
 /// The one refill an app may have under way. Dropping it, run or not, lets
 /// the next request claim one, so a connection closed before it ran its
-/// chores cannot leave an app without spares for good.
+/// deferred work cannot leave an app without spares for good.
 struct RefillClaim(Arc<Instances>);
 
 impl RefillClaim {

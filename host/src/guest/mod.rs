@@ -8,7 +8,8 @@
 //!   p2          wasi:http/incoming-handler@0.2: an instance per request
 //!               (instances), the call, its faults as statuses (faults)
 //!   p3          wasi:http/handler@0.3: the request given to an instance that
-//!               serves several at once (p3_driver runs its store)
+//!               serves several at once (p3::sharing says which may take it,
+//!               p3::driver runs its store)
 //! ```
 //!
 //! Beside the path: `app` loads a component (`engine`, `compile_cache`,
@@ -30,7 +31,6 @@ pub mod linker;
 pub mod output;
 mod p2;
 mod p3;
-mod p3_driver;
 pub mod sandbox;
 
 pub use app::App;

@@ -1,6 +1,6 @@
 //! One request on a WASI 0.3 app (`wasi:http/handler@0.3`): given to an
-//! instance (`p3_driver`: one already serving requests, with room, or a
-//! new driver on an idle or new one), its answer awaited within the app's
+//! instance (one already serving requests that takes it, `sharing`, or a
+//! new `driver` on an idle or new one), its answer awaited within the app's
 //! timeout, and its response body passed on until done, driving the store
 //! if this request started it.
 //!
@@ -12,14 +12,18 @@ use crate::deferred::Deferred;
 use crate::guest::app::App;
 use crate::guest::bodies::LimitedBody;
 use crate::guest::faults::{Body, Fault, classify, fault_response, log_fault, plain, try_again};
-use crate::guest::p3_driver::{Answer, Driver, Ending, Inbox, Job, LocalWakes};
+mod driver;
+pub mod sharing;
+
 use crate::telemetry::request_metrics;
 use bytes::Bytes;
+use driver::{Driver, LocalWakes};
 use futures::channel::oneshot;
 use http::{Response, StatusCode, header};
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use sharing::{Answer, Ending, Inbox, Job};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -50,12 +54,12 @@ pub async fn serve(
         done: done_rx,
         deadline,
     });
-    let (inbox, mut driver) = match (app.open.offer(&mut job), job) {
+    let (inbox, mut driver) = match (app.instances.open().offer(&mut job), job) {
         (Some(inbox), _) => (inbox, None),
         (None, None) => unreachable!("a job is taken only by the instance that returns its inbox"),
         (None, Some(job)) => {
             let instance = app.instances.take().await;
-            let driver = Driver::start(&app.instances, &app.open, app.route.clone(), instance, job);
+            let driver = Driver::start(&app.instances, app.route.clone(), instance, job);
             (driver.inbox().clone(), Some(driver))
         }
     };

@@ -1,7 +1,8 @@
 //! A WASI 0.3 instance at work: the requests given to it and the one
 //! future that runs them all in its store (`run_concurrent`), from the
 //! first until it has nothing left to do; then the instance goes back to
-//! `instances`, to be reused, or retired if it failed.
+//! `instances`, to be reused, or retired if it failed. Which requests it
+//! takes while it serves others is `sharing`'s rule.
 //!
 //! - **Who drives it.** The request that started it, inline: in its own
 //!   future until the guest answers, then in its response body as hyper
@@ -9,16 +10,8 @@
 //!   spawned and no thread woken; only a driver with work left when its
 //!   request is over (other requests on the instance, or the guest's work
 //!   after the response) moves to a task of its own ([`Driver::detach`]).
-//! - **Who shares it.** An app in reuse mode lets one instance serve up to
-//!   `concurrency_per_instance` requests at once. A request joins an open
-//!   instance ([`Open::offer`]) only once a request on it has waited on I/O
-//!   before answering: one store runs on one thread, so a guest that only
-//!   computes gains nothing from sharing and would hold its neighbours up,
-//!   where an idle instance serves them in parallel (wasmtime's `serve`
-//!   holds back the same way: its worker takes a second request only while
-//!   its requests are all blocked).
 //! - **Limits.** Each request keeps its own deadline, here (its guest task
-//!   is expired) and in `p3_request` (its client gets a `504` or a cut body
+//!   is expired) and in `p3` (its client gets a `504` or a cut body
 //!   whatever the store is doing). An expired request may leave guest work
 //!   running, so its instance takes no more requests and is retired once
 //!   the others are done. A trap ends the whole store: every request on it
@@ -30,221 +23,25 @@
 //! Modelled on wasmtime-wasi-http 48's `handler` worker loop; it is not
 //! used as is for the reasons in `instances`.
 
-use crate::guest::faults::{Body, Fault, classify, log_fault};
-use crate::guest::instances::{Instance, Instances, Leftovers};
+use super::sharing::{Inbox, Job};
+use crate::guest::faults::{classify, log_fault};
+use crate::guest::instances::{Instance, Instances, Leftovers, start_request};
 use crate::guest::sandbox::Sandbox;
 use futures::StreamExt;
 use futures::channel::oneshot;
 use futures::stream::FuturesUnordered;
 use futures::task::AtomicWaker;
-use parking_lot::Mutex;
-use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
-use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 use wasmtime::component::Accessor;
 use wasmtime::{AsContextMut, format_err};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::handler::{Prepared, Proxy};
 use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode;
-
-/// What the guest answered a request with, or why it did not.
-pub type Answer = Result<http::Response<Body>, wasmtime::Error>;
-
-/// A request for a 0.3 instance, and where its answer goes.
-pub struct Job {
-    pub request: http::Request<Body>,
-    pub answer: oneshot::Sender<Answer>,
-    /// Fires (or is dropped) when the response body is done with.
-    pub done: oneshot::Receiver<()>,
-    pub deadline: Instant,
-}
-
-/// The instances of one app that take more requests while they serve some.
-#[derive(Default)]
-pub struct Open {
-    inboxes: Mutex<Vec<Arc<Inbox>>>,
-}
-
-impl Open {
-    /// Gives the job to an open instance with room, taking it out of
-    /// `job`; none if no instance takes it.
-    pub fn offer(&self, job: &mut Option<Job>) -> Option<Arc<Inbox>> {
-        let inboxes = self.inboxes.lock();
-        inboxes.iter().find(|inbox| inbox.offer(job)).cloned()
-    }
-
-    fn unlist(&self, inbox: &Arc<Inbox>) {
-        self.inboxes.lock().retain(|open| !Arc::ptr_eq(open, inbox));
-    }
-}
-
-/// What a request on a 0.3 instance shares with its driver: the requests
-/// waiting to be taken, and how the instance ended.
-pub struct Inbox {
-    state: Mutex<State>,
-    ended: Mutex<Ended>,
-    ended_notify: Notify,
-}
-
-struct State {
-    queue: VecDeque<Job>,
-    /// The driver's, while it waits for a job.
-    waker: Option<Waker>,
-    /// Requests given to the instance and not yet done, queued ones included.
-    in_flight: usize,
-    /// At most this many at once.
-    per_instance: usize,
-    /// Requests it may still take before it is spent.
-    uses_left: u32,
-    /// A request on it has waited on I/O before answering: worth sharing.
-    waits: bool,
-    /// It takes no more.
-    closed: bool,
-}
-
-/// How an instance ended, as a request it never answered sees it.
-pub enum Ending {
-    /// A fault ended it, and every request on it.
-    Fault(Fault),
-    /// It ended cleanly without taking the request from its queue.
-    NotTaken,
-    /// It has not ended by the request's deadline.
-    StillRunning,
-}
-
-#[derive(Clone, Copy)]
-enum Ended {
-    Running,
-    /// The store is gone; the fault that ended it, if one did.
-    With(Option<Fault>),
-}
-
-impl Inbox {
-    fn new(per_instance: usize, uses_left: u32) -> Self {
-        Self {
-            state: Mutex::new(State {
-                queue: VecDeque::new(),
-                waker: None,
-                in_flight: 1,
-                per_instance,
-                uses_left,
-                waits: false,
-                closed: false,
-            }),
-            ended: Mutex::new(Ended::Running),
-            ended_notify: Notify::new(),
-        }
-    }
-
-    /// Takes the job if the instance has room and is worth sharing.
-    fn offer(&self, job: &mut Option<Job>) -> bool {
-        let mut state = self.state.lock();
-        let worth_it = state.waits || !state.queue.is_empty();
-        if state.closed
-            || !worth_it
-            || state.in_flight >= state.per_instance
-            || state.uses_left == 0
-        {
-            return false;
-        }
-        let Some(job) = job.take() else {
-            return false;
-        };
-        state.queue.push_back(job);
-        state.in_flight += 1;
-        state.uses_left -= 1;
-        let waker = state.waker.take();
-        drop(state);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-        true
-    }
-
-    /// The next queued job, or none and the driver woken when one comes.
-    fn pop(&self, cx: &mut Context<'_>) -> Option<Job> {
-        let mut state = self.state.lock();
-        let job = state.queue.pop_front();
-        if job.is_none() {
-            state.waker = Some(cx.waker().clone());
-        }
-        job
-    }
-
-    fn finished_one(&self) {
-        let mut state = self.state.lock();
-        state.in_flight = state.in_flight.saturating_sub(1);
-    }
-
-    fn in_flight(&self) -> usize {
-        self.state.lock().in_flight
-    }
-
-    fn mark_waits(&self) {
-        self.state.lock().waits = true;
-    }
-
-    /// Takes no more; what is queued is still served.
-    fn close(&self) {
-        self.state.lock().closed = true;
-    }
-
-    fn take_queued(&self) -> VecDeque<Job> {
-        std::mem::take(&mut self.state.lock().queue)
-    }
-
-    /// A request on the instance passed its deadline: it takes no more.
-    pub fn expire(&self) {
-        self.close();
-    }
-
-    /// Closes it if nothing is queued; false if a job came meanwhile.
-    fn close_if_idle(&self) -> bool {
-        let mut state = self.state.lock();
-        if state.queue.is_empty() {
-            state.closed = true;
-        }
-        state.closed && state.queue.is_empty()
-    }
-
-    fn end(&self, fault: Option<Fault>) {
-        let mut ended = self.ended.lock();
-        if let Ended::Running = *ended {
-            *ended = Ended::With(fault);
-        }
-        drop(ended);
-        self.ended_notify.notify_waiters();
-    }
-
-    /// How the instance ended, for a request whose answer never came;
-    /// waits for its end until `deadline`.
-    pub async fn ended(&self, deadline: Instant) -> Ending {
-        loop {
-            let notified = self.ended_notify.notified();
-            match *self.ended.lock() {
-                Ended::With(Some(fault)) => return Ending::Fault(fault),
-                Ended::With(None) => return Ending::NotTaken,
-                Ended::Running => {}
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Ending::StillRunning;
-            }
-        }
-    }
-
-    /// The fault that ended the instance, if it has ended with one.
-    pub fn fault_now(&self) -> Option<Fault> {
-        match *self.ended.lock() {
-            Ended::With(fault) => fault,
-            Ended::Running => None,
-        }
-    }
-}
 
 /// One instance's requests, run in its store until it has none left.
 pub struct Driver {
@@ -260,7 +57,6 @@ impl Driver {
     /// Starts `job` on `instance`; the caller polls the driver.
     pub fn start(
         instances: &Arc<Instances>,
-        open: &Arc<Open>,
         route: Arc<str>,
         instance: Instance,
         job: Job,
@@ -269,8 +65,8 @@ impl Driver {
         let uses_left = instances.uses_left(&instance).saturating_sub(1);
         let inbox = Arc::new(Inbox::new(per_instance, uses_left));
         let listed = (per_instance > 1 && uses_left > 0).then(|| {
-            open.inboxes.lock().push(inbox.clone());
-            Listed(open.clone(), inbox.clone())
+            instances.open().list(inbox.clone());
+            Listed(instances.clone(), inbox.clone())
         });
         let run = Box::pin(drive(
             instances.clone(),
@@ -390,12 +186,12 @@ impl Wake for Rewake {
 }
 
 /// An inbox in its app's open list, taken off it when dropped.
-struct Listed(Arc<Open>, Arc<Inbox>);
+struct Listed(Arc<Instances>, Arc<Inbox>);
 
 impl Drop for Listed {
     fn drop(&mut self) {
         self.1.close();
-        self.0.unlist(&self.1);
+        self.0.open().unlist(&self.1);
     }
 }
 
@@ -463,7 +259,7 @@ async fn serve_all(
     let Instance { store, proxy, .. } = instance;
     let Some(proxy @ Proxy::P3(service)) = proxy.as_ref() else {
         return Err(Failure {
-            error: format_err!("a wasi:http 0.2 guest is called through `handler`"),
+            error: format_err!("a wasi:http 0.2 guest is served through `p2`"),
             logged: false,
         });
     };
@@ -558,11 +354,9 @@ async fn serve_one(
     } = job;
     let (guest_tx, guest_rx) = oneshot::channel();
     let prepared = accessor.with(|mut access| {
-        let mut store = access.as_context_mut();
-        store.data_mut().meter().start_request();
-        store.set_epoch_deadline(1);
+        start_request(access.as_context_mut());
         Prepared::new(
-            store,
+            access.as_context_mut(),
             proxy,
             request,
             <Sandbox as WasiHttpView>::http,
