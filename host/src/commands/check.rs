@@ -5,7 +5,7 @@
 use crate::config::cli::Source;
 use crate::config::{self, Mount};
 use crate::guest::app::{self, App, Tier};
-use crate::guest::compile_cache::{Cache, Origin};
+use crate::guest::compile_cache::{Built, Cache};
 use crate::guest::engine::{Compiler, Engines, PoolSize};
 use crate::guest::instances::Pool;
 use crate::guest::limits::MemoryBudget;
@@ -76,10 +76,10 @@ pub(super) fn summary(app: &App) -> String {
         1 => ", 1 spare ready".to_string(),
         n => format!(", {n} spares ready"),
     };
-    let compiled = match (app.origin, app.compiler) {
-        (Origin::Cached, _) => "loaded from cache",
-        (Origin::Compiled, Compiler::Cranelift) => "compiled",
-        (Origin::Compiled, Compiler::Winch) => "compiled with Winch",
+    let compiled = match (app.built, app.compiler) {
+        (Built::Cached, _) => "loaded from cache",
+        (Built::Compiled, Compiler::Cranelift) => "compiled",
+        (Built::Compiled, Compiler::Winch) => "compiled with Winch",
     };
     let later = match app.compiler {
         Compiler::Winch => ", Cranelift build to follow",

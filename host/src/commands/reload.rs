@@ -8,7 +8,7 @@
 //! not validate is not applied at all. SIGHUP reloads everything.
 
 use crate::commands::systemd;
-use crate::config::{Config, Listen, Mount};
+use crate::config::{Config, ListenerConfig, Mount};
 use crate::guest::app::{self, App, Tier, Version};
 use crate::guest::compile_cache::Digest;
 use crate::guest::engine::{self, Compiler, Engines};
@@ -34,7 +34,7 @@ const QUIET: Duration = Duration::from_millis(40);
 const MAX_WAIT: Duration = Duration::from_secs(1);
 
 /// Reads the configuration again: the config file with the flags over it.
-pub type Reread = Box<dyn Fn() -> Result<Config> + Send + Sync>;
+pub type ConfigReader = Box<dyn Fn() -> Result<Config> + Send + Sync>;
 
 /// What the reloader starts from.
 pub struct Sources {
@@ -42,12 +42,12 @@ pub struct Sources {
     pub config: Config,
     /// The config file, if there is one: watched like the components.
     pub config_file: Option<PathBuf>,
-    pub reread: Reread,
+    pub reread: ConfigReader,
 }
 
 /// What a reload needs to make and serve a new version of an app.
 #[derive(Clone)]
-pub struct Reloads {
+pub struct ReloadTarget {
     /// The table new versions are swapped into.
     pub routes: Arc<Routes>,
     pub engines: Arc<Engines>,
@@ -73,7 +73,7 @@ async fn read(path: &Path) -> Result<Read> {
     .map_err(|panicked| anyhow!("the file reader failed: {panicked}"))?
 }
 
-impl Reloads {
+impl ReloadTarget {
     /// The app serving at `route`, if any.
     fn serving(&self, route: &Arc<str>) -> Option<Arc<App>> {
         let routes = self.routes.load();
@@ -211,7 +211,7 @@ impl Drop for Reloader {
 
 /// Starts reloading what `reloads.routes` serves: on file changes if
 /// `watch` (the default; `--no-reload` turns it off), and on SIGHUP always.
-pub fn start(reloads: Reloads, sources: Sources, watch: bool) -> Result<Reloader> {
+pub fn start(reloads: ReloadTarget, sources: Sources, watch: bool) -> Result<Reloader> {
     let hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let (sender, events) = mpsc::unbounded_channel();
     let watcher = if watch {
@@ -235,7 +235,7 @@ pub fn start(reloads: Reloads, sources: Sources, watch: bool) -> Result<Reloader
         Some(file) => Some(watch_key(file)?.1),
         None => None,
     };
-    let mut reloading = Reloading {
+    let mut reloading = ReloadState {
         reloads,
         listeners: sources.config.listeners,
         mounts: Vec::new(),
@@ -277,11 +277,11 @@ fn watch_key(file: &Path) -> Result<(PathBuf, PathBuf)> {
     Ok((directory, key))
 }
 
-struct Reloading {
-    reloads: Reloads,
+struct ReloadState {
+    reloads: ReloadTarget,
     /// The listeners started with; a config that changes them is applied
     /// except for them.
-    listeners: Vec<Listen>,
+    listeners: Vec<ListenerConfig>,
     /// The mounts being served.
     mounts: Vec<Mount>,
     /// The routes each watched component file is mounted at.
@@ -289,12 +289,12 @@ struct Reloading {
     watcher: Option<RecommendedWatcher>,
     directories: BTreeSet<PathBuf>,
     config_key: Option<PathBuf>,
-    reread: Reread,
+    reread: ConfigReader,
     /// Keeps the event channel open when nothing is watched.
     _open: mpsc::UnboundedSender<PathBuf>,
 }
 
-impl Reloading {
+impl ReloadState {
     async fn run(
         mut self,
         mut events: mpsc::UnboundedReceiver<PathBuf>,

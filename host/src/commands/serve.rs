@@ -11,7 +11,7 @@ use crate::admin::status::Status;
 use crate::admin::{self, Admin};
 use crate::allocator;
 use crate::config::cli::{DevArgs, ServeArgs};
-use crate::config::{self, Config, Listen, Mount};
+use crate::config::{self, Config, ListenerConfig, Mount};
 use crate::grants::descriptors;
 use crate::guest::app::{App, Tier};
 use crate::guest::compile_cache::Cache;
@@ -90,7 +90,7 @@ fn serve_with(args: ServeArgs, dev: Option<Dev>) -> Result<()> {
     }
     let runtime = runtime.build().context("starting the async runtime")?;
     let config_file = args.source.config.clone();
-    let reread: reload::Reread = Box::new(move || config::for_serve(&args));
+    let reread: reload::ConfigReader = Box::new(move || config::for_serve(&args));
     let served = runtime.block_on(serve_until_signalled(
         config,
         cache,
@@ -110,7 +110,7 @@ async fn serve_until_signalled(
     config: Config,
     cache: Option<Cache>,
     config_file: Option<PathBuf>,
-    reread: reload::Reread,
+    reread: reload::ConfigReader,
     dev: Option<Dev>,
 ) -> Result<()> {
     let signals = signals::install()?;
@@ -146,7 +146,7 @@ async fn serve_until_signalled(
     }
     // Watching starts before the `serving on` line, so a change made once
     // that line is out is never missed.
-    let reloads = reload::Reloads {
+    let reloads = reload::ReloadTarget {
         routes: routes.clone(),
         engines,
         pool,
@@ -273,7 +273,7 @@ fn admin_reads(
 /// Cranelift builds of the apps that started on Winch queued first) and,
 /// under `wasmhost dev`, the apps' builds.
 fn watch(
-    reloads: reload::Reloads,
+    reloads: reload::ReloadTarget,
     sources: reload::Sources,
     apps: &[Arc<App>],
     dev: Option<&Dev>,
@@ -337,7 +337,7 @@ struct Bound {
 /// that watch those for renewals, which run until dropped. A socket systemd
 /// passed (`inherited`) stands in for the listener with its address.
 async fn bind_all(
-    listens: &[Listen],
+    listens: &[ListenerConfig],
     mut inherited: Vec<Inherited>,
 ) -> Result<(Vec<Bound>, Vec<JoinHandle<()>>)> {
     let mut bound = Vec::with_capacity(listens.len() + inherited.len());

@@ -4,8 +4,8 @@
 
 use super::outbound::{OutboundCa, OutboundGrant};
 use super::settings::{
-    CertPair, DEFAULT_CONCURRENCY_PER_INSTANCE, DEFAULT_SPARES, Grants, Limits, Listen, MAX_SPARES,
-    Mode, Mount, Origin,
+    CertPair, DEFAULT_CONCURRENCY_PER_INSTANCE, DEFAULT_SPARES, Grants, Limits, ListenerConfig,
+    MAX_SPARES, Mode, Mount, Origin,
 };
 use super::units::{
     Destination, check_env_name, check_env_value, inherit_env, parse_admin, parse_dir,
@@ -27,7 +27,7 @@ use toml::Spanned;
 /// What a `wasmhost.toml` sets; `None` where it is silent.
 #[derive(Debug, Default)]
 pub struct File {
-    pub listeners: Vec<Listen>,
+    pub listeners: Vec<ListenerConfig>,
     pub mounts: Vec<Mount>,
     pub threads: Option<u16>,
     pub shutdown_timeout: Option<Duration>,
@@ -353,8 +353,8 @@ impl File {
 }
 
 /// The `[[listen]]` entries.
-fn listeners(entries: &[RawListen], places: &Places, base: &Path) -> Result<Vec<Listen>> {
-    let mut listeners: Vec<Listen> = Vec::new();
+fn listeners(entries: &[RawListen], places: &Places, base: &Path) -> Result<Vec<ListenerConfig>> {
+    let mut listeners: Vec<ListenerConfig> = Vec::new();
     for entry in entries {
         let origin = places.at(entry.address.span());
         let addr: std::net::SocketAddr = entry.address.get_ref().parse().map_err(|_| {
@@ -379,7 +379,7 @@ fn listeners(entries: &[RawListen], places: &Places, base: &Path) -> Result<Vec<
                 key: base.join(&pair.key),
             })
             .collect();
-        listeners.push(Listen { addr, tls });
+        listeners.push(ListenerConfig { addr, tls });
     }
     Ok(listeners)
 }

@@ -108,9 +108,9 @@ fn require_some(mounts: &[Mount]) -> Result<()> {
 
 /// `--listen`, else `--host`/`--port`, else the file's `[[listen]]`, else
 /// the default address; `--tls-cert`/`--tls-key` for those without TLS.
-fn listeners(args: &ServeArgs, file: Option<&File>) -> Result<Vec<Listen>> {
+fn listeners(args: &ServeArgs, file: Option<&File>) -> Result<Vec<ListenerConfig>> {
     let from_file = file.map_or(&[][..], |f| f.listeners.as_slice());
-    let plain = |addr| Listen {
+    let plain = |addr| ListenerConfig {
         addr,
         tls: Vec::new(),
     };

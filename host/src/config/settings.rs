@@ -41,7 +41,7 @@ pub const MAX_SPARES: u32 = 64;
 /// Everything `serve` needs, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub listeners: Vec<Listen>,
+    pub listeners: Vec<ListenerConfig>,
     pub mounts: Vec<Mount>,
     /// Worker threads of the async runtime; one per CPU if unset.
     pub threads: Option<u16>,
@@ -65,7 +65,7 @@ pub struct Config {
 
 /// A listening address, and the certificates if it speaks HTTPS.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Listen {
+pub struct ListenerConfig {
     pub addr: SocketAddr,
     /// Empty for plain HTTP.
     pub tls: Vec<CertPair>,

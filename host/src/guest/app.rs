@@ -4,7 +4,7 @@
 
 use crate::config::Mount;
 use crate::guest::admission::Admission;
-use crate::guest::compile_cache::{Digest, Origin};
+use crate::guest::compile_cache::{Built, Digest};
 use crate::guest::engine::{Compiler, Engines, QUICK_FIRST_FROM, Reset, World};
 use crate::guest::instances::{Instances, Pool};
 use crate::telemetry::request_metrics::{self, AppMetrics};
@@ -39,7 +39,7 @@ pub struct App {
     /// the startup report.
     pub compile_time: Duration,
     /// Compiled now, or loaded from the compile cache.
-    pub origin: Origin,
+    pub built: Built,
     /// Which compiler built the code it runs.
     pub compiler: Compiler,
     /// Its request counts, found on its first request when metrics are on.
@@ -59,7 +59,7 @@ impl App {
             size: self.size,
             digest: self.digest,
             compile_time: Duration::ZERO,
-            origin: self.origin,
+            built: self.built,
             compiler: self.compiler,
             metrics: OnceLock::new(),
         })
@@ -204,7 +204,7 @@ pub fn compile(
     let engine = &engine;
     let linker = crate::guest::linker::linker(engine, world)?;
     let t_prepared = started.elapsed();
-    let (component, origin) = engines
+    let (component, built) = engines
         .compile(engine, compiler, bytes, &digest)
         .map_err(anyhow::Error::from)
         .with_context(|| format!("{shown} is not a valid component"))?;
@@ -212,7 +212,7 @@ pub fn compile(
     let t_compiled = started.elapsed();
     request_metrics::compiled(
         compiler.name(),
-        origin == Origin::Cached,
+        built == Built::Cached,
         t_compiled.saturating_sub(t_prepared),
     );
     if world == World::Http02 {
@@ -239,7 +239,7 @@ pub fn compile(
     };
 
     tracing::debug!(
-        "{shown}: engine and linker ready at {t_prepared:?}, {origin:?} at {t_compiled:?}, linked at {:?}",
+        "{shown}: engine and linker ready at {t_prepared:?}, {built:?} at {t_compiled:?}, linked at {:?}",
         started.elapsed()
     );
     let limits = mount.limits;
@@ -257,7 +257,7 @@ pub fn compile(
         size: bytes.len() as u64,
         digest,
         compile_time: started.elapsed(),
-        origin,
+        built,
         compiler,
         metrics: OnceLock::new(),
     })

@@ -58,7 +58,7 @@ pub struct Cache {
 
 /// Where a component came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
+pub enum Built {
     Compiled,
     Cached,
 }
@@ -92,16 +92,16 @@ impl Cache {
         engine: &Engine,
         bytes: &[u8],
         digest: &Digest,
-    ) -> wasmtime::Result<(Component, Origin)> {
+    ) -> wasmtime::Result<(Component, Built)> {
         let entry = self.entry(engine, digest);
         if let Some(component) = self.load(engine, &entry, digest) {
-            return Ok((component, Origin::Cached));
+            return Ok((component, Built::Cached));
         }
         let component = Component::new(engine, bytes)?;
         if let Err(error) = self.store(&entry, &component, digest) {
             tracing::warn!("not caching the compiled component: {error:#}");
         }
-        Ok((component, Origin::Compiled))
+        Ok((component, Built::Compiled))
     }
 
     /// Whether an entry for `digest` and `engine` exists (it is checked

@@ -4,7 +4,7 @@
 //! pool slot's memory (see [`Reset`]), built the first time an app needs it.
 
 use crate::allocator;
-use crate::guest::compile_cache::{Cache, Digest, Origin};
+use crate::guest::compile_cache::{Built, Cache, Digest};
 use anyhow::{Context, Result};
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -238,10 +238,10 @@ impl Engines {
         compiler: Compiler,
         bytes: &[u8],
         digest: &Digest,
-    ) -> wasmtime::Result<(Component, Origin)> {
+    ) -> wasmtime::Result<(Component, Built)> {
         match (&self.cache, compiler) {
             (Some(cache), Compiler::Cranelift) => cache.component(engine, bytes, digest),
-            _ => Ok((Component::new(engine, bytes)?, Origin::Compiled)),
+            _ => Ok((Component::new(engine, bytes)?, Built::Compiled)),
         }
     }
 

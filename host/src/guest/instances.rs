@@ -47,7 +47,7 @@ use crate::guest::engine::Reset;
 use crate::guest::limits::{self, MemoryBudget, MemoryShare};
 use crate::guest::output::AppOutput;
 use crate::guest::p3::sharing::Open;
-use crate::guest::sandbox::{Access, Sandbox};
+use crate::guest::sandbox::{Reach, Sandbox};
 use crate::telemetry::request_metrics::{self, AppMetrics};
 use parking_lot::Mutex;
 use std::sync::Arc;
@@ -145,7 +145,7 @@ pub struct Instances {
     /// What each request may use.
     limits: Limits,
     /// What each instance is given.
-    access: Access,
+    access: Reach,
     /// Where its guests' stdout and stderr go.
     output: Arc<AppOutput>,
     /// The guest memory its instances hold.
@@ -187,7 +187,7 @@ impl Instances {
             single_use: AtomicBool::new(false),
             open: Open::default(),
             limits: mount.limits,
-            access: Access::new(route, &mount.grants, &mount.limits)?,
+            access: Reach::new(route, &mount.grants, &mount.limits)?,
             output: AppOutput::new(route),
             memory: MemoryShare::new(pool.memory.clone()),
             live: Arc::default(),

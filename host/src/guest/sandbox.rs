@@ -17,7 +17,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 /// What an app's instances are given, shared by all of them.
-pub struct Access {
+pub struct Reach {
     pub grants: Grants,
     /// The grants of hosts, as checked at run time.
     pub egress: Arc<Egress>,
@@ -27,7 +27,7 @@ pub struct Access {
     pub dirs: GrantedDirs,
 }
 
-impl Access {
+impl Reach {
     /// Fails when a granted directory cannot be opened as granted.
     pub fn new(route: &str, grants: &Grants, limits: &Limits) -> anyhow::Result<Self> {
         let egress = Arc::new(Egress::new(route, &grants.outbound));
@@ -72,7 +72,7 @@ impl Sandbox {
     pub fn new(
         output: &Arc<AppOutput>,
         limits: Limits,
-        access: &Access,
+        access: &Reach,
         memory: Arc<MemoryShare>,
     ) -> Self {
         let grants = &access.grants;

@@ -128,7 +128,7 @@ fn open_file(path: &PathBuf) -> anyhow::Result<File> {
 /// flushes; ends when every sender is gone and all is written.
 fn write_lines(out: Box<dyn Write + Send>, lines: mpsc::Receiver<Line>, target: Target) {
     let mut out = BufWriter::with_capacity(64 * 1024, out);
-    let mut clock = Clock::default();
+    let mut clock = FormattedSecond::default();
     while let Ok(line) = lines.recv() {
         if target.reopen.swap(false, Ordering::AcqRel)
             && let Some(path) = &target.path
@@ -215,7 +215,7 @@ struct Line {
 }
 
 impl Line {
-    fn write(&self, out: &mut impl Write, clock: &mut Clock) -> std::io::Result<()> {
+    fn write(&self, out: &mut impl Write, clock: &mut FormattedSecond) -> std::io::Result<()> {
         write!(out, "{} - - [{}] \"", self.client, clock.format(self.at))?;
         escape_into(out, self.method.as_str().as_bytes())?;
         out.write_all(b" ")?;
@@ -241,12 +241,12 @@ impl Line {
 
 /// The last second formatted, since a busy log writes many lines in each.
 #[derive(Default)]
-struct Clock {
+struct FormattedSecond {
     second: u64,
     text: String,
 }
 
-impl Clock {
+impl FormattedSecond {
     fn format(&mut self, at: SystemTime) -> &str {
         let second = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         if self.text.is_empty() || second != self.second {

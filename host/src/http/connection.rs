@@ -267,7 +267,7 @@ enum Phase {
 /// long. The timer is lazy: a request moving the deadline later does not
 /// touch it; when it fires early it is set again for the real deadline, so
 /// a busy connection resets it about once per timeout, not per request.
-struct Clock {
+struct ConnectionClock {
     timeouts: Timeouts,
     phase: Phase,
     /// Closing: an idle connection gets `SHUTDOWN_LINGER`, a request head
@@ -288,7 +288,7 @@ enum Expired {
     Send,
 }
 
-impl Clock {
+impl ConnectionClock {
     fn new(timeouts: Timeouts) -> Self {
         let now = Instant::now();
         Self {
@@ -389,7 +389,7 @@ impl Clock {
 
 /// How a connection ended, for the log.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Ended<E> {
+pub enum ConnectionEnd<E> {
     /// hyper finished it: the client closed, or it was closed politely.
     Closed(Result<(), E>),
     /// No complete request head in time: dropped.
@@ -418,13 +418,13 @@ pub async fn drive<C, E>(
     deferred: Arc<Deferred>,
     timeouts: Timeouts,
     shutdown: CancellationToken,
-) -> Ended<E>
+) -> ConnectionEnd<E>
 where
     C: Future<Output = Result<(), E>>,
 {
     let mut connection = std::pin::pin!(connection);
     let mut stopping = std::pin::pin!(shutdown.cancelled());
-    let mut clock = Clock::new(timeouts);
+    let mut clock = ConnectionClock::new(timeouts);
     let mut current = None;
     let ended = std::future::poll_fn(|cx| {
         loop {
@@ -436,15 +436,17 @@ where
             }
             let rung = clock.rang().then(|| activity.sending().1);
             if let Poll::Ready(result) = connection.as_mut().poll(cx) {
-                return Poll::Ready(Ended::Closed(result));
+                return Poll::Ready(ConnectionEnd::Closed(result));
             }
             deferred.run(&mut current, cx);
             clock.observe(&activity, rung);
             match clock.poll_expired(cx) {
                 None => return Poll::Pending,
-                Some(Expired::Send) => return Poll::Ready(Ended::SendTimedOut),
-                Some(Expired::Phase(Phase::Head)) => return Poll::Ready(Ended::HeadTimedOut),
-                Some(_) if clock.closing => return Poll::Ready(Ended::Lingered),
+                Some(Expired::Send) => return Poll::Ready(ConnectionEnd::SendTimedOut),
+                Some(Expired::Phase(Phase::Head)) => {
+                    return Poll::Ready(ConnectionEnd::HeadTimedOut);
+                }
+                Some(_) if clock.closing => return Poll::Ready(ConnectionEnd::Lingered),
                 Some(_) => {
                     // Idle: close politely, then poll again, since closing
                     // an idle HTTP/1 connection finishes it at once.
@@ -455,7 +457,7 @@ where
         }
     })
     .await;
-    if matches!(ended, Ended::SendTimedOut) {
+    if matches!(ended, ConnectionEnd::SendTimedOut) {
         reset();
     }
     // The connection is over: nobody waits on this task any more, so what
@@ -476,15 +478,15 @@ mod tests {
     };
 
     /// A clock and the activity it reads, at a paused time's start.
-    fn clock() -> (Clock, Arc<Activity>) {
+    fn clock() -> (ConnectionClock, Arc<Activity>) {
         let activity = Arc::new(Activity::new(CancellationToken::new()));
-        (Clock::new(TIMEOUTS), activity)
+        (ConnectionClock::new(TIMEOUTS), activity)
     }
 
     /// What has expired after `after` more of paused time, as the
     /// connection's poll would see it.
     async fn expired_after(
-        clock: &mut Clock,
+        clock: &mut ConnectionClock,
         activity: &Activity,
         after: Duration,
     ) -> Option<Expired> {

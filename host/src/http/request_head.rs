@@ -26,7 +26,7 @@ pub const MAX_HEADERS: usize = 100;
 
 /// Why a request head was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
+pub enum BadHead {
     /// More header fields than [`MAX_HEADERS`].
     TooManyHeaders,
     /// No `Host` where one is required.
@@ -39,33 +39,33 @@ pub enum Refused {
 
 /// Checks `request`'s head and settles its `Host`; `local` is the address
 /// of the listener it came in on.
-pub fn check<B>(request: &mut Request<B>, local: SocketAddr) -> Result<(), Refused> {
+pub fn check<B>(request: &mut Request<B>, local: SocketAddr) -> Result<(), BadHead> {
     if request.headers().len() > MAX_HEADERS {
-        return Err(Refused::TooManyHeaders);
+        return Err(BadHead::TooManyHeaders);
     }
     let mut hosts = request.headers().get_all(HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {
-        return Err(Refused::RepeatedHost);
+        return Err(BadHead::RepeatedHost);
     }
     if let Some(authority) = request.uri().authority() {
         if !is_host_text(authority.as_str()) {
-            return Err(Refused::BadHost);
+            return Err(BadHead::BadHost);
         }
-        let value = HeaderValue::from_str(authority.as_str()).map_err(|_| Refused::BadHost)?;
+        let value = HeaderValue::from_str(authority.as_str()).map_err(|_| BadHead::BadHost)?;
         request.headers_mut().insert(HOST, value);
         return Ok(());
     }
     match host {
         Some(host) if is_host(host) => Ok(()),
-        Some(_) => Err(Refused::BadHost),
+        Some(_) => Err(BadHead::BadHost),
         None if request.version() <= Version::HTTP_10 => {
             let value = HeaderValue::from_str(&local.to_string())
                 .expect("a socket address is valid header text");
             request.headers_mut().insert(HOST, value);
             Ok(())
         }
-        None => Err(Refused::NoHost),
+        None => Err(BadHead::NoHost),
     }
 }
 
@@ -103,7 +103,7 @@ mod tests {
         builder.body(()).unwrap()
     }
 
-    fn checked(version: Version, target: &str, hosts: &[&str]) -> Result<String, Refused> {
+    fn checked(version: Version, target: &str, hosts: &[&str]) -> Result<String, BadHead> {
         let local = "127.0.0.1:8080".parse().unwrap();
         let mut request = request(version, target, hosts);
         check(&mut request, local)?;
@@ -113,15 +113,15 @@ mod tests {
     #[test]
     fn host_is_one_valid_authority() {
         let v11 = Version::HTTP_11;
-        let cases: [(&str, &[&str], Result<&str, Refused>); 14] = [
+        let cases: [(&str, &[&str], Result<&str, BadHead>); 14] = [
             ("/", &["example.test"], Ok("example.test")),
             ("/", &["example.test:8080"], Ok("example.test:8080")),
             ("/", &["[::1]:8080"], Ok("[::1]:8080")),
-            ("/", &["a.test", "b.test"], Err(Refused::RepeatedHost)),
-            ("/", &["evil.example/x?<script>"], Err(Refused::BadHost)),
-            ("/", &["user@example.test"], Err(Refused::BadHost)),
-            ("/", &[""], Err(Refused::BadHost)),
-            ("/", &[], Err(Refused::NoHost)),
+            ("/", &["a.test", "b.test"], Err(BadHead::RepeatedHost)),
+            ("/", &["evil.example/x?<script>"], Err(BadHead::BadHost)),
+            ("/", &["user@example.test"], Err(BadHead::BadHost)),
+            ("/", &[""], Err(BadHead::BadHost)),
+            ("/", &[], Err(BadHead::NoHost)),
             // The target's authority wins, as RFC 9112 §3.2.2 says.
             ("http://a.example/x", &["b.example"], Ok("a.example")),
             // Refused in the target as in Host: user information, port 0
@@ -129,11 +129,11 @@ mod tests {
             (
                 "http://u:p@evil.example/",
                 &["a.example"],
-                Err(Refused::BadHost),
+                Err(BadHead::BadHost),
             ),
-            ("http://a.example:0/", &["a.example"], Err(Refused::BadHost)),
-            ("/", &["a.example:99999"], Err(Refused::BadHost)),
-            ("/", &["a.example:0"], Err(Refused::BadHost)),
+            ("http://a.example:0/", &["a.example"], Err(BadHead::BadHost)),
+            ("/", &["a.example:99999"], Err(BadHead::BadHost)),
+            ("/", &["a.example:0"], Err(BadHead::BadHost)),
             ("http://a.example:65535/", &[], Ok("a.example:65535")),
         ];
         for (target, hosts, expected) in cases {
@@ -168,7 +168,7 @@ mod tests {
         }
         assert_eq!(
             check(&mut request, "127.0.0.1:1".parse().unwrap()),
-            Err(Refused::TooManyHeaders)
+            Err(BadHead::TooManyHeaders)
         );
     }
 }

@@ -31,7 +31,7 @@ const FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix
 
 /// A request path the router refuses outright.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub enum Unrouted {
     /// No mount covers the path.
     NotFound,
     /// A `..` segment climbs above the mount point (or the path is not
@@ -53,14 +53,14 @@ impl<T> Routed<'_, T> {
     /// Rewrites `request` as the app must see it: its path relative to the
     /// mount, the mount in `X-Forwarded-Prefix` (a client-sent one would lie
     /// to the app about where it is mounted, so it is removed).
-    pub fn rewrite<B>(&self, request: &mut http::Request<B>) -> Result<(), Refusal> {
+    pub fn rewrite<B>(&self, request: &mut http::Request<B>) -> Result<(), Unrouted> {
         let mut parts = request.uri().clone().into_parts();
-        parts.path_and_query = Some(self.path_and_query.parse().map_err(|_| Refusal::BadPath)?);
-        *request.uri_mut() = http::Uri::from_parts(parts).map_err(|_| Refusal::BadPath)?;
+        parts.path_and_query = Some(self.path_and_query.parse().map_err(|_| Unrouted::BadPath)?);
+        *request.uri_mut() = http::Uri::from_parts(parts).map_err(|_| Unrouted::BadPath)?;
         let headers = request.headers_mut();
         headers.remove(&FORWARDED_PREFIX);
         if self.prefix != "/" {
-            let value = HeaderValue::from_str(self.prefix).map_err(|_| Refusal::BadPath)?;
+            let value = HeaderValue::from_str(self.prefix).map_err(|_| Unrouted::BadPath)?;
             headers.insert(FORWARDED_PREFIX, value);
         }
         Ok(())
@@ -119,25 +119,25 @@ impl<T> Router<T> {
     }
 
     /// Routes a request target (`/path?query`).
-    pub fn route(&self, path_and_query: &str) -> Result<Routed<'_, T>, Refusal> {
+    pub fn route(&self, path_and_query: &str) -> Result<Routed<'_, T>, Unrouted> {
         let (path, query) = match path_and_query.split_once('?') {
             Some((path, query)) => (path, Some(query)),
             None => (path_and_query, None),
         };
         if !path.starts_with('/') {
-            return Err(Refusal::BadPath);
+            return Err(Unrouted::BadPath);
         }
         let segments = clean_segments(path);
         // The mount the path names as written, and the one it lands in once
         // `..` is applied: they must agree, so `..` can never move a request
         // out of the app it addresses (or climb above `/`).
         let written = self.longest_match(&segments);
-        let resolved = resolve_dot_dot(&segments).ok_or(Refusal::BadPath)?;
+        let resolved = resolve_dot_dot(&segments).ok_or(Unrouted::BadPath)?;
         let landed = self.longest_match(&resolved);
         let (index, depth) = match (written, landed) {
-            (None, None) => return Err(Refusal::NotFound),
+            (None, None) => return Err(Unrouted::NotFound),
             (Some(w), Some(l)) if w == l => l,
-            _ => return Err(Refusal::BadPath),
+            _ => return Err(Unrouted::BadPath),
         };
         let (prefix, target) = &self.mounts[index];
         let (prefix, rest) = (&**prefix, &resolved[depth..]);
@@ -191,7 +191,7 @@ mod tests {
         Router::new(prefixes.iter().map(|p| (normalise_prefix(p).unwrap(), *p)))
     }
 
-    type Case = (&'static str, Result<(&'static str, &'static str), Refusal>);
+    type Case = (&'static str, Result<(&'static str, &'static str), Unrouted>);
 
     /// Each path routes to the expected (target, rewritten path) or refusal.
     fn assert_routes(router: &Router<&'static str>, cases: &[Case]) {
@@ -253,18 +253,18 @@ mod tests {
         let with_root = router(&["/", "/api"]);
         let without_root = router(&["/api"]);
         let cases = [
-            (&with_root, "/..", Refusal::BadPath),
-            (&with_root, "/../etc/passwd", Refusal::BadPath),
-            (&with_root, "/api/../secret", Refusal::BadPath),
-            (&with_root, "/api/x/../../secret", Refusal::BadPath),
-            (&with_root, "/api/%2e%2e/secret", Refusal::BadPath),
+            (&with_root, "/..", Unrouted::BadPath),
+            (&with_root, "/../etc/passwd", Unrouted::BadPath),
+            (&with_root, "/api/../secret", Unrouted::BadPath),
+            (&with_root, "/api/x/../../secret", Unrouted::BadPath),
+            (&with_root, "/api/%2e%2e/secret", Unrouted::BadPath),
             // `..` may not move a request into another mount either.
-            (&with_root, "/x/../api/y", Refusal::BadPath),
-            (&without_root, "/other/../api/x", Refusal::BadPath),
-            (&with_root, "*", Refusal::BadPath),
-            (&without_root, "/", Refusal::NotFound),
-            (&without_root, "/apix", Refusal::NotFound),
-            (&without_root, "/other/api", Refusal::NotFound),
+            (&with_root, "/x/../api/y", Unrouted::BadPath),
+            (&without_root, "/other/../api/x", Unrouted::BadPath),
+            (&with_root, "*", Unrouted::BadPath),
+            (&without_root, "/", Unrouted::NotFound),
+            (&without_root, "/apix", Unrouted::NotFound),
+            (&without_root, "/other/api", Unrouted::NotFound),
         ];
         for (router, path, expected) in cases {
             assert_eq!(

@@ -7,7 +7,7 @@ use crate::config::Timeouts;
 use crate::deferred::Deferred;
 use crate::http::access_log::AccessLog;
 use crate::http::connection::Activity;
-use crate::http::connection::{self, Ended, Watched};
+use crate::http::connection::{self, ConnectionEnd, Watched};
 use crate::http::dev_errors::DevErrors;
 use crate::http::forwarded::{Forwarding, TrustedProxies};
 use crate::http::request_head::{MAX_HEAD_BYTES, MAX_HEADERS};
@@ -311,16 +311,16 @@ async fn serve_connection(
     )
     .await
     {
-        Ended::Closed(Ok(())) => {}
-        Ended::Closed(Err(error)) => {
+        ConnectionEnd::Closed(Ok(())) => {}
+        ConnectionEnd::Closed(Err(error)) => {
             tracing::debug!("connection ended with an error: {error}");
         }
-        Ended::HeadTimedOut => tracing::debug!(
+        ConnectionEnd::HeadTimedOut => tracing::debug!(
             "closed a connection: no complete request head within {:?}",
             timeouts.header
         ),
-        Ended::Lingered => {}
-        Ended::SendTimedOut => crate::limited!(
+        ConnectionEnd::Lingered => {}
+        ConnectionEnd::SendTimedOut => crate::limited!(
             info,
             "closed a connection from {peer}: it took nothing of its response for {:?}",
             timeouts.send

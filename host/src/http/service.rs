@@ -13,8 +13,8 @@ use crate::http::access_log::{AccessLog, Record};
 use crate::http::connection::{Activity, Running};
 use crate::http::dev_errors::DevErrors;
 use crate::http::forwarded::{Forwarding, X_REQUEST_ID};
-use crate::http::request_head::{self, Refused};
-use crate::http::router::{Refusal, Routes};
+use crate::http::request_head::{self, BadHead};
+use crate::http::router::{Routes, Unrouted};
 use crate::telemetry::request_metrics::{self, Measure};
 use bytes::Buf;
 use http::StatusCode;
@@ -52,8 +52,8 @@ pub fn new(
         let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
         let table = routes.load();
         let routed = head
-            .map_err(Rejected::Head)
-            .and_then(|()| table.route(path).map_err(Rejected::Route));
+            .map_err(Unserved::Head)
+            .and_then(|()| table.route(path).map_err(Unserved::Route));
         let mut record = access_log.as_ref().map(|log| {
             let app = match &routed {
                 Ok(routed) => routed.target.route.clone(),
@@ -62,7 +62,7 @@ pub fn new(
             Box::new(log.begin(&request, client.ip, app))
         });
         let app = routed.and_then(|routed| {
-            routed.rewrite(&mut request).map_err(Rejected::Route)?;
+            routed.rewrite(&mut request).map_err(Unserved::Route)?;
             Ok(routed.target.clone())
         });
         drop(table);
@@ -74,7 +74,7 @@ pub fn new(
             }
             .begin(request.method())
         });
-        let head_refused = matches!(app, Err(Rejected::Head(_)));
+        let head_refused = matches!(app, Err(Unserved::Head(_)));
         let deferred = deferred.clone();
         let failed_build = match (&app, &dev_errors) {
             (Ok(app), Some(errors)) => errors.page(&app.route),
@@ -118,35 +118,35 @@ pub fn new(
 }
 
 /// A request that reaches no app.
-enum Rejected {
+enum Unserved {
     /// Its head breaks a rule of `request_head`.
-    Head(Refused),
+    Head(BadHead),
     /// The router found no app for it.
-    Route(Refusal),
+    Route(Unrouted),
 }
 
-impl Rejected {
+impl Unserved {
     fn response(&self) -> http::Response<Body> {
         let (status, message) = match self {
-            Rejected::Head(Refused::TooManyHeaders) => (
+            Unserved::Head(BadHead::TooManyHeaders) => (
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "the request has too many header fields",
             ),
-            Rejected::Head(Refused::NoHost) => {
+            Unserved::Head(BadHead::NoHost) => {
                 (StatusCode::BAD_REQUEST, "the request has no Host header")
             }
-            Rejected::Head(Refused::RepeatedHost) => (
+            Unserved::Head(BadHead::RepeatedHost) => (
                 StatusCode::BAD_REQUEST,
                 "the request has more than one Host header",
             ),
-            Rejected::Head(Refused::BadHost) => (
+            Unserved::Head(BadHead::BadHost) => (
                 StatusCode::BAD_REQUEST,
                 "the Host header is not a host name or address with an optional port",
             ),
-            Rejected::Route(Refusal::NotFound) => {
+            Unserved::Route(Unrouted::NotFound) => {
                 (StatusCode::NOT_FOUND, "no app is mounted at this path")
             }
-            Rejected::Route(Refusal::BadPath) => (
+            Unserved::Route(Unrouted::BadPath) => (
                 StatusCode::BAD_REQUEST,
                 "the path leaves its app with `..` or is not a path",
             ),

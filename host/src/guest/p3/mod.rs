@@ -23,7 +23,7 @@ use http::{Response, StatusCode, header};
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use sharing::{Answer, Ending, Inbox, Job};
+use sharing::{Answer, Inbox, InstanceEnd, Job};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -68,7 +68,7 @@ pub async fn serve(
     let fault = match waited {
         Waited::Answer(Ok(response)) => {
             return response.map(|body| {
-                Finished {
+                DrivingBody {
                     body,
                     done: Some(done_tx),
                     place: Some(Box::new(place)),
@@ -95,13 +95,13 @@ pub async fn serve(
         }
         Waited::TimedOut => Fault::TimedOut,
         Waited::Ended => match inbox.ended(deadline).await {
-            Ending::Fault(fault) => fault,
-            Ending::NotTaken => {
+            InstanceEnd::Fault(fault) => fault,
+            InstanceEnd::NotTaken => {
                 return try_again(
                     "the application's instance was retired before it took this request; try again",
                 );
             }
-            Ending::StillRunning => Fault::TimedOut,
+            InstanceEnd::StillRunning => Fault::TimedOut,
         },
     };
     if fault == Fault::TimedOut {
@@ -189,7 +189,7 @@ fn absolute(
 /// store if this request holds its driver, tells the driver when it is
 /// done (read to its end, cut, or dropped by hyper), frees the request's
 /// place then, and is cut at the request's deadline.
-struct Finished {
+struct DrivingBody {
     body: Body,
     done: Option<oneshot::Sender<()>>,
     place: Option<Box<dyn Send>>,
@@ -207,7 +207,7 @@ struct Finished {
 
 type Polled = Poll<Option<Result<Frame<Bytes>, wasmtime_wasi_http::Error>>>;
 
-impl Finished {
+impl DrivingBody {
     /// The body is over: the driver learns it, the place is freed, and a
     /// driver with work left carries on by itself.
     fn over(&mut self, cx: &mut Context<'_>) {
@@ -241,7 +241,7 @@ impl Finished {
     }
 }
 
-impl http_body::Body for Finished {
+impl http_body::Body for DrivingBody {
     type Data = Bytes;
     type Error = wasmtime_wasi_http::Error;
 
@@ -265,7 +265,7 @@ impl http_body::Body for Finished {
     }
 }
 
-impl Finished {
+impl DrivingBody {
     fn poll_body(&mut self, cx: &mut Context<'_>) -> Polled {
         let this = self;
         let polled = http_body::Body::poll_frame(Pin::new(&mut this.body), cx);
@@ -302,7 +302,7 @@ impl Finished {
     }
 }
 
-impl Drop for Finished {
+impl Drop for DrivingBody {
     fn drop(&mut self) {
         // Dropped before its end (the client is gone): the guest's writes
         // now fail, and the driver ends the request.

@@ -62,7 +62,7 @@ impl Open {
 /// waiting to be taken, and how the instance ended.
 pub struct Inbox {
     state: Mutex<State>,
-    ended: Mutex<Ended>,
+    ended: Mutex<EndState>,
     ended_notify: Notify,
 }
 
@@ -83,7 +83,7 @@ struct State {
 }
 
 /// How an instance ended, as a request it never answered sees it.
-pub enum Ending {
+pub enum InstanceEnd {
     /// A fault ended it, and every request on it.
     Fault(Fault),
     /// It ended cleanly without taking the request from its queue.
@@ -93,7 +93,7 @@ pub enum Ending {
 }
 
 #[derive(Clone, Copy)]
-enum Ended {
+enum EndState {
     Running,
     /// The store is gone; the fault that ended it, if one did.
     With(Option<Fault>),
@@ -111,7 +111,7 @@ impl Inbox {
                 waits: false,
                 closed: false,
             }),
-            ended: Mutex::new(Ended::Running),
+            ended: Mutex::new(EndState::Running),
             ended_notify: Notify::new(),
         }
     }
@@ -189,8 +189,8 @@ impl Inbox {
 
     pub(super) fn end(&self, fault: Option<Fault>) {
         let mut ended = self.ended.lock();
-        if let Ended::Running = *ended {
-            *ended = Ended::With(fault);
+        if let EndState::Running = *ended {
+            *ended = EndState::With(fault);
         }
         drop(ended);
         self.ended_notify.notify_waiters();
@@ -198,16 +198,16 @@ impl Inbox {
 
     /// How the instance ended, for a request whose answer never came;
     /// waits for its end until `deadline`.
-    pub async fn ended(&self, deadline: Instant) -> Ending {
+    pub async fn ended(&self, deadline: Instant) -> InstanceEnd {
         loop {
             let notified = self.ended_notify.notified();
             match *self.ended.lock() {
-                Ended::With(Some(fault)) => return Ending::Fault(fault),
-                Ended::With(None) => return Ending::NotTaken,
-                Ended::Running => {}
+                EndState::With(Some(fault)) => return InstanceEnd::Fault(fault),
+                EndState::With(None) => return InstanceEnd::NotTaken,
+                EndState::Running => {}
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Ending::StillRunning;
+                return InstanceEnd::StillRunning;
             }
         }
     }
@@ -215,8 +215,8 @@ impl Inbox {
     /// The fault that ended the instance, if it has ended with one.
     pub fn fault_now(&self) -> Option<Fault> {
         match *self.ended.lock() {
-            Ended::With(fault) => fault,
-            Ended::Running => None,
+            EndState::With(fault) => fault,
+            EndState::Running => None,
         }
     }
 }
@@ -322,7 +322,7 @@ mod tests {
         let running = Inbox::new(2, 10);
         assert!(matches!(
             running.ended(deadline).await,
-            Ending::StillRunning
+            InstanceEnd::StillRunning
         ));
 
         let trapped = Inbox::new(2, 10);
@@ -331,12 +331,12 @@ mod tests {
         trapped.end(None);
         assert!(matches!(
             trapped.ended(deadline).await,
-            Ending::Fault(Fault::Trapped)
+            InstanceEnd::Fault(Fault::Trapped)
         ));
         assert_eq!(trapped.fault_now(), Some(Fault::Trapped));
 
         let clean = Inbox::new(2, 10);
         clean.end(None);
-        assert!(matches!(clean.ended(deadline).await, Ending::NotTaken));
+        assert!(matches!(clean.ended(deadline).await, InstanceEnd::NotTaken));
     }
 }
