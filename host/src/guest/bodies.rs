@@ -27,6 +27,7 @@
 //! than its `content-length` said) also ends in an error; that one is logged
 //! here, naming the app, since nothing else sees it.
 
+use crate::guest::deadline::LazyDeadline;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use std::collections::VecDeque;
@@ -36,7 +37,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::Notify;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use wasmtime_wasi_http::Error;
 
 /// Something that happens once, which a task can wait for.
@@ -125,8 +126,8 @@ pub struct LimitedBody<B> {
     limit: u64,
     /// Time the guest may wait for the next bytes.
     timeout: Duration,
-    /// Armed while the guest waits for bytes; made on the first wait.
-    timer: Option<Pin<Box<Sleep>>>,
+    /// When the guest's wait for bytes times out; moved whenever some came.
+    wait: LazyDeadline,
     /// Bytes arrived since the timer was last set.
     moved: bool,
     fault: BodyFault,
@@ -143,7 +144,7 @@ impl<B> LimitedBody<B> {
             remaining: limit,
             limit,
             timeout,
-            timer: None,
+            wait: LazyDeadline::new(Instant::now() + timeout),
             moved: true,
             fault,
             ahead: VecDeque::new(),
@@ -155,16 +156,10 @@ impl<B> LimitedBody<B> {
     /// longer than the timeout since the last ones?
     fn stalled(&mut self, cx: &mut Context<'_>) -> bool {
         if self.moved {
-            let deadline = Instant::now() + self.timeout;
-            match &mut self.timer {
-                Some(timer) => timer.as_mut().reset(deadline),
-                None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
-            }
+            self.wait.reset(Instant::now() + self.timeout);
             self.moved = false;
         }
-        self.timer
-            .as_mut()
-            .is_some_and(|timer| timer.as_mut().poll(cx).is_ready())
+        self.wait.poll(cx).is_ready()
     }
 }
 

@@ -11,6 +11,7 @@
 use crate::deferred::Deferred;
 use crate::guest::app::App;
 use crate::guest::bodies::LimitedBody;
+use crate::guest::deadline::LazyDeadline;
 use crate::guest::faults::{Body, Fault, classify, fault_response, log_fault, plain, try_again};
 mod driver;
 pub mod sharing;
@@ -28,7 +29,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode;
 
 /// Serves `request`; `place` (the app's admission) is held until the
@@ -76,8 +77,7 @@ pub async fn serve(
                     wakes,
                     deferred: deferred.clone(),
                     inbox,
-                    deadline,
-                    timer: None,
+                    deadline: LazyDeadline::new(deadline),
                     route: app.route.clone(),
                     timeout,
                 }
@@ -136,7 +136,7 @@ async fn wait(
     wakes: &LocalWakes,
 ) -> Waited {
     // Armed only if the first poll does not answer: most guests do.
-    let mut timer: Option<Pin<Box<Sleep>>> = None;
+    let mut timer = LazyDeadline::new(deadline);
     std::future::poll_fn(|cx| {
         wakes.poll(cx, |cx| {
             if let Some(running) = driver
@@ -151,8 +151,7 @@ async fn wait(
                 Poll::Ready(Err(_)) if driver.is_none() => return Poll::Ready(Waited::Ended),
                 Poll::Ready(Err(_)) | Poll::Pending => {}
             }
-            let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-            match timer.as_mut().poll(cx) {
+            match timer.poll(cx) {
                 Poll::Ready(()) => Poll::Ready(Waited::TimedOut),
                 Poll::Pending => Poll::Pending,
             }
@@ -198,9 +197,8 @@ struct DrivingBody {
     wakes: LocalWakes,
     deferred: Arc<Deferred>,
     inbox: Arc<Inbox>,
-    deadline: Instant,
-    /// Armed once the body has to wait.
-    timer: Option<Pin<Box<Sleep>>>,
+    /// When the body is cut, whatever the store is doing.
+    deadline: LazyDeadline,
     route: Arc<str>,
     timeout: Duration,
 }
@@ -289,11 +287,7 @@ impl DrivingBody {
                 return this.passed(cx, polled);
             }
         }
-        let deadline = this.deadline;
-        let timer = this
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if timer.as_mut().poll(cx).is_ready() {
+        if this.deadline.poll(cx).is_ready() {
             crate::limited!(warn, app = %this.route, "guest still streaming after the {:?} timeout; response cut, guest stopped", this.timeout);
             this.over(cx);
             return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpResponseIncomplete)));
