@@ -33,13 +33,12 @@
 //! this owner does not wrap it; it borrows its shape instead.
 //!
 //! WASI 0.3 guests (`wasi:http/handler@0.3.0`) serve several requests at
-//! once on one instance. They fit here as a third way of using instances:
-//! [`Instances::take`] hands a p3 instance to up to its concurrency of
-//! requests at once (as `should_accept_request(concurrent, total)` does),
-//! the store runs on a task of its own under `run_concurrent`, each request
-//! keeps its own timeout, and a trap retires the instance for every request
-//! on it. Admission, the pool bound, spares, retiring and refilling stay
-//! the ones below; only `call` differs by guest kind.
+//! once on one instance. They take, give back, retire and refill through
+//! the same owner; what is theirs alone is kept here too: the app's list of
+//! 0.3 instances open to more requests ([`Instances::open`], whose rules
+//! are `p3::sharing`'s). Each request starts in its store the same way in
+//! both worlds ([`start_request`]); driving a store that serves several is
+//! `p3::driver`'s.
 
 use crate::config::{Grants, Limits, Mode, Mount};
 use crate::deferred::Task;

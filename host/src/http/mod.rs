@@ -3,6 +3,7 @@ pub mod connection;
 pub mod dev_errors;
 pub mod forwarded;
 pub mod request_head;
+pub mod response_body;
 pub mod router;
 pub mod server;
 pub mod service;

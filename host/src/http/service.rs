@@ -1,31 +1,29 @@
 //! The hyper service of one connection: what happens to each request
 //! between hyper and its app. It marks the request running for the
 //! connection's clock, checks its head (`request_head`), rewrites the
-//! forwarding headers (`forwarded`), routes the request once (`router`) and
-//! hands the result to both the access log and the guest (`guest::serve`; or, under
-//! `wasmhost dev`, answers with the app's failed build, `dev_errors`), and, once the
-//! server is shutting down, asks an HTTP/1 client to close after the
-//! response.
+//! forwarding headers (`forwarded`), routes the request once (`router`),
+//! starts its access-log record and hands it to the guest (`guest::serve`;
+//! under `wasmhost dev`, an app whose build failed answers with its error
+//! page, `dev_errors`). Once the server is shutting down it asks an HTTP/1
+//! client to close after the response. The response goes out wrapped
+//! (`response_body`).
 
 use crate::deferred::Deferred;
 use crate::guest::{self, Body};
-use crate::http::access_log::{AccessLog, Record};
-use crate::http::connection::{Activity, Running};
+use crate::http::access_log::AccessLog;
+use crate::http::connection::Activity;
 use crate::http::dev_errors::DevErrors;
 use crate::http::forwarded::{Forwarding, X_REQUEST_ID};
 use crate::http::request_head::{self, BadHead};
+use crate::http::response_body::Tracked;
 use crate::http::router::{Routes, Unrouted};
-use crate::telemetry::request_metrics::{self, Measure};
-use bytes::Buf;
+use crate::telemetry::request_metrics;
 use http::StatusCode;
 use http::header::{CONNECTION, HeaderValue};
-use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 /// The service for one connection's requests; `local` is the listener's
 /// address.
@@ -152,85 +150,5 @@ impl Unserved {
             ),
         };
         guest::plain(status, message)
-    }
-}
-
-/// A response body that keeps its request running until hyper has sent it
-/// (or dropped it), so a long response never looks like an idle connection;
-/// its access-log record, if any, counts the bytes and is written then. It
-/// also tells the connection's clock when it has a frame ready that hyper
-/// has not come for (from the head on, and after each frame it gave):
-/// hyper comes only when the client can take more, so a body left waiting
-/// is a client that takes nothing (`send_timeout`). A body waiting on its
-/// guest is not.
-pub struct Tracked<B> {
-    body: B,
-    running: Running,
-    record: Option<Box<Record>>,
-    /// Counted for `/metrics` when the body is done.
-    _measure: Option<Measure>,
-    /// Counted in `bodies_waiting`.
-    waiting: bool,
-}
-
-impl<B> Tracked<B> {
-    pub fn new(
-        body: B,
-        running: Running,
-        record: Option<Box<Record>>,
-        measure: Option<Measure>,
-    ) -> Self {
-        running.body_waiting(true);
-        Self {
-            body,
-            running,
-            record,
-            _measure: measure,
-            waiting: true,
-        }
-    }
-
-    fn set_waiting(&mut self, waiting: bool) {
-        if waiting != self.waiting {
-            self.waiting = waiting;
-            self.running.body_waiting(waiting);
-        }
-    }
-}
-
-impl<B> Drop for Tracked<B> {
-    fn drop(&mut self) {
-        if self.waiting {
-            self.running.body_waiting(false);
-        }
-    }
-}
-
-impl<B: http_body::Body + Unpin> http_body::Body for Tracked<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        self.running.body_taken();
-        let polled = Pin::new(&mut self.body).poll_frame(cx);
-        let ready = matches!(polled, Poll::Ready(Some(Ok(_)))) && !self.body.is_end_stream();
-        self.set_waiting(ready);
-        if let (Some(record), Poll::Ready(Some(Ok(frame)))) = (&mut self.record, &polled)
-            && let Some(data) = frame.data_ref()
-        {
-            record.sent(data.remaining());
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
     }
 }
