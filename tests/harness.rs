@@ -112,162 +112,82 @@ pub enum Guest {
 
 /// Builds `guest` once per test run and returns the component's path.
 pub fn guest(guest: Guest) -> &'static Path {
-    static RUST_HELLO: OnceLock<PathBuf> = OnceLock::new();
-    static PYTHON_HELLO: OnceLock<PathBuf> = OnceLock::new();
-    static PYTHON_P3: OnceLock<PathBuf> = OnceLock::new();
-    static PYTHON_WSGI: OnceLock<PathBuf> = OnceLock::new();
-    static PYTHON_FLASK: OnceLock<PathBuf> = OnceLock::new();
-    static WSGI_BOTTLE: OnceLock<PathBuf> = OnceLock::new();
-    static WSGI_PYRAMID: OnceLock<PathBuf> = OnceLock::new();
-    static WSGI_CHERRYPY: OnceLock<PathBuf> = OnceLock::new();
-    static WSGI_LAZY: OnceLock<PathBuf> = OnceLock::new();
-    static WSGI_DJANGO: OnceLock<PathBuf> = OnceLock::new();
-    static WSGI_FALCON: OnceLock<PathBuf> = OnceLock::new();
-    static WSGI_SQLALCHEMY: OnceLock<PathBuf> = OnceLock::new();
-    static WSGI_FLASK: OnceLock<PathBuf> = OnceLock::new();
-    static PYTHON_DJANGO: OnceLock<PathBuf> = OnceLock::new();
-    static FAULT: OnceLock<PathBuf> = OnceLock::new();
-    static COMMAND: OnceLock<PathBuf> = OnceLock::new();
-    static REDIS_COUNTER: OnceLock<PathBuf> = OnceLock::new();
-    static RUST_P3: OnceLock<PathBuf> = OnceLock::new();
-    static RUST_DEMO: OnceLock<PathBuf> = OnceLock::new();
-    static PYTHON_DEMO: OnceLock<PathBuf> = OnceLock::new();
-    static JAVASCRIPT_DEMO: OnceLock<PathBuf> = OnceLock::new();
-    static JS_HONO_WORKER: OnceLock<PathBuf> = OnceLock::new();
-    static JS_HONO_LISTENER: OnceLock<PathBuf> = OnceLock::new();
-    static JS_FETCH_EVENT: OnceLock<PathBuf> = OnceLock::new();
-    static C_DEMO: OnceLock<PathBuf> = OnceLock::new();
-    static GO_DEMO: OnceLock<PathBuf> = OnceLock::new();
-    static PYTHON_WSGI_DEMO: OnceLock<PathBuf> = OnceLock::new();
+    const COUNT: usize = Guest::PythonWsgiDemo as usize + 1;
+    static BUILT: [OnceLock<PathBuf>; COUNT] = [const { OnceLock::new() }; COUNT];
     let root = repo_root();
+    BUILT[guest as usize].get_or_init(|| match recipe(guest) {
+        Recipe::Cargo(dir, package, file) => cargo_wasm(&root.join(dir), package, file),
+        Recipe::Script(dir, file) => build_script(&root, dir, file),
+        Recipe::Wsgi(dir, args, file) => wsgi_bridge(&root, dir, args, file),
+        Recipe::Js(app, file) => js_test_app(&root, app, file),
+    })
+}
+
+/// How a guest is built, from the repository's root.
+enum Recipe {
+    /// `cargo build` of a package in a folder, for wasm32-wasip2; the file
+    /// it makes.
+    Cargo(&'static str, &'static str, &'static str),
+    /// The folder's pinned `build.sh`, and the file to build.
+    Script(&'static str, &'static str),
+    /// `wasmhost-wsgi build` in a folder with these arguments.
+    Wsgi(&'static str, &'static [&'static str], &'static str),
+    /// tests/guests/js-hono's app of this name, through wasmhost-js.
+    Js(&'static str, &'static str),
+}
+
+fn recipe(guest: Guest) -> Recipe {
+    use Recipe::{Cargo, Js, Script, Wsgi};
+    const APP: &[&str] = &["app:app", "-r", "requirements.txt"];
+    const WSGI: &[&str] = &["wsgi:application"];
     match guest {
-        Guest::RustHello => RUST_HELLO.get_or_init(|| {
-            cargo_wasm(
-                &root.join("guest-examples/rust-hello"),
-                "rust-hello",
-                "rust_hello.wasm",
-            )
-        }),
-        Guest::Fault => {
-            FAULT.get_or_init(|| cargo_wasm(&root.join("tests/guests"), "fault", "fault.wasm"))
-        }
-        Guest::Command => COMMAND
-            .get_or_init(|| cargo_wasm(&root.join("tests/guests"), "command", "command.wasm")),
-        Guest::RustP3 => RUST_P3.get_or_init(|| {
-            cargo_wasm(
-                &root.join("guest-examples/rust-p3"),
-                "rust-p3",
-                "rust_p3.wasm",
-            )
-        }),
-        Guest::RedisCounter => REDIS_COUNTER.get_or_init(|| {
-            cargo_wasm(
-                &root.join("guest-examples/rust-redis-counter"),
-                "rust-redis-counter",
-                "rust_redis_counter.wasm",
-            )
-        }),
-        Guest::PythonHello => PYTHON_HELLO.get_or_init(|| {
-            build_script(&root, "guest-examples/python-hello", "python-hello.wasm")
-        }),
-        Guest::PythonP3 => PYTHON_P3
-            .get_or_init(|| build_script(&root, "guest-examples/python-p3", "python-p3.wasm")),
-        Guest::PythonFlask => PYTHON_FLASK.get_or_init(|| {
-            build_script(&root, "guest-examples/python-flask", "python-flask.wasm")
-        }),
-        Guest::PythonWsgi => PYTHON_WSGI.get_or_init(|| {
-            wsgi_bridge(
-                &root,
-                "guest-examples/python-wsgi",
-                &["wsgi:application"],
-                "python-wsgi.wasm",
-            )
-        }),
-        Guest::WsgiBottle => WSGI_BOTTLE.get_or_init(|| {
-            let args = ["app:app", "-r", "requirements.txt"];
-            wsgi_bridge(&root, "tests/guests/wsgi-bottle", &args, "wsgi-bottle.wasm")
-        }),
-        Guest::WsgiPyramid => WSGI_PYRAMID.get_or_init(|| {
-            let args = ["app:app", "-r", "requirements.txt"];
-            wsgi_bridge(
-                &root,
-                "tests/guests/wsgi-pyramid",
-                &args,
-                "wsgi-pyramid.wasm",
-            )
-        }),
-        Guest::WsgiCherryPy => WSGI_CHERRYPY.get_or_init(|| {
-            let args = ["app:app", "-r", "requirements.txt"];
-            wsgi_bridge(
-                &root,
-                "tests/guests/wsgi-cherrypy",
-                &args,
-                "wsgi-cherrypy.wasm",
-            )
-        }),
-        Guest::WsgiLazy => WSGI_LAZY.get_or_init(|| {
-            let args = ["app:application", "--include", "colorsys"];
-            wsgi_bridge(&root, "tests/guests/wsgi-lazy", &args, "wsgi-lazy.wasm")
-        }),
-        Guest::WsgiDjango => WSGI_DJANGO.get_or_init(|| {
-            let args = ["mysite.wsgi:application", "-r", "requirements.txt"];
-            wsgi_bridge(&root, "tests/guests/wsgi-django", &args, "wsgi-django.wasm")
-        }),
-        Guest::WsgiFalcon => WSGI_FALCON.get_or_init(|| {
-            let args = ["app:app", "-r", "requirements.txt"];
-            wsgi_bridge(&root, "tests/guests/wsgi-falcon", &args, "wsgi-falcon.wasm")
-        }),
-        Guest::PythonDjango => PYTHON_DJANGO.get_or_init(|| {
-            build_script(&root, "guest-examples/python-django", "python-django.wasm")
-        }),
-        Guest::WsgiFlask => WSGI_FLASK.get_or_init(|| {
-            let args = ["app:app", "-r", "requirements.txt"];
-            wsgi_bridge(&root, "tests/guests/wsgi-flask", &args, "wsgi-flask.wasm")
-        }),
-        Guest::WsgiSqlalchemy => WSGI_SQLALCHEMY.get_or_init(|| {
-            let args = ["app:application", "-r", "requirements.txt"];
-            let out = "wsgi-sqlalchemy.wasm";
-            wsgi_bridge(&root, "tests/guests/wsgi-sqlalchemy", &args, out)
-        }),
-        Guest::RustDemo => RUST_DEMO.get_or_init(|| {
-            cargo_wasm(
-                &root.join("guest-examples/rust-demo"),
-                "rust-demo",
-                "rust_demo.wasm",
-            )
-        }),
-        Guest::PythonDemo => PYTHON_DEMO
-            .get_or_init(|| build_script(&root, "guest-examples/python-demo", "python-demo.wasm")),
-        Guest::JavascriptDemo => JAVASCRIPT_DEMO.get_or_init(|| {
-            build_script(
-                &root,
-                "guest-examples/javascript-demo",
-                "javascript-demo.wasm",
-            )
-        }),
-        Guest::JsHonoWorker => {
-            JS_HONO_WORKER.get_or_init(|| js_test_app(&root, "worker", "js-hono-worker.wasm"))
-        }
-        Guest::JsHonoListener => {
-            JS_HONO_LISTENER.get_or_init(|| js_test_app(&root, "listener", "js-hono-listener.wasm"))
-        }
-        Guest::JsFetchEvent => {
-            JS_FETCH_EVENT.get_or_init(|| js_test_app(&root, "fetch-event", "js-fetch-event.wasm"))
-        }
-        Guest::CDemo => {
-            C_DEMO.get_or_init(|| build_script(&root, "guest-examples/c-demo", "c-demo.wasm"))
-        }
-        Guest::GoDemo => {
-            GO_DEMO.get_or_init(|| build_script(&root, "guest-examples/go-demo", "go-demo.wasm"))
-        }
-        Guest::PythonWsgiDemo => PYTHON_WSGI_DEMO.get_or_init(|| {
-            wsgi_bridge(
-                &root,
-                "guest-examples/python-wsgi-demo",
-                &["wsgi:application"],
-                "python-wsgi-demo.wasm",
-            )
-        }),
+        Guest::RustHello => Cargo("guest-examples/rust-hello", "rust-hello", "rust_hello.wasm"),
+        Guest::Fault => Cargo("tests/guests", "fault", "fault.wasm"),
+        Guest::Command => Cargo("tests/guests", "command", "command.wasm"),
+        Guest::RustP3 => Cargo("guest-examples/rust-p3", "rust-p3", "rust_p3.wasm"),
+        Guest::RedisCounter => Cargo(
+            "guest-examples/rust-redis-counter",
+            "rust-redis-counter",
+            "rust_redis_counter.wasm",
+        ),
+        Guest::RustDemo => Cargo("guest-examples/rust-demo", "rust-demo", "rust_demo.wasm"),
+        Guest::PythonHello => Script("guest-examples/python-hello", "python-hello.wasm"),
+        Guest::PythonP3 => Script("guest-examples/python-p3", "python-p3.wasm"),
+        Guest::PythonFlask => Script("guest-examples/python-flask", "python-flask.wasm"),
+        Guest::PythonDjango => Script("guest-examples/python-django", "python-django.wasm"),
+        Guest::PythonDemo => Script("guest-examples/python-demo", "python-demo.wasm"),
+        Guest::JavascriptDemo => Script("guest-examples/javascript-demo", "javascript-demo.wasm"),
+        Guest::CDemo => Script("guest-examples/c-demo", "c-demo.wasm"),
+        Guest::GoDemo => Script("guest-examples/go-demo", "go-demo.wasm"),
+        Guest::PythonWsgi => Wsgi("guest-examples/python-wsgi", WSGI, "python-wsgi.wasm"),
+        Guest::PythonWsgiDemo => Wsgi(
+            "guest-examples/python-wsgi-demo",
+            WSGI,
+            "python-wsgi-demo.wasm",
+        ),
+        Guest::WsgiBottle => Wsgi("tests/guests/wsgi-bottle", APP, "wsgi-bottle.wasm"),
+        Guest::WsgiPyramid => Wsgi("tests/guests/wsgi-pyramid", APP, "wsgi-pyramid.wasm"),
+        Guest::WsgiCherryPy => Wsgi("tests/guests/wsgi-cherrypy", APP, "wsgi-cherrypy.wasm"),
+        Guest::WsgiFalcon => Wsgi("tests/guests/wsgi-falcon", APP, "wsgi-falcon.wasm"),
+        Guest::WsgiFlask => Wsgi("tests/guests/wsgi-flask", APP, "wsgi-flask.wasm"),
+        Guest::WsgiLazy => Wsgi(
+            "tests/guests/wsgi-lazy",
+            &["app:application", "--include", "colorsys"],
+            "wsgi-lazy.wasm",
+        ),
+        Guest::WsgiDjango => Wsgi(
+            "tests/guests/wsgi-django",
+            &["mysite.wsgi:application", "-r", "requirements.txt"],
+            "wsgi-django.wasm",
+        ),
+        Guest::WsgiSqlalchemy => Wsgi(
+            "tests/guests/wsgi-sqlalchemy",
+            &["app:application", "-r", "requirements.txt"],
+            "wsgi-sqlalchemy.wasm",
+        ),
+        Guest::JsHonoWorker => Js("worker", "js-hono-worker.wasm"),
+        Guest::JsHonoListener => Js("listener", "js-hono-listener.wasm"),
+        Guest::JsFetchEvent => Js("fetch-event", "js-fetch-event.wasm"),
     }
 }
 

@@ -237,4 +237,125 @@ mod layers {
             visit(module, &edges, &mut state, &mut Vec::new());
         }
     }
+
+    /// `source` with comments, strings and character literals blanked,
+    /// line breaks kept: braces left are the code's own.
+    fn code_only(source: &str) -> String {
+        let chars: Vec<char> = source.chars().collect();
+        let mut out = String::with_capacity(source.len());
+        let mut at = 0;
+        let blank = |out: &mut String, text: &[char]| {
+            out.extend(text.iter().map(|&c| if c == '\n' { '\n' } else { ' ' }));
+        };
+        let starts = |at: usize, text: &str| {
+            text.chars()
+                .enumerate()
+                .all(|(i, c)| chars.get(at + i) == Some(&c))
+        };
+        while at < chars.len() {
+            let end = if starts(at, "//") {
+                (at..chars.len())
+                    .find(|&i| chars[i] == '\n')
+                    .unwrap_or(chars.len())
+            } else if starts(at, "/*") {
+                (at + 2..chars.len())
+                    .find(|&i| starts(i, "*/"))
+                    .map_or(chars.len(), |i| i + 2)
+            } else if chars[at] == 'r'
+                && !chars
+                    .get(at.wrapping_sub(1))
+                    .is_some_and(|c| c.is_alphanumeric() || *c == '_')
+                && (starts(at + 1, "\"") || starts(at + 1, "#"))
+            {
+                let hashes = chars[at + 1..].iter().take_while(|&&c| c == '#').count();
+                if chars.get(at + 1 + hashes) != Some(&'"') {
+                    out.push(chars[at]);
+                    at += 1;
+                    continue;
+                }
+                let close: String = std::iter::once('"')
+                    .chain((0..hashes).map(|_| '#'))
+                    .collect();
+                (at + 2 + hashes..chars.len())
+                    .find(|&i| starts(i, &close))
+                    .map_or(chars.len(), |i| i + close.len())
+            } else if chars[at] == '"' {
+                let mut i = at + 1;
+                while i < chars.len() && chars[i] != '"' {
+                    i += if chars[i] == '\\' { 2 } else { 1 };
+                }
+                i + 1
+            } else if chars[at] == '\''
+                && (chars.get(at + 2) == Some(&'\'') || chars.get(at + 1) == Some(&'\\'))
+            {
+                (at + 2..chars.len())
+                    .find(|&i| chars[i] == '\'')
+                    .map_or(chars.len(), |i| i + 1)
+            } else {
+                out.push(chars[at]);
+                at += 1;
+                continue;
+            };
+            let end = end.min(chars.len());
+            blank(&mut out, &chars[at..end]);
+            at = end;
+        }
+        out
+    }
+
+    /// Each `fn` with a body in `code`: its name, first line and length in
+    /// lines, from `fn` to its closing brace.
+    fn functions(code: &str) -> Vec<(String, usize, usize)> {
+        let bytes = code.as_bytes();
+        let mut found = Vec::new();
+        for (at, _) in code.match_indices("fn ") {
+            if at > 0 && (bytes[at - 1].is_ascii_alphanumeric() || bytes[at - 1] == b'_') {
+                continue;
+            }
+            let name: String = code[at + 3..]
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            let Some(open) = code[at..].find(['{', ';']).map(|i| at + i) else {
+                continue;
+            };
+            if name.is_empty() || bytes[open] == b';' {
+                continue;
+            }
+            let mut depth = 0;
+            let close = (open..bytes.len()).find(|&i| {
+                match bytes[i] {
+                    b'{' => depth += 1,
+                    b'}' => depth -= 1,
+                    _ => {}
+                }
+                depth == 0
+            });
+            let first = code[..at].matches('\n').count() + 1;
+            let last = code[..close.unwrap_or(bytes.len())].matches('\n').count() + 1;
+            found.push((name, first, last - first + 1));
+        }
+        found
+    }
+
+    #[test]
+    fn no_function_is_a_hundred_lines_long() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut all = BTreeMap::new();
+        modules(&root, &[], &mut all);
+        let mut long = Vec::new();
+        for file in all.values() {
+            let code = code_only(&std::fs::read_to_string(file).unwrap());
+            for (name, line, lines) in functions(&code) {
+                if lines >= 100 {
+                    long.push(format!("{}:{line}: {name}, {lines} lines", file.display()));
+                }
+            }
+        }
+        assert!(long.is_empty(), "split these:\n{}", long.join("\n"));
+        // The scan itself: a brace inside a string or comment is no brace.
+        let sample = "fn a() {\n    let s = \"}\";\n    // }\n    let c = '}';\n}\nfn b() {}\n";
+        let lengths: Vec<usize> = functions(&code_only(sample)).iter().map(|f| f.2).collect();
+        assert_eq!(lengths, [5, 1]);
+    }
 }
