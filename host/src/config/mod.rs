@@ -163,6 +163,57 @@ fn listeners(args: &ServeArgs, file: Option<&File>) -> Result<Vec<ListenerConfig
 /// `--spares`, the limits) apply to every mount, the file's included.
 fn mounts(source: &Source, file: Option<&File>) -> Result<Vec<Mount>> {
     let mut mounts: Vec<Mount> = file.map(|f| f.mounts.clone()).unwrap_or_default();
+    add_flag_mounts(source, &mut mounts)?;
+    let inherited = inherited_by_flags(source)?;
+    let dirs = source
+        .dirs
+        .iter()
+        .map(|dir| dirs::dir_grant(dir.clone(), Path::new(""), &Origin::Flag("--dir")))
+        .collect::<Result<Vec<_>>>()?;
+    for grant in &source.allow_outbound {
+        warn_if_wide(grant, "--allow-outbound");
+    }
+    let outbound_ca = source
+        .outbound_ca
+        .clone()
+        .map(outbound::OutboundCa::read)
+        .transpose()
+        .map_err(|e| anyhow!("--outbound-ca: {e}"))?;
+    for mount in &mut mounts {
+        if let Some(uses) = source.reuse {
+            mount.mode = Mode::Reuse(uses);
+        }
+        mount.spares = source.spares.unwrap_or(mount.spares);
+        if let Some(n) = source.concurrency_per_instance {
+            if n.get() > 1 && mount.mode == Mode::Fresh {
+                bail!(
+                    "--concurrency-per-instance {n}: app {} makes a fresh instance per request, which serves one request; add --reuse N, or reuse = N to its [[app]]",
+                    mount.route
+                );
+            }
+            mount.concurrency_per_instance = n;
+        }
+        limit_flags(source, &mut mount.limits);
+        for (name, value) in source.env.iter().chain(&inherited) {
+            mount.grants.set_env(name.clone(), value.clone());
+        }
+        mount.grants.dirs.extend(dirs.iter().cloned());
+        mount.grants.allow_nested_dirs |= source.allow_nested_dirs;
+        mount
+            .grants
+            .outbound
+            .extend(source.allow_outbound.iter().cloned());
+        if outbound_ca.is_some() {
+            mount.grants.outbound_ca = outbound_ca.clone();
+        }
+    }
+    dirs::place_nested(&mut mounts)?;
+    Ok(mounts)
+}
+
+/// The mounts the flags give (APP.wasm at `/`, each `--mount`), added to
+/// `mounts`; one for a route the file also mounts replaces the file's.
+fn add_flag_mounts(source: &Source, mounts: &mut Vec<Mount>) -> Result<()> {
     let mut from_flags: Vec<Mount> = Vec::new();
     let app = source.app.iter().map(|component| {
         (
@@ -199,66 +250,26 @@ fn mounts(source: &Source, file: Option<&File>) -> Result<Vec<Mount>> {
         });
     }
     mounts.extend(from_flags);
-    let inherited = inherited_by_flags(source)?;
-    let dirs = source
-        .dirs
-        .iter()
-        .map(|dir| dirs::dir_grant(dir.clone(), Path::new(""), &Origin::Flag("--dir")))
-        .collect::<Result<Vec<_>>>()?;
-    for grant in &source.allow_outbound {
-        warn_if_wide(grant, "--allow-outbound");
-    }
-    let outbound_ca = source
-        .outbound_ca
-        .clone()
-        .map(outbound::OutboundCa::read)
-        .transpose()
-        .map_err(|e| anyhow!("--outbound-ca: {e}"))?;
-    for mount in &mut mounts {
-        if let Some(uses) = source.reuse {
-            mount.mode = Mode::Reuse(uses);
-        }
-        mount.spares = source.spares.unwrap_or(mount.spares);
-        if let Some(n) = source.concurrency_per_instance {
-            if n.get() > 1 && mount.mode == Mode::Fresh {
-                bail!(
-                    "--concurrency-per-instance {n}: app {} makes a fresh instance per request, which serves one request; add --reuse N, or reuse = N to its [[app]]",
-                    mount.route
-                );
-            }
-            mount.concurrency_per_instance = n;
-        }
-        let limits = &mut mount.limits;
-        limits.memory_limit = source.memory_limit.unwrap_or(limits.memory_limit);
-        limits.cpu_limit = source.cpu_limit.unwrap_or(limits.cpu_limit);
-        limits.timeout = source.timeout.unwrap_or(limits.timeout);
-        limits.body_limit = source.body_limit.unwrap_or(limits.body_limit);
-        limits.body_timeout = source.body_timeout.unwrap_or(limits.body_timeout);
-        limits.concurrency = source.concurrency.unwrap_or(limits.concurrency);
-        limits.queue = source.queue.unwrap_or(limits.queue);
-        limits.outbound_timeout = source.outbound_timeout.unwrap_or(limits.outbound_timeout);
-        limits.outbound_concurrency = source
-            .outbound_concurrency
-            .unwrap_or(limits.outbound_concurrency);
-        limits.max_per_client = source.max_per_client.or(limits.max_per_client);
-        limits.max_open_per_instance = source
-            .max_open_per_instance
-            .unwrap_or(limits.max_open_per_instance);
-        for (name, value) in source.env.iter().chain(&inherited) {
-            mount.grants.set_env(name.clone(), value.clone());
-        }
-        mount.grants.dirs.extend(dirs.iter().cloned());
-        mount.grants.allow_nested_dirs |= source.allow_nested_dirs;
-        mount
-            .grants
-            .outbound
-            .extend(source.allow_outbound.iter().cloned());
-        if outbound_ca.is_some() {
-            mount.grants.outbound_ca = outbound_ca.clone();
-        }
-    }
-    dirs::place_nested(&mut mounts)?;
-    Ok(mounts)
+    Ok(())
+}
+
+/// The limit flags, over an app's own limits.
+fn limit_flags(source: &Source, limits: &mut Limits) {
+    limits.memory_limit = source.memory_limit.unwrap_or(limits.memory_limit);
+    limits.cpu_limit = source.cpu_limit.unwrap_or(limits.cpu_limit);
+    limits.timeout = source.timeout.unwrap_or(limits.timeout);
+    limits.body_limit = source.body_limit.unwrap_or(limits.body_limit);
+    limits.body_timeout = source.body_timeout.unwrap_or(limits.body_timeout);
+    limits.concurrency = source.concurrency.unwrap_or(limits.concurrency);
+    limits.queue = source.queue.unwrap_or(limits.queue);
+    limits.outbound_timeout = source.outbound_timeout.unwrap_or(limits.outbound_timeout);
+    limits.outbound_concurrency = source
+        .outbound_concurrency
+        .unwrap_or(limits.outbound_concurrency);
+    limits.max_per_client = source.max_per_client.or(limits.max_per_client);
+    limits.max_open_per_instance = source
+        .max_open_per_instance
+        .unwrap_or(limits.max_open_per_instance);
 }
 
 /// A grant of any host works, but is rarely what was meant.

@@ -41,7 +41,7 @@
 //! `p3::driver`'s.
 
 use crate::config::{Grants, Limits, Mode, Mount};
-use crate::deferred::Task;
+use crate::deferred::{Chore, Task};
 use crate::guest::engine::Reset;
 use crate::guest::limits::{self, MemoryBudget, MemoryShare};
 use crate::guest::output::AppOutput;
@@ -482,6 +482,12 @@ impl Instances {
     }
 }
 
+impl Chore for Leftovers {
+    fn start(self: Box<Self>) -> Option<Task> {
+        self.retire().map(|claim| Box::pin(claim.run()) as Task)
+    }
+}
+
 /// What every request starts with in its store, 0.2 or 0.3 (where several
 /// share one): its own CPU budget, and the epoch deadline that checks it.
 pub fn start_request(mut store: StoreContextMut<'_, Sandbox>) {
@@ -531,9 +537,9 @@ impl Leftovers {
         self.refill
     }
 
-    /// All of it as one task for the connection to run after the response
+    /// All of it, for the connection to do after the response
     /// (`deferred`).
-    pub fn later(self) -> Task {
-        Box::pin(self.run())
+    pub fn later(self) -> Box<dyn Chore> {
+        Box::new(self)
     }
 }
