@@ -85,6 +85,41 @@ fn guest_output_is_prefixed_with_the_app() {
     assert!(server.wait_for_log("[/] stderr: line to stderr", Duration::from_secs(10)));
 }
 
+/// wasmtime's `cli_serve_with_print`: a line written in pieces, through a
+/// handle per piece, is one line; an empty line is kept. Before, each
+/// handle flushed its piece as a line of its own when it was dropped.
+#[test]
+fn a_line_printed_in_pieces_is_one_line_and_an_empty_line_is_kept() {
+    let server = serve(Guest::Fault);
+    assert_eq!(get(&server.url("/print-pieces")).unwrap().body, "printed\n");
+    for (prefix, stream) in [("[/] ", "stdout"), ("[/] stderr: ", "stderr")] {
+        let last = format!("{prefix}after empty");
+        assert!(
+            server.wait_for_log(&last, Duration::from_secs(10)),
+            "{}",
+            server.log()
+        );
+        let lines: Vec<String> = server
+            .log()
+            .lines()
+            .filter(|line| {
+                line.starts_with(prefix) && line.contains("stderr: ") != (stream == "stdout")
+            })
+            .map(str::to_string)
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                format!("{prefix}this is half a print to {stream}"),
+                prefix.to_string(),
+                last,
+            ],
+            "{}",
+            server.log()
+        );
+    }
+}
+
 #[test]
 fn guests_get_no_environment_files_or_outbound_http() {
     let server = serve(Guest::Fault);

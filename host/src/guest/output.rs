@@ -154,27 +154,30 @@ fn escape(text: &str) -> String {
     escaped
 }
 
-/// One guest stream of one instance. A line split across several writes is
-/// reassembled before it is printed, so lines from concurrent instances never
-/// interleave mid-line.
+/// One guest stream of one instance. Every handle the guest opens on it
+/// (Rust's `print!` opens one per call) writes into the same line, so a
+/// line split across writes and handles is printed whole, and lines from
+/// concurrent instances never interleave mid-line. What is left of a line
+/// when the instance ends is printed then.
 #[derive(Clone)]
 pub struct GuestOutput {
-    sink: Sink,
-    app: Arc<AppOutput>,
+    line: Arc<Mutex<Line>>,
 }
 
 impl GuestOutput {
     pub fn new(sink: Sink, app: Arc<AppOutput>) -> Self {
-        Self { sink, app }
+        Self {
+            line: Arc::new(Mutex::new(Line {
+                sink,
+                app,
+                partial: Vec::new(),
+                length: 0,
+            })),
+        }
     }
 
     fn stream(&self) -> LineWriter {
-        LineWriter {
-            sink: self.sink,
-            app: self.app.clone(),
-            partial: Vec::new(),
-            length: 0,
-        }
+        LineWriter(self.line.clone())
     }
 }
 
@@ -194,7 +197,8 @@ impl StdoutStream for GuestOutput {
     }
 }
 
-struct LineWriter {
+/// The line a guest stream is writing.
+struct Line {
     sink: Sink,
     app: Arc<AppOutput>,
     /// The line so far, up to `MAX_LINE` bytes of it.
@@ -203,10 +207,11 @@ struct LineWriter {
     length: usize,
 }
 
-impl LineWriter {
+impl Line {
     fn write_bytes(&mut self, mut bytes: &[u8]) {
         while let Some(end) = bytes.iter().position(|&b| b == b'\n') {
             self.keep(&bytes[..end]);
+            // An empty line is a line too (`println!()`).
             self.emit();
             bytes = &bytes[end + 1..];
         }
@@ -222,17 +227,26 @@ impl LineWriter {
     }
 
     fn emit(&mut self) {
-        if self.length > 0 {
-            self.app.print(self.sink, &self.partial, self.length);
-        }
+        self.app.print(self.sink, &self.partial, self.length);
         self.partial.clear();
         self.length = 0;
     }
 }
 
-impl Drop for LineWriter {
+impl Drop for Line {
     fn drop(&mut self) {
-        self.emit();
+        if self.length > 0 {
+            self.emit();
+        }
+    }
+}
+
+/// One handle on a guest stream.
+struct LineWriter(Arc<Mutex<Line>>);
+
+impl LineWriter {
+    fn write_bytes(&self, bytes: &[u8]) {
+        self.0.lock().write_bytes(bytes);
     }
 }
 
@@ -258,7 +272,7 @@ impl Pollable for LineWriter {
 
 impl AsyncWrite for LineWriter {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
@@ -297,12 +311,25 @@ mod tests {
 
     #[test]
     fn a_long_line_is_kept_to_its_bound_and_marked_cut() {
-        let mut writer = GuestOutput::new(Sink::Stdout, AppOutput::new(&Arc::from("/"))).stream();
-        writer.write_bytes(&vec![b'x'; 3 * MAX_LINE]);
-        assert_eq!(writer.partial.len(), MAX_LINE);
-        assert_eq!(writer.length, 3 * MAX_LINE);
-        writer.write_bytes(b"\nnext");
-        assert_eq!(writer.partial, b"next");
-        assert_eq!(writer.length, 4);
+        let output = GuestOutput::new(Sink::Stdout, AppOutput::new(&Arc::from("/")));
+        output.stream().write_bytes(&vec![b'x'; 3 * MAX_LINE]);
+        let line = || output.line.lock();
+        assert_eq!(line().partial.len(), MAX_LINE);
+        assert_eq!(line().length, 3 * MAX_LINE);
+        output.stream().write_bytes(b"\nnext");
+        assert_eq!(line().partial, b"next");
+        assert_eq!(line().length, 4);
+    }
+
+    #[test]
+    fn a_line_written_through_several_handles_stays_one_line() {
+        let output = GuestOutput::new(Sink::Stderr, AppOutput::new(&Arc::from("/")));
+        for piece in ["start a print ", "1", "2"] {
+            // A handle each, dropped after its write, as `eprint!` does.
+            output.stream().write_bytes(piece.as_bytes());
+        }
+        assert_eq!(output.line.lock().partial, b"start a print 12");
+        output.stream().write_bytes(b"\n");
+        assert_eq!(output.line.lock().length, 0);
     }
 }

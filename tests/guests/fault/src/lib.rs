@@ -9,6 +9,9 @@
 //! - `/sleep/<ms>`     waits, then 200 `slept <ms> ms`
 //! - `/echo`           streams the request body back
 //! - `/print`          writes to stdout and stderr, then 200
+//! - `/print-pieces`   wasmtime's `cli_serve_with_print`: half a line, a
+//!                     flush, its end, an empty line and one more, on each
+//!                     stream, each write through a handle of its own
 //! - `/trailers`       200 `body`, then trailers `content-length`, `te`,
 //!                     `authorization` (none of which a trailer may carry)
 //!                     and `x-checksum`
@@ -49,6 +52,7 @@ use wasi::http::types::{
     Fields, IncomingRequest, Method, OutgoingBody, OutgoingRequest, OutgoingResponse,
     ResponseOutparam, Scheme,
 };
+use std::io::Write;
 use std::sync::atomic::{AtomicU32, Ordering};
 use wasi::io::streams::StreamError;
 
@@ -84,6 +88,19 @@ impl wasi::exports::http::incoming_handler::Guest for Fault {
             "/print" => {
                 println!("line to stdout");
                 eprintln!("line to stderr");
+                respond(out, 200, b"printed\n");
+            }
+            "/print-pieces" => {
+                print!("this is half a print ");
+                std::io::stdout().flush().unwrap();
+                println!("to stdout");
+                println!();
+                println!("after empty");
+                eprint!("this is half a print ");
+                std::io::stderr().flush().unwrap();
+                eprintln!("to stderr");
+                eprintln!();
+                eprintln!("after empty");
                 respond(out, 200, b"printed\n");
             }
             "/sandbox" => respond(out, 200, sandbox().as_bytes()),
