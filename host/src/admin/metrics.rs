@@ -96,6 +96,17 @@ impl Metrics {
             "Guests' outbound HTTP requests refused because no grant of the app allows them, by app",
             counts.outbound_denied.clone(),
         );
+        registry.register(
+            "keyvalue_operations",
+            "Guests' wasi:keyvalue operations, by app, bucket, store (memory, redis), operation and outcome",
+            counts.keyvalue.clone(),
+        );
+        registry.register_with_unit(
+            "keyvalue",
+            "Time the app's keyvalue stores spent on its operations, by app and store",
+            Unit::Seconds,
+            counts.keyvalue_seconds.clone(),
+        );
         let serving = Arc::new(Serving::default());
         registry.register_collector(Box::new(serving.clone()));
         Self {

@@ -3,6 +3,7 @@
 
 use super::outbound::OutboundGrant;
 use super::settings::MAX_SPARES;
+use super::stores::{StoreTarget, parse_bucket_flag, parse_config_var};
 use super::units::{
     Destination, parse_admin, parse_dir, parse_duration, parse_env, parse_env_name, parse_network,
     parse_positive_duration, parse_size,
@@ -174,6 +175,21 @@ pub struct Source {
     /// warning
     #[arg(long = "inherit-env", value_name = "NAME", value_parser = parse_env_name)]
     pub inherit_env: Vec<String>,
+    /// Give every app this `wasi:config/store` variable, e.g.
+    /// `--config-var greeting=hello`; repeatable. A guest's `get` of any
+    /// other key answers none
+    #[arg(long = "config-var", value_name = "KEY=VALUE", value_parser = parse_config_var)]
+    pub config_vars: Vec<(String, String)>,
+    /// Give every app a `wasi:keyvalue` bucket: `memory` (the app's own, in
+    /// wasmhost's memory), `memory:NAME` (shared by the apps given NAME) or
+    /// `redis://HOST:PORT/DB`, for the default bucket or as `BUCKET=STORE`;
+    /// repeatable. Guests open no bucket unless granted
+    #[arg(long = "keyvalue", value_name = "[BUCKET=]STORE", value_parser = parse_bucket_flag)]
+    pub keyvalue: Vec<(String, StoreTarget)>,
+    /// Bytes of keys and values one in-memory keyvalue store may hold, e.g.
+    /// `64MiB`; a write past it gets an error [default: 64MiB]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub keyvalue_memory_limit: Option<u64>,
     /// Give every app's guest this host directory, read-only unless `:rw`,
     /// e.g. `--dir static:/static`; repeatable. The guest can reach nothing
     /// outside it

@@ -7,6 +7,7 @@ use super::settings::{
     CertPair, DEFAULT_CONCURRENCY_PER_INSTANCE, DEFAULT_SPARES, Grants, Limits, ListenerConfig,
     MAX_SPARES, Mode, Mount, Origin,
 };
+use super::stores::{check_bucket_name, check_config_key, parse_store};
 use super::units::{
     Destination, check_env_name, check_env_value, inherit_env, parse_admin, parse_dir,
     parse_duration, parse_network, parse_size,
@@ -117,6 +118,14 @@ struct RawApp {
     env: Option<Spanned<BTreeMap<String, String>>>,
     /// Variables of wasmhost's own environment the guest is given.
     inherit_env: Option<Vec<Spanned<String>>>,
+    /// Its `wasi:config/store` variables: `{ key = "value" }`, or
+    /// `{ key = { env = "NAME" } }` for a value read from wasmhost's
+    /// environment.
+    config: Option<Spanned<BTreeMap<String, RawConfigValue>>>,
+    /// Its `wasi:keyvalue` buckets, `{ default = "memory" }`.
+    keyvalue: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    /// Bytes one in-memory keyvalue store may hold, e.g. "64MiB".
+    keyvalue_memory_limit: Option<Spanned<String>>,
     /// Host directories the guest is given, `"HOST:GUEST[:rw]"`.
     dirs: Option<Vec<Spanned<String>>>,
     /// Its `dirs` may lie inside a directory an app may write.
@@ -142,6 +151,16 @@ struct RawApp {
     dev: Option<RawDev>,
 }
 
+/// A config value as written: the value, or where to read it.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawConfigValue {
+    Text(String),
+    FromEnv {
+        env: String,
+    },
+}
+
 /// `[app.dev]`: what `wasmhost dev` builds and serves in place of the app's
 /// own `build` and `component`, and the directories it grants on top of
 /// `dirs`: a dev build that reads the app's source at instance start (the
@@ -165,6 +184,45 @@ impl RawApp {
                 .unwrap_or(&self.component),
         )
     }
+}
+
+/// An `[[app]]` entry's `config`, `keyvalue` and `keyvalue_memory_limit`.
+fn stores(entry: &RawApp, places: &Places, grants: &mut Grants) -> Result<()> {
+    if let Some(config) = &entry.config {
+        let place = places.at(config.span());
+        for (key, value) in config.get_ref() {
+            check_config_key(key).map_err(|e| anyhow!("{place}: config: {e}"))?;
+            let value = match value {
+                RawConfigValue::Text(text) => text.clone(),
+                RawConfigValue::FromEnv { env } => std::env::var(env).map_err(|e| {
+                    anyhow!(
+                        "{place}: config: {key} is read from {env} in wasmhost's environment, which {}; set it, or give the value",
+                        match e {
+                            std::env::VarError::NotPresent => "is not set",
+                            std::env::VarError::NotUnicode(_) => "is not valid UTF-8",
+                        }
+                    )
+                })?,
+            };
+            grants.config.set(key.clone(), value);
+        }
+    }
+    for (bucket, store) in entry.keyvalue.iter().flat_map(|k| k.get_ref()) {
+        let place = places.at(store.span());
+        check_bucket_name(bucket).map_err(|e| anyhow!("{place}: keyvalue: {e}"))?;
+        let target = places.parsed(store, &format!("keyvalue.{bucket}"), parse_store)?;
+        grants.keyvalue.buckets.insert(bucket.clone(), target);
+    }
+    if let Some(limit) = &entry.keyvalue_memory_limit {
+        grants.keyvalue.memory_limit = places.parsed(limit, "keyvalue_memory_limit", parse_size)?;
+        if grants.keyvalue.memory_limit == 0 {
+            bail!(
+                "{}: keyvalue_memory_limit must be more than 0",
+                places.at(limit.span())
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Turns a byte span of the file into its place (file and line).
@@ -443,6 +501,7 @@ fn grants(entry: &RawApp, places: &Places, base: &Path, dev: bool) -> Result<Gra
             grants.set_env(name.clone(), value);
         }
     }
+    stores(entry, places, &mut grants)?;
     grants.allow_nested_dirs = entry.allow_nested_dirs.unwrap_or(false);
     let dev_dirs = entry
         .dev

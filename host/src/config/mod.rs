@@ -13,9 +13,11 @@ pub mod file;
 pub mod outbound;
 pub mod paths;
 pub mod settings;
+pub mod stores;
 pub mod units;
 
 pub use settings::*;
+pub use stores::{ConfigVars, KeyValueGrant, RedisTarget, StoreTarget};
 pub use units::{Destination, parse_admin, parse_duration, parse_network, parse_size};
 
 use crate::config::paths::normalise_prefix;
@@ -196,6 +198,19 @@ fn mounts(source: &Source, file: Option<&File>) -> Result<Vec<Mount>> {
         limit_flags(source, &mut mount.limits);
         for (name, value) in source.env.iter().chain(&inherited) {
             mount.grants.set_env(name.clone(), value.clone());
+        }
+        for (key, value) in &source.config_vars {
+            mount.grants.config.set(key.clone(), value.clone());
+        }
+        for (bucket, store) in &source.keyvalue {
+            mount
+                .grants
+                .keyvalue
+                .buckets
+                .insert(bucket.clone(), store.clone());
+        }
+        if let Some(limit) = source.keyvalue_memory_limit {
+            mount.grants.keyvalue.memory_limit = limit;
         }
         mount.grants.dirs.extend(dirs.iter().cloned());
         mount.grants.allow_nested_dirs |= source.allow_nested_dirs;

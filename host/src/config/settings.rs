@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use super::outbound::{OutboundCa, OutboundGrant};
 use super::units::Destination;
+use super::stores::{ConfigVars, KeyValueGrant};
 
 pub const DEFAULT_HOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 pub const DEFAULT_PORT: u16 = 8080;
@@ -139,6 +140,10 @@ pub struct Grants {
     /// Its directories may lie inside one that an app may write; they are
     /// then opened through that one (see `config::dirs`).
     pub allow_nested_dirs: bool,
+    /// Its `wasi:config/store` variables.
+    pub config: ConfigVars,
+    /// The `wasi:keyvalue` buckets it may open.
+    pub keyvalue: KeyValueGrant,
 }
 
 /// A host directory given to a guest.

@@ -1,7 +1,11 @@
 pub mod descriptors;
 pub mod egress;
 pub mod granted_dirs;
+pub mod keyvalue;
+pub mod memory_store;
 pub mod outbound;
+pub mod redis_store;
 pub mod sockets;
+pub mod store;
 pub mod upstream;
 pub mod upstream_pool;

@@ -20,12 +20,15 @@ use wasmtime_wasi::sockets::WasiSocketsView;
 
 /// The linker every app is instantiated against: all of WASI 0.2 (so that
 /// components built by ordinary toolchains, which import `wasi:cli` and
-/// `wasi:filesystem`, link) plus `wasi:http`. What a guest may actually use is
-/// decided per request by the `WasiCtx`, which grants nothing.
+/// `wasi:filesystem`, link) plus `wasi:http`, `wasi:config/store` and
+/// `wasi:keyvalue`. What a guest may actually use is decided by its app's
+/// grants, which name nothing by default.
 pub fn linker(engine: &Engine, world: World) -> Result<Linker<Sandbox>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    wasmtime_wasi_config::add_to_linker(&mut linker, Sandbox::config)?;
+    crate::guest::keyvalue::add_to_linker(&mut linker, Sandbox::keyvalue)?;
     shadow_name_lookup(&mut linker)?;
     shadow_symlink_at(&mut linker)?;
     bound_p2_descriptors(&mut linker)?;

@@ -27,6 +27,7 @@ pub mod deadline;
 pub mod engine;
 pub mod faults;
 pub mod instances;
+pub mod keyvalue;
 pub mod limits;
 pub mod linker;
 pub mod output;

@@ -1,19 +1,23 @@
 //! The guest's sandbox: what a `Store` holds for its instance, the WASI and
 //! wasi:http contexts, the resource table they share, and the meter of its
-//! limits. A guest gets no environment variables, no files, no sockets and
-//! no outbound HTTP: nothing but what its app's `Grants` name.
+//! limits. A guest gets no environment variables, no files, no sockets, no
+//! outbound HTTP, no config variables and no keyvalue bucket: nothing but
+//! what its app's `Grants` name.
 
 use crate::config::{Grants, Limits};
 use crate::grants::descriptors::Held;
 use crate::grants::egress::Egress;
 use crate::grants::granted_dirs::GrantedDirs;
+use crate::grants::keyvalue::Buckets;
 use crate::grants::outbound::Outbound;
 use crate::grants::sockets::Sockets;
+use crate::guest::keyvalue::KeyValue;
 use crate::guest::limits::{MemoryShare, Meter};
 use crate::guest::output::{AppOutput, GuestOutput, Sink};
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_config::{WasiConfig, WasiConfigVariables};
 use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 /// What an app's instances are given, shared by all of them.
@@ -25,6 +29,10 @@ pub struct Reach {
     pub outbound: Arc<Outbound>,
     /// Its granted directories, opened once for all its instances.
     pub dirs: GrantedDirs,
+    /// Its `wasi:config` variables.
+    pub config: Arc<WasiConfigVariables>,
+    /// Its `wasi:keyvalue` buckets.
+    pub buckets: Arc<Buckets>,
 }
 
 impl Reach {
@@ -33,6 +41,8 @@ impl Reach {
         let egress = Arc::new(Egress::new(route, &grants.outbound));
         Ok(Self {
             outbound: Arc::new(Outbound::new(route, egress.clone(), grants, limits)),
+            config: Arc::new(grants.config.iter().collect()),
+            buckets: Arc::new(Buckets::new(route, &grants.keyvalue, &egress)),
             egress,
             dirs: GrantedDirs::open(&grants.dirs)?,
             grants: grants.clone(),
@@ -50,6 +60,10 @@ pub struct Sandbox {
     meter: Meter,
     /// The files and sockets this instance holds open.
     held: Held,
+    config: Arc<WasiConfigVariables>,
+    buckets: Arc<Buckets>,
+    /// Keyvalue buckets this instance holds open.
+    open_buckets: usize,
 }
 
 impl Sandbox {
@@ -61,6 +75,20 @@ impl Sandbox {
     /// What the instance holds open, and the table its handles are in.
     pub fn descriptors(&mut self) -> (&mut Held, &ResourceTable) {
         (&mut self.held, &self.table)
+    }
+
+    /// What `wasi:config/store` answers this instance.
+    pub fn config(&mut self) -> WasiConfig<'_> {
+        WasiConfig::new(&self.config)
+    }
+
+    /// What `wasi:keyvalue` calls of this instance reach.
+    pub fn keyvalue(&mut self) -> KeyValue<'_> {
+        KeyValue {
+            table: &mut self.table,
+            buckets: &self.buckets,
+            open: &mut self.open_buckets,
+        }
     }
 
     /// What this instance may do with wasi:sockets.
@@ -91,6 +119,9 @@ impl Sandbox {
             sockets,
             held: Held::new(limits.max_open_per_instance),
             meter: Meter::new(limits, memory),
+            config: access.config.clone(),
+            buckets: access.buckets.clone(),
+            open_buckets: 0,
         }
     }
 }

@@ -133,6 +133,21 @@ pub(crate) struct OutboundLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct KeyValueLabels {
+    app: Arc<str>,
+    bucket: Arc<str>,
+    store: &'static str,
+    op: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct KeyValueStoreLabels {
+    app: Arc<str>,
+    store: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ListenerLabel {
     listener: Arc<str>,
 }
@@ -158,6 +173,8 @@ pub struct Counts {
     pub(crate) compile_seconds: Family<CompilerLabel, Counter<f64, AtomicU64>>,
     pub(crate) outbound: Family<OutboundLabels, Counter>,
     pub(crate) outbound_denied: Family<AppLabel, Counter>,
+    pub(crate) keyvalue: Family<KeyValueLabels, Counter>,
+    pub(crate) keyvalue_seconds: Family<KeyValueStoreLabels, Counter<f64, AtomicU64>>,
     apps: Mutex<HashMap<Arc<str>, Arc<AppMetrics>>>,
     /// Requests that reach no app (`app="-"`).
     unrouted: OnceLock<Arc<AppMetrics>>,
@@ -179,6 +196,8 @@ impl Default for Counts {
             compile_seconds: Family::default(),
             outbound: Family::default(),
             outbound_denied: Family::default(),
+            keyvalue: Family::default(),
+            keyvalue_seconds: Family::default(),
             apps: Mutex::new(HashMap::new()),
             unrouted: OnceLock::new(),
         }
@@ -296,6 +315,22 @@ impl Counts {
             denied: self
                 .outbound_denied
                 .get_or_create_owned(&AppLabel { app: route.clone() }),
+        }
+    }
+
+    /// The handles one bucket of the app at `route` counts its operations with.
+    pub fn keyvalue(&self, route: &str, bucket: &str, store: &'static str) -> KeyValueMetrics {
+        KeyValueMetrics {
+            app: Arc::from(route),
+            bucket: Arc::from(bucket),
+            store,
+            ops: self.keyvalue.clone(),
+            seconds: self
+                .keyvalue_seconds
+                .get_or_create_owned(&KeyValueStoreLabels {
+                    app: Arc::from(route),
+                    store,
+                }),
         }
     }
 
@@ -544,5 +579,33 @@ impl OutboundMetrics {
 
     pub fn denied(&self) {
         self.denied.inc();
+    }
+}
+
+/// What one granted bucket counts: each operation by name and outcome, and
+/// the time its store spent on them. Keys are never labels: a guest could
+/// make up any number of them.
+#[derive(Clone)]
+pub struct KeyValueMetrics {
+    app: Arc<str>,
+    bucket: Arc<str>,
+    store: &'static str,
+    ops: Family<KeyValueLabels, Counter>,
+    seconds: Counter<f64, AtomicU64>,
+}
+
+impl KeyValueMetrics {
+    /// `op` (`get`, `set`, …) ended `ok` or not after `took`.
+    pub fn done(&self, op: &'static str, ok: bool, took: Duration) {
+        self.ops
+            .get_or_create(&KeyValueLabels {
+                app: self.app.clone(),
+                bucket: self.bucket.clone(),
+                store: self.store,
+                op,
+                outcome: if ok { "ok" } else { "error" },
+            })
+            .inc();
+        self.seconds.inc_by(took.as_secs_f64());
     }
 }
