@@ -61,6 +61,11 @@ pub enum Guest {
     Command,
     /// guest-examples/rust-redis-counter: a counter in Redis, over wasi:sockets.
     RedisCounter,
+    /// guest-examples/rust-kv-counter: a counter in a wasi:keyvalue
+    /// bucket, greeting with a wasi:config variable.
+    KvCounter,
+    /// tests/guests/kv: every wasi:keyvalue and wasi:config call, on request.
+    Kv,
     /// guest-examples/rust-p3: a WASI 0.3 app (`wasi:http/handler@0.3.0`).
     RustP3,
     /// guest-examples/python-p3: a WASI 0.3 app in Python (componentize-py).
@@ -150,6 +155,12 @@ fn recipe(guest: Guest) -> Recipe {
             "rust-redis-counter",
             "rust_redis_counter.wasm",
         ),
+        Guest::KvCounter => Cargo(
+            "guest-examples/rust-kv-counter",
+            "rust-kv-counter",
+            "rust_kv_counter.wasm",
+        ),
+        Guest::Kv => Cargo("tests/guests", "kv", "kv.wasm"),
         Guest::RustDemo => Cargo("guest-examples/rust-demo", "rust-demo", "rust_demo.wasm"),
         Guest::PythonHello => Script("guest-examples/python-hello", "python-hello.wasm"),
         Guest::PythonP3 => Script("guest-examples/python-p3", "python-p3.wasm"),
@@ -786,4 +797,36 @@ pub fn config_file(text: &str) -> (tempfile::TempDir, String) {
     std::fs::write(&path, text).unwrap();
     let path = path.to_str().unwrap().to_string();
     (dir, path)
+}
+
+/// A Redis server of its own on a free loopback port, stopped on drop.
+pub struct Redis {
+    child: Child,
+    pub port: u16,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (tests/run installs it)");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Redis { child, port }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -20,6 +20,7 @@ mod grants;
 mod heads;
 mod http2;
 mod javascript;
+mod keyvalue;
 mod kubernetes;
 mod limits;
 mod netns;

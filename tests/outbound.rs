@@ -6,7 +6,7 @@
 
 use crate::WASMHOST;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmhost_tests::rcgen::{
@@ -14,7 +14,7 @@ use wasmhost_tests::rcgen::{
 };
 use wasmhost_tests::rustls;
 use wasmhost_tests::tempfile::TempDir;
-use wasmhost_tests::{Guest, Server, Upstream, free_port, get, guest, run_to_exit};
+use wasmhost_tests::{Guest, Redis, Server, Upstream, get, guest, run_to_exit};
 
 /// How long a log line may take to reach the test: it is written after
 /// the guest's answer.
@@ -396,38 +396,6 @@ fn bad_outbound_grants_are_one_line_errors_naming_the_line() {
     assert_eq!(flag.status.code(), Some(2), "{}", flag.stderr);
     assert!(flag.stderr.contains("--allow-outbound"), "{}", flag.stderr);
     assert!(!flag.stderr.contains("panicked"), "{}", flag.stderr);
-}
-
-/// A Redis server of its own on a free loopback port, stopped on drop.
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (tests/run installs it)");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Redis { child, port }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn counter() -> &'static str {

@@ -156,9 +156,7 @@ struct RawApp {
 #[serde(untagged)]
 enum RawConfigValue {
     Text(String),
-    FromEnv {
-        env: String,
-    },
+    FromEnv { env: String },
 }
 
 /// `[app.dev]`: what `wasmhost dev` builds and serves in place of the app's

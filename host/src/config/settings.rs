@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::outbound::{OutboundCa, OutboundGrant};
-use super::units::Destination;
 use super::stores::{ConfigVars, KeyValueGrant};
+use super::units::Destination;
 
 pub const DEFAULT_HOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 pub const DEFAULT_PORT: u16 = 8080;

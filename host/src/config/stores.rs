@@ -141,7 +141,9 @@ fn parse_redis(text: &str) -> Result<RedisTarget, String> {
         .authority()
         .ok_or_else(|| format!("{text}: no host; write redis://HOST:PORT/DB"))?;
     if url.query().is_some() {
-        return Err(format!("{text}: query parameters are not read; remove them"));
+        return Err(format!(
+            "{text}: query parameters are not read; remove them"
+        ));
     }
     let (username, password) = match authority.as_str().rsplit_once('@') {
         None => (None, None),
@@ -153,7 +155,10 @@ fn parse_redis(text: &str) -> Result<RedisTarget, String> {
             None => (Some(user.to_string()), None),
         },
     };
-    let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
     if host.is_empty() {
         return Err(format!("{text}: no host; write redis://HOST:PORT/DB"));
     }
@@ -163,7 +168,9 @@ fn parse_redis(text: &str) -> Result<RedisTarget, String> {
             .parse::<i64>()
             .ok()
             .filter(|db| *db >= 0)
-            .ok_or_else(|| format!("{text}: database {db:?} is not a number; write redis://HOST:PORT/0"))?,
+            .ok_or_else(|| {
+                format!("{text}: database {db:?} is not a number; write redis://HOST:PORT/0")
+            })?,
     };
     Ok(RedisTarget {
         host: host.to_string(),
@@ -237,7 +244,8 @@ mod tests {
                 shared: Some("sessions".into())
             }
         );
-        let StoreTarget::Redis(redis) = parse_store("redis://app:s3cret@cache.internal:6380/2").unwrap()
+        let StoreTarget::Redis(redis) =
+            parse_store("redis://app:s3cret@cache.internal:6380/2").unwrap()
         else {
             panic!("not redis")
         };
@@ -250,8 +258,16 @@ mod tests {
         assert!(!format!("{redis} {redis:?}").contains("s3cret"));
         let plain = parse_store("redis://127.0.0.1").unwrap();
         assert_eq!(plain.to_string(), "redis://127.0.0.1:6379/0");
-        assert!(parse_store("postgres://x").unwrap_err().contains("memory:NAME"));
-        assert!(parse_store("redis://h/x").unwrap_err().contains("not a number"));
+        assert!(
+            parse_store("postgres://x")
+                .unwrap_err()
+                .contains("memory:NAME")
+        );
+        assert!(
+            parse_store("redis://h/x")
+                .unwrap_err()
+                .contains("not a number")
+        );
         assert!(parse_store("rediss://h").unwrap_err().contains("TLS"));
     }
 

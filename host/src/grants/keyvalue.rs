@@ -88,7 +88,11 @@ impl Buckets {
     /// The bucket a guest opens as `name`; `""` is the default one, as
     /// `wasmtime serve` names it.
     pub fn open(&self, name: &str) -> Result<Bucket, StoreError> {
-        let name = if name.is_empty() { DEFAULT_BUCKET } else { name };
+        let name = if name.is_empty() {
+            DEFAULT_BUCKET
+        } else {
+            name
+        };
         if let Some(bucket) = self.granted.get(name) {
             return Ok(bucket.clone());
         }
@@ -108,7 +112,9 @@ impl Buckets {
         if first {
             let shown = crate::telemetry::log_rate::clip(name);
             let entry = if self.granted.is_empty() {
-                format!("keyvalue = {{ {shown} = \"memory\" }} to its [[app]] (or --keyvalue {shown}=memory)")
+                format!(
+                    "keyvalue = {{ {shown} = \"memory\" }} to its [[app]] (or --keyvalue {shown}=memory)"
+                )
             } else {
                 format!("{shown} = \"memory\" to its keyvalue table (or --keyvalue {shown}=memory)")
             };

@@ -197,7 +197,11 @@ mod tests {
         let store = MemoryStore::find("/t-limit", "default", None, 1000);
         run(async {
             let mut written = 0;
-            while store.set(&format!("k{written}"), vec![0; 100]).await.is_ok() {
+            while store
+                .set(&format!("k{written}"), vec![0; 100])
+                .await
+                .is_ok()
+            {
                 written += 1;
             }
             assert!(written > 0 && written < 10, "{written} writes fit");

@@ -14,7 +14,9 @@ use crate::grants::egress::{Egress, is_internal};
 use crate::grants::store::{KEYS_PER_PAGE, Store, StoreError};
 use deadpool::managed::{self, Metrics, Pool, RecycleError, RecycleResult};
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
+use redis::{
+    AsyncConnectionConfig, Client, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo,
+};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,7 +66,9 @@ impl RedisStore {
         let mut link = self.pool.get().await.map_err(|e| {
             StoreError::Other(match e {
                 managed::PoolError::Backend(e) => e,
-                managed::PoolError::Timeout(_) => format!("{}: no connection free in time", self.shown),
+                managed::PoolError::Timeout(_) => {
+                    format!("{}: no connection free in time", self.shown)
+                }
                 e => format!("{}: {e}", self.shown),
             })
         })?;
@@ -143,7 +147,10 @@ impl Connector {
                 .map_err(|e| e.to_string())?
                 .set_redis_settings(settings.clone());
             let client = Client::open(info).map_err(|e| e.to_string())?;
-            match client.get_multiplexed_async_connection_with_config(&config).await {
+            match client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+            {
                 Ok(connection) => {
                     return Ok(Link {
                         connection,
@@ -190,7 +197,9 @@ impl Store for RedisStore {
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.query::<i64>(redis::cmd("DEL").arg(key)).await.map(drop)
+        self.query::<i64>(redis::cmd("DEL").arg(key))
+            .await
+            .map(drop)
     }
 
     async fn exists(&self, key: &str) -> Result<bool, StoreError> {
@@ -201,7 +210,12 @@ impl Store for RedisStore {
     /// reply of 0 means the end.
     async fn list_keys(&self, cursor: u64) -> Result<(Vec<String>, Option<u64>), StoreError> {
         let (next, keys): (u64, Vec<String>) = self
-            .query(redis::cmd("SCAN").arg(cursor).arg("COUNT").arg(KEYS_PER_PAGE))
+            .query(
+                redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("COUNT")
+                    .arg(KEYS_PER_PAGE),
+            )
             .await?;
         Ok((keys, (next != 0).then_some(next)))
     }
@@ -210,7 +224,8 @@ impl Store for RedisStore {
         let delta = i64::try_from(delta)
             .map_err(|_| StoreError::Other("Redis increments by at most 2^63-1".into()))?;
         let value: i64 = self.query(redis::cmd("INCRBY").arg(key).arg(delta)).await?;
-        u64::try_from(value).map_err(|_| StoreError::Other(format!("the counter is negative ({value})")))
+        u64::try_from(value)
+            .map_err(|_| StoreError::Other(format!("the counter is negative ({value})")))
     }
 
     async fn get_many(&self, keys: Vec<String>) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
@@ -235,6 +250,8 @@ impl Store for RedisStore {
         if keys.is_empty() {
             return Ok(());
         }
-        self.query::<i64>(redis::cmd("DEL").arg(keys)).await.map(drop)
+        self.query::<i64>(redis::cmd("DEL").arg(keys))
+            .await
+            .map(drop)
     }
 }

@@ -40,4 +40,3 @@ pub fn counter_value(bytes: &[u8]) -> Result<u64, StoreError> {
         .and_then(|text| text.parse().ok())
         .ok_or_else(|| StoreError::Other("the value is not a decimal number to increment".into()))
 }
-

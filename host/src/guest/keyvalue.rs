@@ -86,22 +86,34 @@ impl store::Host for KeyValue<'_> {
 impl store::HostBucket for KeyValue<'_> {
     async fn get(&mut self, bucket: Resource<Bucket>, key: String) -> Answer<Option<Vec<u8>>> {
         let bucket = self.bucket(&bucket)?;
-        Ok(bucket.run("get", bucket.store().get(&key)).await.map_err(to_guest))
+        Ok(bucket
+            .run("get", bucket.store().get(&key))
+            .await
+            .map_err(to_guest))
     }
 
     async fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> Answer<()> {
         let bucket = self.bucket(&bucket)?;
-        Ok(bucket.run("set", bucket.store().set(&key, value)).await.map_err(to_guest))
+        Ok(bucket
+            .run("set", bucket.store().set(&key, value))
+            .await
+            .map_err(to_guest))
     }
 
     async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> Answer<()> {
         let bucket = self.bucket(&bucket)?;
-        Ok(bucket.run("delete", bucket.store().delete(&key)).await.map_err(to_guest))
+        Ok(bucket
+            .run("delete", bucket.store().delete(&key))
+            .await
+            .map_err(to_guest))
     }
 
     async fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> Answer<bool> {
         let bucket = self.bucket(&bucket)?;
-        Ok(bucket.run("exists", bucket.store().exists(&key)).await.map_err(to_guest))
+        Ok(bucket
+            .run("exists", bucket.store().exists(&key))
+            .await
+            .map_err(to_guest))
     }
 
     async fn list_keys(
@@ -126,7 +138,12 @@ impl store::HostBucket for KeyValue<'_> {
 }
 
 impl atomics::Host for KeyValue<'_> {
-    async fn increment(&mut self, bucket: Resource<Bucket>, key: String, delta: u64) -> Answer<u64> {
+    async fn increment(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+        delta: u64,
+    ) -> Answer<u64> {
         let bucket = self.bucket(&bucket)?;
         Ok(bucket
             .run("increment", bucket.store().increment(&key, delta))
@@ -161,7 +178,10 @@ impl batch::Host for KeyValue<'_> {
         pairs: Vec<(String, Vec<u8>)>,
     ) -> Answer<()> {
         let bucket = self.bucket(&bucket)?;
-        Ok(bucket.run("set-many", bucket.store().set_many(pairs)).await.map_err(to_guest))
+        Ok(bucket
+            .run("set-many", bucket.store().set_many(pairs))
+            .await
+            .map_err(to_guest))
     }
 
     async fn delete_many(&mut self, bucket: Resource<Bucket>, keys: Vec<String>) -> Answer<()> {
