@@ -114,6 +114,19 @@ pub(super) fn summary(app: &App) -> String {
                 .map(|ca| format!(", outbound CA {}", ca.path.display())),
         )
         .collect();
+    let config = match grants.config.is_empty() {
+        true => String::new(),
+        false => {
+            let keys: Vec<&str> = grants.config.iter().map(|(key, _)| key.as_str()).collect();
+            format!(", config {}", keys.join(" "))
+        }
+    };
+    let keyvalue: String = grants
+        .keyvalue
+        .buckets
+        .iter()
+        .map(|(bucket, store)| format!(", keyvalue {bucket} in {store}"))
+        .collect();
     let world = match app.instances.is_p3() {
         true => "wasi:http 0.3, ",
         false => "",
@@ -123,7 +136,7 @@ pub(super) fn summary(app: &App) -> String {
         n => format!(", {n} at once"),
     };
     format!(
-        "{} ({} KiB, {world}{compiled} in {} ms{later}, {}{at_once}{spares}{env}{dirs}{outbound})",
+        "{} ({} KiB, {world}{compiled} in {} ms{later}, {}{at_once}{spares}{env}{config}{dirs}{outbound}{keyvalue})",
         app.path.display(),
         app.size.div_ceil(1024),
         app.compile_time.as_millis(),
