@@ -36,8 +36,10 @@ fn answer(path: &str) -> Answer {
     let greeting = config::get("greeting")
         .map_err(|e| (500, format!("config: {e:?}\n")))?
         .unwrap_or_else(|| "Hello".to_string());
-    // The default bucket; a server that granted none answers access-denied.
-    let bucket = store::open("default").map_err(|e| (503, format!("keyvalue: {e:?}\n")))?;
+    // The default bucket, by the name `wasmtime serve` gives it ("");
+    // wasmhost also takes "default", Spin's name. A server that granted no
+    // bucket answers access-denied.
+    let bucket = store::open("").map_err(|e| (503, format!("keyvalue: {e:?}\n")))?;
     let count = match path {
         "/" => atomics::increment(&bucket, "hits", 1).map_err(failed)?,
         "/visits" => {
