@@ -48,6 +48,9 @@ fn config_variables_are_what_the_grant_gives_and_a_secret_is_never_logged() {
     assert_eq!(body(&server, "/config/db_password"), secret);
     assert_eq!(body(&server, "/config/region"), "eu-west");
     assert_eq!(body(&server, "/config/missing"), "none");
+    // Spin 3's version of the interface reads the same variables.
+    assert_eq!(body(&server, "/spin-config/greeting"), "hi");
+    assert_eq!(body(&server, "/spin-config/missing"), "none");
     assert_eq!(
         body(&server, "/config"),
         format!("db_password={secret}\ngreeting=hi\nregion=eu-west")
@@ -156,6 +159,17 @@ fn batch_and_list_calls_follow_the_interface() {
     );
 }
 
+/// What `/draft2` answers when counters and compare-and-swap work: -3 then
+/// 2, a CAS of an absent key swapped, one that went stale refused with a
+/// new CAS of the value now, which then swaps.
+const DRAFT2: &str = "increment=-3,2 cas=true,true,failed:v2,true c=v3 keys=2 cursor=None";
+
+#[test]
+fn the_latest_draft_of_the_interface_counts_signed_and_swaps_only_what_it_saw() {
+    let server = Server::start(WASMHOST, &[kv(), "--keyvalue", "memory"]);
+    assert_eq!(body(&server, "/draft2"), DRAFT2);
+}
+
 #[test]
 fn the_memory_store_bound_holds_under_a_guest_that_writes_without_end() {
     let server = Server::start(
@@ -261,4 +275,17 @@ fn a_counter_in_redis_counts_across_instances_servers_and_reloads_and_is_in_metr
         server.log()
     );
     assert_eq!(get(&server.url("/nowhere")).unwrap().status, 404);
+}
+
+#[test]
+#[ignore = "needs redis-server; tests/run installs it and runs this"]
+fn in_redis_batches_list_counters_and_compare_and_swap_work_as_in_memory() {
+    let redis = Redis::start();
+    let url = format!("redis://127.0.0.1:{}/0", redis.port);
+    let server = Server::start(WASMHOST, &[kv(), "--keyvalue", &url]);
+    assert_eq!(body(&server, "/draft2"), DRAFT2);
+    assert_eq!(
+        body(&server, "/batch"),
+        "[a=1,b=2,c=v3] a=false b=true keys=3"
+    );
 }

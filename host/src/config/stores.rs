@@ -21,6 +21,10 @@ impl ConfigVars {
         self.0.iter()
     }
 
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

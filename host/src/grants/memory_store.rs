@@ -4,7 +4,7 @@
 //! after a reload. Each is bounded: a write that would take it past its
 //! limit is refused with an error value; it never grows the process.
 
-use crate::grants::store::{KEYS_PER_PAGE, Store, StoreError, counter_value};
+use crate::grants::store::{KEYS_PER_PAGE, Step, Store, StoreError, counter_value};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, LazyLock, Weak};
@@ -129,17 +129,32 @@ impl Store for MemoryStore {
         Ok((keys, more.then_some(next as u64)))
     }
 
-    async fn increment(&self, key: &str, delta: u64) -> Result<u64, StoreError> {
+    async fn increment(&self, key: &str, step: Step) -> Result<i128, StoreError> {
         let mut held = self.held.lock();
         let current = match held.entries.get(key) {
             Some(value) => counter_value(value)?,
             None => 0,
         };
-        let new = current
-            .checked_add(delta)
-            .ok_or_else(|| StoreError::Other("incrementing would overflow a u64".into()))?;
-        if held.put(self.limit, key, new.to_string().into_bytes()) {
-            Ok(new)
+        let next = step.apply(current)?;
+        if held.put(self.limit, key, next.to_string().into_bytes()) {
+            Ok(next)
+        } else {
+            Err(self.full())
+        }
+    }
+
+    async fn swap_if(
+        &self,
+        key: &str,
+        expected: Option<Vec<u8>>,
+        value: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        let mut held = self.held.lock();
+        if held.entries.get(key) != expected.as_ref() {
+            return Ok(false);
+        }
+        if held.put(self.limit, key, value) {
+            Ok(true)
         } else {
             Err(self.full())
         }
@@ -231,18 +246,34 @@ mod tests {
     fn counters_are_decimal_text_and_lists_page_in_order() {
         let store = MemoryStore::find("/t-count", "default", None, 1 << 20);
         run(async {
-            assert_eq!(store.increment("hits", 2).await.unwrap(), 2);
-            assert_eq!(store.increment("hits", 3).await.unwrap(), 5);
+            assert_eq!(store.increment("hits", Step::Unsigned(2)).await.unwrap(), 2);
+            assert_eq!(store.increment("hits", Step::Signed(3)).await.unwrap(), 5);
             assert_eq!(store.get("hits").await.unwrap().unwrap(), b"5");
+            assert!(
+                store
+                    .increment("hits", Step::Unsigned(u64::MAX))
+                    .await
+                    .is_err()
+            );
+            assert_eq!(store.increment("hits", Step::Signed(-7)).await.unwrap(), -2);
             store.set("text", b"abc".to_vec()).await.unwrap();
-            assert!(store.increment("text", 1).await.is_err());
+            assert!(store.increment("text", Step::Signed(1)).await.is_err());
+            assert!(!store.swap_if("text", None, b"x".to_vec()).await.unwrap());
+            assert!(
+                store
+                    .swap_if("text", Some(b"abc".to_vec()), b"x".to_vec())
+                    .await
+                    .unwrap()
+            );
+            assert!(store.swap_if("new", None, b"y".to_vec()).await.unwrap());
+            assert_eq!(store.get("text").await.unwrap().unwrap(), b"x");
             for n in 0..KEYS_PER_PAGE + 5 {
                 store.set(&format!("page{n:05}"), vec![]).await.unwrap();
             }
             let (first, cursor) = store.list_keys(0).await.unwrap();
             assert_eq!(first.len(), KEYS_PER_PAGE);
             let (rest, end) = store.list_keys(cursor.unwrap()).await.unwrap();
-            assert_eq!(first.len() + rest.len(), KEYS_PER_PAGE + 5 + 2);
+            assert_eq!(first.len() + rest.len(), KEYS_PER_PAGE + 5 + 3);
             assert_eq!(end, None);
         });
     }

@@ -11,7 +11,7 @@
 use crate::config::RedisTarget;
 use crate::config::outbound::{Host, Scheme};
 use crate::grants::egress::{Egress, is_internal};
-use crate::grants::store::{KEYS_PER_PAGE, Store, StoreError};
+use crate::grants::store::{KEYS_PER_PAGE, Step, Store, StoreError};
 use deadpool::managed::{self, Metrics, Pool, RecycleError, RecycleResult};
 use redis::aio::MultiplexedConnection;
 use redis::{
@@ -31,6 +31,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time an operation waits for a free connection of the pool.
 const WAIT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Sets KEYS[1] to ARGV[1] if it holds ARGV[3] (ARGV[2] = "1") or is
+/// absent (ARGV[2] = "0"); 1 if it did.
+const SWAP_IF: &str = "local v = redis.call('GET', KEYS[1]) \
+    if (ARGV[2] == '1' and v == ARGV[3]) or (ARGV[2] == '0' and v == false) then \
+    redis.call('SET', KEYS[1], ARGV[1]) return 1 end return 0";
 
 pub struct RedisStore {
     /// `redis://host:port/db` of the app's bucket, without its password.
@@ -220,12 +226,36 @@ impl Store for RedisStore {
         Ok((keys, (next != 0).then_some(next)))
     }
 
-    async fn increment(&self, key: &str, delta: u64) -> Result<u64, StoreError> {
-        let delta = i64::try_from(delta)
-            .map_err(|_| StoreError::Other("Redis increments by at most 2^63-1".into()))?;
+    async fn increment(&self, key: &str, step: Step) -> Result<i128, StoreError> {
+        let delta = match step {
+            Step::Signed(delta) => delta,
+            Step::Unsigned(delta) => i64::try_from(delta)
+                .map_err(|_| StoreError::Other("Redis increments by at most 2^63-1".into()))?,
+        };
         let value: i64 = self.query(redis::cmd("INCRBY").arg(key).arg(delta)).await?;
-        u64::try_from(value)
-            .map_err(|_| StoreError::Other(format!("the counter is negative ({value})")))
+        match step {
+            Step::Unsigned(_) if value < 0 => Err(StoreError::Other(format!(
+                "the counter is negative ({value}); this interface's counters are unsigned"
+            ))),
+            _ => Ok(i128::from(value)),
+        }
+    }
+
+    /// One script, so that the compare and the set are one step for Redis.
+    async fn swap_if(
+        &self,
+        key: &str,
+        expected: Option<Vec<u8>>,
+        value: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        let mut command = redis::cmd("EVAL");
+        command.arg(SWAP_IF).arg(1).arg(key).arg(value);
+        match expected {
+            Some(expected) => command.arg("1").arg(expected),
+            None => command.arg("0").arg(""),
+        };
+        let swapped: i64 = self.query(&command).await?;
+        Ok(swapped == 1)
     }
 
     async fn get_many(&self, keys: Vec<String>) -> Result<Vec<Option<Vec<u8>>>, StoreError> {

@@ -23,6 +23,7 @@ pub mod admission;
 pub mod app;
 pub mod bodies;
 pub mod compile_cache;
+pub mod config;
 pub mod deadline;
 pub mod engine;
 pub mod faults;

@@ -4,13 +4,14 @@
 //! outbound HTTP, no config variables and no keyvalue bucket: nothing but
 //! what its app's `Grants` name.
 
-use crate::config::{Grants, Limits};
+use crate::config::{ConfigVars, Grants, Limits};
 use crate::grants::descriptors::Held;
 use crate::grants::egress::Egress;
 use crate::grants::granted_dirs::GrantedDirs;
 use crate::grants::keyvalue::Buckets;
 use crate::grants::outbound::Outbound;
 use crate::grants::sockets::Sockets;
+use crate::guest::config::Config;
 use crate::guest::keyvalue::KeyValue;
 use crate::guest::limits::{MemoryShare, Meter};
 use crate::guest::output::{AppOutput, GuestOutput, Sink};
@@ -29,8 +30,10 @@ pub struct Reach {
     pub outbound: Arc<Outbound>,
     /// Its granted directories, opened once for all its instances.
     pub dirs: GrantedDirs,
-    /// Its `wasi:config` variables.
+    /// Its `wasi:config` variables, as wasmtime-wasi-config keeps them
+    /// and as they were granted.
     pub config: Arc<WasiConfigVariables>,
+    pub config_vars: Arc<ConfigVars>,
     /// Its `wasi:keyvalue` buckets.
     pub buckets: Arc<Buckets>,
 }
@@ -42,6 +45,7 @@ impl Reach {
         Ok(Self {
             outbound: Arc::new(Outbound::new(route, egress.clone(), grants, limits)),
             config: Arc::new(grants.config.iter().collect()),
+            config_vars: Arc::new(grants.config.clone()),
             buckets: Arc::new(Buckets::new(route, &grants.keyvalue, &egress)),
             egress,
             dirs: GrantedDirs::open(&grants.dirs)?,
@@ -61,6 +65,7 @@ pub struct Sandbox {
     /// The files and sockets this instance holds open.
     held: Held,
     config: Arc<WasiConfigVariables>,
+    config_vars: Arc<ConfigVars>,
     buckets: Arc<Buckets>,
     /// Keyvalue buckets this instance holds open.
     open_buckets: usize,
@@ -77,9 +82,14 @@ impl Sandbox {
         (&mut self.held, &self.table)
     }
 
-    /// What `wasi:config/store` answers this instance.
+    /// What `wasi:config/store@0.2.0-rc.1` answers this instance.
     pub fn config(&mut self) -> WasiConfig<'_> {
         WasiConfig::new(&self.config)
+    }
+
+    /// What the draft versions of `wasi:config/store` answer it.
+    pub fn config_drafts(&mut self) -> Config<'_> {
+        Config(&self.config_vars)
     }
 
     /// What `wasi:keyvalue` calls of this instance reach.
@@ -120,6 +130,7 @@ impl Sandbox {
             held: Held::new(limits.max_open_per_instance),
             meter: Meter::new(limits, memory),
             config: access.config.clone(),
+            config_vars: access.config_vars.clone(),
             buckets: access.buckets.clone(),
             open_buckets: 0,
         }

@@ -1,7 +1,9 @@
 //! Every `wasi:keyvalue` and `wasi:config` call, on request, for the
 //! end-to-end tests: `/open/NAME` opens a bucket, `/fill` writes 64 KiB
 //! values until the store refuses one, `/batch` runs the batch interface,
-//! `/config` lists the variables and `/config/KEY` reads one.
+//! `/config` lists the variables and `/config/KEY` reads one (and
+//! `/spin-config/KEY` through Spin 3's version of the interface); `/draft2`
+//! runs the counters and compare-and-swap of wasi:keyvalue@0.2.0-draft2.
 
 use wasi::http::types::{
     Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
@@ -11,8 +13,10 @@ mod bindings {
     wit_bindgen::generate!({ path: "wit", world: "kv-test", generate_all });
 }
 
-use bindings::wasi::config::store as config;
-use bindings::wasi::keyvalue::{batch, store};
+use bindings::wasi::config0_2_0_draft_2024_09_27::store as spin_config;
+use bindings::wasi::config0_2_0_rc_1::store as config;
+use bindings::wasi::keyvalue0_2_0_draft::{batch, store};
+use bindings::wasi::keyvalue0_2_0_draft2 as draft2;
 
 struct Kv;
 
@@ -29,6 +33,13 @@ fn answer(path: &str) -> (u16, String) {
         return match store::open(name) {
             Ok(_) => (200, "ok".into()),
             Err(error) => (200, format!("error: {error:?}")),
+        };
+    }
+    if let Some(key) = path.strip_prefix("/spin-config/") {
+        return match spin_config::get(key) {
+            Ok(Some(value)) => (200, value),
+            Ok(None) => (200, "none".into()),
+            Err(error) => (500, format!("error: {error:?}")),
         };
     }
     if let Some(key) = path.strip_prefix("/config/") {
@@ -48,12 +59,45 @@ fn answer(path: &str) -> (u16, String) {
             Err(error) => (500, format!("error: {error:?}")),
         },
         "/fill" => fill(),
+        "/draft2" => match run_draft2() {
+            Ok(text) => (200, text),
+            Err(error) => (500, format!("error: {error:?}")),
+        },
         "/batch" => match run_batch() {
             Ok(text) => (200, text),
             Err(error) => (500, format!("error: {error:?}")),
         },
         _ => (404, "not found".into()),
     }
+}
+
+/// Counters and compare-and-swap of wasi:keyvalue@0.2.0-draft2.
+fn run_draft2() -> Result<String, draft2::store::Error> {
+    use draft2::atomics::{self, Cas, CasError};
+    let bucket = draft2::store::open("")?;
+    let down = atomics::increment(&bucket, "signed", -3)?;
+    let up = atomics::increment(&bucket, "signed", 5)?;
+    let first = Cas::new(&bucket, "c")?;
+    let absent = first.current()?.is_none();
+    let swapped = atomics::swap(first, b"v1").is_ok();
+    let stale = Cas::new(&bucket, "c")?;
+    bucket.set("c", b"v2")?;
+    let retried = match atomics::swap(stale, b"v3") {
+        Err(CasError::CasFailed(fresh)) => {
+            let now = String::from_utf8(fresh.current()?.unwrap_or_default()).unwrap();
+            let again = atomics::swap(fresh, b"v3").is_ok();
+            format!("failed:{now},{again}")
+        }
+        Ok(()) => "swapped a stale value".into(),
+        Err(CasError::StoreError(error)) => return Err(error),
+    };
+    let value = String::from_utf8(bucket.get("c")?.unwrap_or_default()).unwrap();
+    let listed = bucket.list_keys(None)?;
+    Ok(format!(
+        "increment={down},{up} cas={absent},{swapped},{retried} c={value} keys={} cursor={:?}",
+        listed.keys.len(),
+        listed.cursor
+    ))
 }
 
 /// Writes until the store says no, at most 1 GiB.

@@ -1,12 +1,12 @@
-//! `wasi:keyvalue` (0.2.0-draft, the version `wasmtime serve -S keyvalue`
-//! links) for guests: the bindings, a bucket as a resource in the
-//! instance's table, and each call handed to the app's `Buckets`. A bucket
-//! the app was not granted is `access-denied`, a value, never a trap.
+//! `wasi:keyvalue@0.2.0-draft`, the version `wasmtime serve -S keyvalue`
+//! links (wasmtime-wasi-keyvalue 48): its bindings, and each call handed
+//! to the app's buckets.
 
-use crate::grants::keyvalue::{Bucket, Buckets};
-use crate::grants::store::StoreError;
+use crate::grants::keyvalue::Bucket;
+use crate::grants::store::{Step, StoreError};
+use crate::guest::keyvalue::view::{HasKeyValue, KeyValue};
 use anyhow::Result;
-use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
+use wasmtime::component::{Linker, Resource};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -21,26 +21,7 @@ mod bindings {
 
 use bindings::wasi::keyvalue::{atomics, batch, store};
 
-/// Buckets one instance may hold open at once: each is a small handle, but
-/// a guest opening them in a loop must not grow its table without end.
-const OPEN_PER_INSTANCE: usize = 1024;
-
-/// What a guest's keyvalue calls reach: its instance's table, and its
-/// app's buckets.
-pub struct KeyValue<'a> {
-    pub table: &'a mut ResourceTable,
-    pub buckets: &'a Buckets,
-    /// Buckets this instance holds open.
-    pub open: &'a mut usize,
-}
-
-struct HasKeyValue;
-
-impl HasData for HasKeyValue {
-    type Data<'a> = KeyValue<'a>;
-}
-
-/// Links the store, atomics and batch interfaces.
+/// Links this version's store, atomics and batch interfaces.
 pub fn add_to_linker<T: Send + 'static>(
     linker: &mut Linker<T>,
     view: fn(&mut T) -> KeyValue<'_>,
@@ -60,26 +41,9 @@ fn to_guest(error: StoreError) -> store::Error {
 
 type Answer<T> = wasmtime::Result<Result<T, store::Error>>;
 
-impl KeyValue<'_> {
-    fn bucket(&self, bucket: &Resource<Bucket>) -> wasmtime::Result<Bucket> {
-        Ok(self.table.get(bucket)?.clone())
-    }
-}
-
 impl store::Host for KeyValue<'_> {
     async fn open(&mut self, identifier: String) -> Answer<Resource<Bucket>> {
-        if *self.open >= OPEN_PER_INSTANCE {
-            return Ok(Err(store::Error::Other(format!(
-                "this instance holds {OPEN_PER_INSTANCE} buckets open; drop some first"
-            ))));
-        }
-        match self.buckets.open(&identifier) {
-            Ok(bucket) => {
-                *self.open += 1;
-                Ok(Ok(self.table.push(bucket)?))
-            }
-            Err(error) => Ok(Err(to_guest(error))),
-        }
+        Ok(self.open_bucket(&identifier)?.map_err(to_guest))
     }
 }
 
@@ -131,9 +95,7 @@ impl store::HostBucket for KeyValue<'_> {
     }
 
     async fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
-        self.table.delete(bucket)?;
-        *self.open = self.open.saturating_sub(1);
-        Ok(())
+        self.close(bucket)
     }
 }
 
@@ -145,10 +107,14 @@ impl atomics::Host for KeyValue<'_> {
         delta: u64,
     ) -> Answer<u64> {
         let bucket = self.bucket(&bucket)?;
-        Ok(bucket
-            .run("increment", bucket.store().increment(&key, delta))
-            .await
-            .map_err(to_guest))
+        let sum = bucket
+            .run(
+                "increment",
+                bucket.store().increment(&key, Step::Unsigned(delta)),
+            )
+            .await;
+        // In range: the step keeps the counter a u64.
+        Ok(sum.map(|sum| sum as u64).map_err(to_guest))
     }
 }
 
