@@ -7,6 +7,7 @@
 use crate::grants::store::{KEYS_PER_PAGE, Step, Store, StoreError, counter_value};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Weak};
 
 /// What an entry costs beyond its key and value: the tree's node share and
@@ -20,7 +21,9 @@ static STORES: LazyLock<Mutex<HashMap<String, Weak<MemoryStore>>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
 pub struct MemoryStore {
-    limit: u64,
+    /// Bytes it may hold: an app's own store takes the limit of the app's
+    /// latest version, a shared one keeps the first app's.
+    limit: AtomicU64,
     held: Mutex<Held>,
 }
 
@@ -47,20 +50,27 @@ impl MemoryStore {
         let mut stores = STORES.lock();
         stores.retain(|_, store| store.strong_count() > 0);
         if let Some(store) = stores.get(&name).and_then(Weak::upgrade) {
+            if shared.is_none() {
+                store.limit.store(limit, Ordering::Relaxed);
+            }
             return store;
         }
         let store = Arc::new(MemoryStore {
-            limit,
+            limit: AtomicU64::new(limit),
             held: Mutex::new(Held::default()),
         });
         stores.insert(name, Arc::downgrade(&store));
         store
     }
 
+    fn limit(&self) -> u64 {
+        self.limit.load(Ordering::Relaxed)
+    }
+
     fn full(&self) -> StoreError {
         StoreError::Other(format!(
             "the keyvalue store is full ({} bytes, its keyvalue_memory_limit); delete keys or raise the limit",
-            self.limit
+            self.limit()
         ))
     }
 }
@@ -98,7 +108,7 @@ impl Store for MemoryStore {
     }
 
     async fn set(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
-        if self.held.lock().put(self.limit, key, value) {
+        if self.held.lock().put(self.limit(), key, value) {
             Ok(())
         } else {
             Err(self.full())
@@ -136,7 +146,7 @@ impl Store for MemoryStore {
             None => 0,
         };
         let next = step.apply(current)?;
-        if held.put(self.limit, key, next.to_string().into_bytes()) {
+        if held.put(self.limit(), key, next.to_string().into_bytes()) {
             Ok(next)
         } else {
             Err(self.full())
@@ -153,7 +163,7 @@ impl Store for MemoryStore {
         if held.entries.get(key) != expected.as_ref() {
             return Ok(false);
         }
-        if held.put(self.limit, key, value) {
+        if held.put(self.limit(), key, value) {
             Ok(true)
         } else {
             Err(self.full())
@@ -175,7 +185,7 @@ impl Store for MemoryStore {
             let old = held.entries.get(key).map_or(0, |old| cost(key, old));
             bytes.saturating_sub(old) + cost(key, value)
         });
-        if after > self.limit && after > held.bytes {
+        if after > self.limit() && after > held.bytes {
             return Err(self.full());
         }
         for (key, value) in pairs {
@@ -237,6 +247,9 @@ mod tests {
         let other_app = MemoryStore::find("/t-b", "default", None, 1 << 20);
         assert!(Arc::ptr_eq(&one, &again));
         assert!(!Arc::ptr_eq(&one, &other_app));
+        // A reload's new limit is the app's store's limit from then on.
+        MemoryStore::find("/t-a", "default", None, 4096);
+        assert_eq!(one.limit(), 4096);
         let shared_a = MemoryStore::find("/t-a", "cache", Some("common"), 1 << 20);
         let shared_b = MemoryStore::find("/t-b", "sessions", Some("common"), 1 << 20);
         assert!(Arc::ptr_eq(&shared_a, &shared_b));
