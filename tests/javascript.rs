@@ -309,13 +309,19 @@ fn an_instance_keeps_nothing_of_the_requests_it_served() {
         );
     }
     round(500);
-    let before = server.rss_kib();
-    round(4000);
-    let grown = server.rss_kib().saturating_sub(before);
-    // Leaking, 4,000 requests held about 40 MiB.
+    // Leaking, 4,000 requests held about 40 MiB, every 4,000 again. Two
+    // rounds, and the lesser growth: a leak grows in both, while memory
+    // the allocator has yet to hand back (the suite's other servers load
+    // the machine) shows in one.
+    let mut grown = Vec::new();
+    for _ in 0..2 {
+        let before = server.rss_kib();
+        round(4000);
+        grown.push(server.rss_kib().saturating_sub(before));
+    }
     assert!(
-        grown < 12 * 1024,
-        "RSS grew by {grown} KiB over 4,000 requests"
+        grown.iter().min().unwrap() < &(12 * 1024),
+        "RSS grew by {grown:?} KiB over two rounds of 4,000 requests"
     );
     assert_eq!(get(&server.url("/count")).unwrap().body, "1\n");
 }

@@ -121,7 +121,7 @@ struct RawApp {
     /// Its `wasi:config/store` variables: `{ key = "value" }`, or
     /// `{ key = { env = "NAME" } }` for a value read from wasmhost's
     /// environment.
-    config: Option<Spanned<BTreeMap<String, RawConfigValue>>>,
+    config: Option<Spanned<BTreeMap<String, toml::Value>>>,
     /// Its `wasi:keyvalue` buckets, `{ default = "memory" }`.
     keyvalue: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
     /// Bytes one in-memory keyvalue store may hold, e.g. "64MiB".
@@ -149,14 +149,6 @@ struct RawApp {
     watch: Option<Vec<Spanned<String>>>,
     /// What `wasmhost dev` serves instead (`[app.dev]`).
     dev: Option<RawDev>,
-}
-
-/// A config value as written: the value, or where to read it.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum RawConfigValue {
-    Text(String),
-    FromEnv { env: String },
 }
 
 /// `[app.dev]`: what `wasmhost dev` builds and serves in place of the app's
@@ -190,18 +182,7 @@ fn stores(entry: &RawApp, places: &Places, grants: &mut Grants) -> Result<()> {
         let place = places.at(config.span());
         for (key, value) in config.get_ref() {
             check_config_key(key).map_err(|e| anyhow!("{place}: config: {e}"))?;
-            let value = match value {
-                RawConfigValue::Text(text) => text.clone(),
-                RawConfigValue::FromEnv { env } => std::env::var(env).map_err(|e| {
-                    anyhow!(
-                        "{place}: config: {key} is read from {env} in wasmhost's environment, which {}; set it, or give the value",
-                        match e {
-                            std::env::VarError::NotPresent => "is not set",
-                            std::env::VarError::NotUnicode(_) => "is not valid UTF-8",
-                        }
-                    )
-                })?,
-            };
+            let value = config_value(key, value).map_err(|e| anyhow!("{place}: config: {e}"))?;
             grants.config.set(key.clone(), value);
         }
     }
@@ -221,6 +202,31 @@ fn stores(entry: &RawApp, places: &Places, grants: &mut Grants) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A config value as written: a string, or `{ env = "NAME" }` for the
+/// value of wasmhost's environment variable NAME.
+fn config_value(key: &str, value: &toml::Value) -> Result<String, String> {
+    let wrong = || {
+        format!(
+            "{key}: a value is a string, or {{ env = \"NAME\" }} to read it from wasmhost's environment"
+        )
+    };
+    let name = match value {
+        toml::Value::String(text) => return Ok(text.clone()),
+        toml::Value::Table(table) if table.len() == 1 => match table.get("env") {
+            Some(toml::Value::String(name)) => name,
+            _ => return Err(wrong()),
+        },
+        _ => return Err(wrong()),
+    };
+    std::env::var(name).map_err(|e| {
+        let why = match e {
+            std::env::VarError::NotPresent => "is not set",
+            std::env::VarError::NotUnicode(_) => "is not valid UTF-8",
+        };
+        format!("{key} is read from {name} in wasmhost's environment, which {why}; set it, or give the value")
+    })
 }
 
 /// Turns a byte span of the file into its place (file and line).

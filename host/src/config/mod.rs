@@ -496,6 +496,19 @@ mod tests {
                 "max_open_per_instance = 5",
                 |c| app(c).limits.max_open_per_instance.to_string(),
             ),
+            per_app(["--config-var", "a=3"], "config = { a = \"5\" }", |c| {
+                format!("{:?}", app(c).grants.config.get("a"))
+            }),
+            per_app(
+                ["--keyvalue", "memory:three"],
+                "keyvalue = { default = \"memory\" }",
+                |c| format!("{:?}", app(c).grants.keyvalue.buckets),
+            ),
+            per_app(
+                ["--keyvalue-memory-limit", "3MiB"],
+                "keyvalue_memory_limit = \"5MiB\"",
+                |c| app(c).grants.keyvalue.memory_limit.to_string(),
+            ),
         ]
     }
 
@@ -591,5 +604,43 @@ mod tests {
                 .ends_with(":4: memory is the older name of memory_limit; give only memory_limit"),
             "{error:#}"
         );
+    }
+
+    #[test]
+    fn a_config_value_is_a_string_or_an_environment_variable_and_nothing_else() {
+        let load = |line: &str| {
+            let dir = Dir::new(&format!(
+                "[[app]]\nroute = \"/\"\ncomponent = \"app.wasm\"\n{line}\n"
+            ));
+            File::load(&dir.0.join("wasmhost.toml"), false).map_err(|e| format!("{e:#}"))
+        };
+        let file = load("config = { a = \"1\", b = { env = \"PATH\" } }").unwrap();
+        let vars = &file.mounts[0].grants.config;
+        let path = std::env::var("PATH").unwrap();
+        assert_eq!(
+            (vars.get("a"), vars.get("b")),
+            (Some("1"), Some(path.as_str()))
+        );
+        for (line, said) in [
+            (
+                "config = { a = 1 }",
+                ":4: config: a: a value is a string, or { env = \"NAME\" }",
+            ),
+            (
+                "config = { a = { envv = \"X\" } }",
+                ":4: config: a: a value is a string",
+            ),
+            (
+                "config = { \"a b\" = \"1\" }",
+                ":4: config: config key \"a b\" has ' '",
+            ),
+            (
+                "config = { a = { env = \"WASMHOST_TEST_NEVER_SET\" } }",
+                ":4: config: a is read from WASMHOST_TEST_NEVER_SET in wasmhost's environment, which is not set",
+            ),
+        ] {
+            let error = load(line).unwrap_err();
+            assert!(error.contains(said), "{line}: {error}");
+        }
     }
 }
