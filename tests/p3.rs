@@ -28,6 +28,20 @@ fn a_p3_app_is_served_and_named_as_such() {
         "{}",
         server.log()
     );
+    // Fresh instances are the default; the startup says what sharing gives.
+    assert!(
+        server
+            .log()
+            .contains("[/] is a WASI 0.3 app with a fresh instance per request, which keeps its requests apart; with --reuse N"),
+        "{}",
+        server.log()
+    );
+    let shared = Server::start(WASMHOST, &[p3(), "--reuse", "100"]);
+    assert!(
+        !shared
+            .log()
+            .contains("is a WASI 0.3 app with a fresh instance")
+    );
     let check = run_to_exit(WASMHOST, &["check", p3()], Duration::from_secs(180));
     assert!(check.status.success(), "{}", check.stderr);
     assert!(check.stdout.contains("wasi:http 0.3"), "{}", check.stdout);

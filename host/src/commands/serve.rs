@@ -423,6 +423,20 @@ fn announce(apps: &[Arc<App>], listeners: &[Bound]) -> Result<()> {
             format!(" with {} app(s)", apps.len())
         }
     };
+    for app in apps
+        .iter()
+        .filter(|app| app.instances.is_p3() && app.instances.mode() == crate::config::Mode::Fresh)
+    {
+        // A 0.3 component is written to share an instance; isolation is the
+        // default, so say what it costs and how to trade it.
+        tracing::info!(
+            "[{}] is a WASI 0.3 app with a fresh instance per request, which keeps its requests apart; \
+             with --reuse N (reuse = N in its [[app]]) one instance serves up to {} of them at once, \
+             at half to two thirds of the CPU a request (bench/NOTES.md)",
+            app.route,
+            crate::config::DEFAULT_CONCURRENCY_PER_INSTANCE
+        );
+    }
     for bound in listeners {
         let local = bound
             .listener
