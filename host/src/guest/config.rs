@@ -1,9 +1,9 @@
 //! `wasi:config/store` for guests, in the versions toolchains emit:
-//! 0.2.0-rc.1 through wasmtime-wasi-config (what `wasmtime serve -S
-//! config` links), and 0.2.0-draft (the interface's repository) and
-//! 0.2.0-draft-2024-09-27 (Spin 3's) through bindings of the same WIT
-//! under their own versions. All answer from the app's granted variables:
-//! `get` of any other key is none.
+//! 0.2.0-rc.1 (what `wasmtime serve -S config` links, from the WIT of
+//! wasmtime-wasi-config 48), 0.2.0-draft (the interface's repository) and
+//! 0.2.0-draft-2024-09-27 (Spin 3's), the same WIT under three versions,
+//! bound once each. All answer from the app's granted variables: `get` of
+//! any other key is none.
 
 use crate::config::ConfigVars;
 use anyhow::Result;
@@ -46,6 +46,7 @@ macro_rules! version {
     };
 }
 
+version!(rc1, "../wit/deps/config");
 version!(draft, "../wit/deps/config-draft");
 version!(dated, "../wit/deps/config-draft-2024-09-27");
 
@@ -58,14 +59,12 @@ impl HasData for HasConfig {
     type Data<'a> = Config<'a>;
 }
 
-/// Links every version; `rc1` is wasmtime-wasi-config's view of the same
-/// variables.
+/// Links every version.
 pub fn add_to_linker<T: 'static>(
     linker: &mut Linker<T>,
-    rc1: fn(&mut T) -> wasmtime_wasi_config::WasiConfig<'_>,
-    drafts: fn(&mut T) -> Config<'_>,
+    view: fn(&mut T) -> Config<'_>,
 ) -> Result<()> {
-    wasmtime_wasi_config::add_to_linker(linker, rc1)?;
-    draft::add_to_linker(linker, drafts)?;
-    dated::add_to_linker(linker, drafts)
+    rc1::add_to_linker(linker, view)?;
+    draft::add_to_linker(linker, view)?;
+    dated::add_to_linker(linker, view)
 }

@@ -27,7 +27,7 @@ pub fn linker(engine: &Engine, world: World) -> Result<Linker<Sandbox>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-    crate::guest::config::add_to_linker(&mut linker, Sandbox::config, Sandbox::config_drafts)?;
+    crate::guest::config::add_to_linker(&mut linker, Sandbox::config)?;
     crate::guest::keyvalue::add_to_linker(&mut linker, Sandbox::keyvalue)?;
     shadow_name_lookup(&mut linker)?;
     shadow_symlink_at(&mut linker)?;

@@ -18,7 +18,6 @@ use crate::guest::output::{AppOutput, GuestOutput, Sink};
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_config::{WasiConfig, WasiConfigVariables};
 use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 /// What an app's instances are given, shared by all of them.
@@ -30,10 +29,8 @@ pub struct Reach {
     pub outbound: Arc<Outbound>,
     /// Its granted directories, opened once for all its instances.
     pub dirs: GrantedDirs,
-    /// Its `wasi:config` variables, as wasmtime-wasi-config keeps them
-    /// and as they were granted.
-    pub config: Arc<WasiConfigVariables>,
-    pub config_vars: Arc<ConfigVars>,
+    /// Its `wasi:config` variables.
+    pub config: Arc<ConfigVars>,
     /// Its `wasi:keyvalue` buckets.
     pub buckets: Arc<Buckets>,
 }
@@ -44,8 +41,7 @@ impl Reach {
         let egress = Arc::new(Egress::new(route, &grants.outbound));
         Ok(Self {
             outbound: Arc::new(Outbound::new(route, egress.clone(), grants, limits)),
-            config: Arc::new(grants.config.iter().collect()),
-            config_vars: Arc::new(grants.config.clone()),
+            config: Arc::new(grants.config.clone()),
             buckets: Arc::new(Buckets::new(route, &grants.keyvalue, &egress)),
             egress,
             dirs: GrantedDirs::open(&grants.dirs)?,
@@ -64,8 +60,7 @@ pub struct Sandbox {
     meter: Meter,
     /// The files and sockets this instance holds open.
     held: Held,
-    config: Arc<WasiConfigVariables>,
-    config_vars: Arc<ConfigVars>,
+    config: Arc<ConfigVars>,
     buckets: Arc<Buckets>,
     /// Keyvalue buckets this instance holds open.
     open_buckets: usize,
@@ -82,14 +77,9 @@ impl Sandbox {
         (&mut self.held, &self.table)
     }
 
-    /// What `wasi:config/store@0.2.0-rc.1` answers this instance.
-    pub fn config(&mut self) -> WasiConfig<'_> {
-        WasiConfig::new(&self.config)
-    }
-
-    /// What the draft versions of `wasi:config/store` answer it.
-    pub fn config_drafts(&mut self) -> Config<'_> {
-        Config(&self.config_vars)
+    /// What `wasi:config/store` answers this instance.
+    pub fn config(&mut self) -> Config<'_> {
+        Config(&self.config)
     }
 
     /// What `wasi:keyvalue` calls of this instance reach.
@@ -130,7 +120,6 @@ impl Sandbox {
             held: Held::new(limits.max_open_per_instance),
             meter: Meter::new(limits, memory),
             config: access.config.clone(),
-            config_vars: access.config_vars.clone(),
             buckets: access.buckets.clone(),
             open_buckets: 0,
         }
