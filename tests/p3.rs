@@ -279,8 +279,8 @@ fn requests_that_only_compute_do_not_share_an_instance() {
     }
     // A request that waits makes its instance take more: the line this
     // test looks for is said, and the server logs at debug level.
-    let waiting = get_on_threads(&server.url("/sleep/300"), 1);
-    assert!(server.wait_for_log("sleeping 300 ms", Duration::from_secs(30)));
+    let waiting = get_on_threads(&server.url("/sleep/1000"), 1);
+    assert!(server.wait_for_log("sleeping 1000 ms", Duration::from_secs(30)));
     let joined = get_on_threads(&server.url("/sleep/10"), 1);
     for thread in waiting.into_iter().chain(joined) {
         assert_eq!(thread.join().unwrap().status, 200);
