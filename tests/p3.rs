@@ -243,56 +243,6 @@ fn twenty_concurrent_waits_share_one_instance() {
     );
 }
 
-/// Said at debug level each time a request joins a busy instance.
-const JOINED: &str = "request given to an instance serving";
-
-fn debug_server(args: &[&str]) -> Server {
-    let mut command = Command::new(WASMHOST);
-    command
-        .arg("serve")
-        .args(args)
-        .args(["--port", "0"])
-        .env("RUST_LOG", "wasmhost=debug");
-    Server::spawn(command)
-}
-
-#[test]
-fn requests_that_only_compute_do_not_share_an_instance() {
-    // The hello yields once per request (wit-bindgen's runtime) but waits
-    // on nothing: on an instance of their own, requests run in parallel
-    // and each is done in its own task, with no hand-off.
-    let server = debug_server(&[&[p3()][..], SHARED].concat());
-    let url = server.url("/");
-    let threads: Vec<_> = (0..8)
-        .map(|_| {
-            let url = url.clone();
-            std::thread::spawn(move || {
-                for _ in 0..200 {
-                    let reply = get(&url).expect("a reply");
-                    assert_eq!(reply.status, 200);
-                }
-            })
-        })
-        .collect();
-    for thread in threads {
-        thread.join().unwrap();
-    }
-    // A request that waits makes its instance take more: the line this
-    // test looks for is said, and the server logs at debug level.
-    let waiting = get_on_threads(&server.url("/sleep/1000"), 1);
-    assert!(server.wait_for_log("sleeping 1000 ms", Duration::from_secs(30)));
-    let joined = get_on_threads(&server.url("/sleep/10"), 1);
-    for thread in waiting.into_iter().chain(joined) {
-        assert_eq!(thread.join().unwrap().status, 200);
-    }
-    let log = server.log();
-    assert_eq!(
-        log.matches(JOINED).count(),
-        1,
-        "only the request beside a waiting one joined it:\n{log}"
-    );
-}
-
 #[test]
 fn a_timeout_in_a_shared_instance_ends_only_its_request() {
     let server = Server::start(WASMHOST, &[&[p3(), "--timeout", "1s"][..], SHARED].concat());

@@ -18,7 +18,6 @@ use futures::channel::oneshot;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Waker};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -63,8 +62,6 @@ impl Open {
 /// waiting to be taken, and how the instance ended.
 pub struct Inbox {
     state: Mutex<State>,
-    /// The store last stopped with a request on it unanswered.
-    unanswered_at_rest: AtomicBool,
     ended: Mutex<EndState>,
     ended_notify: Notify,
 }
@@ -114,7 +111,6 @@ impl Inbox {
                 waits: false,
                 closed: false,
             }),
-            unanswered_at_rest: AtomicBool::new(false),
             ended: Mutex::new(EndState::Running),
             ended_notify: Notify::new(),
         }
@@ -160,23 +156,12 @@ impl Inbox {
         state.in_flight = state.in_flight.saturating_sub(1);
     }
 
-    pub fn in_flight(&self) -> usize {
+    pub(super) fn in_flight(&self) -> usize {
         self.state.lock().in_flight
     }
 
-    /// A request on it waited on I/O before answering: it takes more.
     pub(super) fn mark_waits(&self) {
         self.state.lock().waits = true;
-    }
-
-    /// Whether the store, as it stops, leaves a request unanswered: if it
-    /// also did not wake itself, that request waits (`Driver::poll`).
-    pub(super) fn set_unanswered_at_rest(&self, unanswered: bool) {
-        self.unanswered_at_rest.store(unanswered, Ordering::Relaxed);
-    }
-
-    pub(super) fn unanswered_at_rest(&self) -> bool {
-        self.unanswered_at_rest.load(Ordering::Relaxed)
     }
 
     /// Takes no more; what is queued is still served.
