@@ -214,13 +214,41 @@ const SHARED: &[&str] = &[
     "0",
 ];
 
+/// Said at debug level each time a request joins a busy instance.
+const JOINED: &str = "request given to an instance serving";
+
+/// Said at debug level when an instance is first found waiting with a
+/// request unanswered: from then on it takes more. The guest's own line
+/// comes a moment before, while its store still runs.
+const WAITS: &str = "an instance waits with a request unanswered";
+
+/// A server with `args`, logging at debug level.
+fn debug_server(args: &[&str]) -> Server {
+    let mut command = Command::new(WASMHOST);
+    command
+        .arg("serve")
+        .args(args)
+        .args(["--port", "0"])
+        .env("RUST_LOG", "wasmhost=debug");
+    Server::spawn(command)
+}
+
+/// Waits until `count` instances in all have been found waiting.
+fn wait_until_shared(server: &Server, count: usize) {
+    assert!(
+        server.wait_for_count(WAITS, count, Duration::from_secs(30)),
+        "{}",
+        server.log()
+    );
+}
+
 #[test]
 fn twenty_concurrent_waits_share_one_instance() {
-    let server = Server::start(WASMHOST, &[&[p3()][..], SHARED].concat());
+    let server = debug_server(&[&[p3()][..], SHARED].concat());
     let url = server.url("/sleep/500");
     let first = get_on_threads(&url, 1);
     // Once a request on it waits, the instance takes more.
-    assert!(server.wait_for_log("sleeping 500 ms", Duration::from_secs(30)));
+    wait_until_shared(&server, 1);
     let started = std::time::Instant::now();
     let rest = get_on_threads(&url, 19);
     let mut seen = Vec::new();
@@ -244,10 +272,51 @@ fn twenty_concurrent_waits_share_one_instance() {
 }
 
 #[test]
+fn requests_that_only_compute_do_not_share_an_instance() {
+    // The hello yields once per request (wit-bindgen's runtime) but waits
+    // on nothing: on an instance of their own, requests run in parallel
+    // and each is done in its own task, with no hand-off.
+    let server = debug_server(&[&[p3()][..], SHARED].concat());
+    let url = server.url("/");
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                for _ in 0..200 {
+                    let reply = get(&url).expect("a reply");
+                    assert_eq!(reply.status, 200);
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    assert_eq!(
+        server.log().matches(WAITS).count(),
+        0,
+        "a hello made its instance take more"
+    );
+    // A request that waits makes its instance take more.
+    let waiting = get_on_threads(&server.url("/sleep/1000"), 1);
+    wait_until_shared(&server, 1);
+    let joined = get_on_threads(&server.url("/sleep/10"), 1);
+    for thread in waiting.into_iter().chain(joined) {
+        assert_eq!(thread.join().unwrap().status, 200);
+    }
+    let log = server.log();
+    assert_eq!(
+        log.matches(JOINED).count(),
+        1,
+        "only the request beside a waiting one joined it:\n{log}"
+    );
+}
+
+#[test]
 fn a_timeout_in_a_shared_instance_ends_only_its_request() {
-    let server = Server::start(WASMHOST, &[&[p3(), "--timeout", "1s"][..], SHARED].concat());
+    let server = debug_server(&[&[p3(), "--timeout", "1s"][..], SHARED].concat());
     let long = get_on_threads(&server.url("/sleep/5000"), 1);
-    assert!(server.wait_for_log("sleeping 5000 ms", Duration::from_secs(30)));
+    wait_until_shared(&server, 1);
     for thread in get_on_threads(&server.url("/sleep/200"), 3) {
         let reply = thread.join().unwrap();
         assert_eq!((reply.status, reply.body.as_str()), (200, "slept 200 ms\n"));
@@ -269,10 +338,10 @@ fn a_timeout_in_a_shared_instance_ends_only_its_request() {
 
 #[test]
 fn a_trap_in_a_shared_instance_ends_every_request_on_it_and_is_logged_once() {
-    let server = Server::start(WASMHOST, &[&[p3()][..], SHARED].concat());
+    let server = debug_server(&[&[p3()][..], SHARED].concat());
     let url = server.url("/sleep/20000");
     let mut waiting = get_on_threads(&url, 1);
-    assert!(server.wait_for_log("sleeping 20000 ms", Duration::from_secs(30)));
+    wait_until_shared(&server, 1);
     waiting.extend(get_on_threads(&url, 2));
     assert!(server.wait_for_count("sleeping 20000 ms", 3, Duration::from_secs(30)));
     let trapped = get(&server.url("/trap")).unwrap();
@@ -308,13 +377,14 @@ fn shared_instances_finish_their_requests_across_a_reload_and_a_shutdown() {
     let install =
         |from: &std::path::Path| wasmhost_tests::rename_over(&app, &std::fs::read(from).unwrap());
     install(guest(Guest::RustP3));
-    let mut server = Server::start(WASMHOST, &[&[app.to_str().unwrap()][..], SHARED].concat());
+    let mut server = debug_server(&[&[app.to_str().unwrap()][..], SHARED].concat());
     let hold = |server: &Server, ms: u32, count: usize| {
         let url = server.url(&format!("/sleep/{ms}"));
         let line = format!("sleeping {ms} ms");
         let before = server.log().matches(&line).count();
+        let shared = server.log().matches(WAITS).count();
         let mut held = get_on_threads(&url, 1);
-        assert!(server.wait_for_count(&line, before + 1, Duration::from_secs(30)));
+        wait_until_shared(server, shared + 1);
         held.extend(get_on_threads(&url, count - 1));
         assert!(server.wait_for_count(&line, before + count, Duration::from_secs(30)));
         held
@@ -363,18 +433,15 @@ fn shared_instances_finish_their_requests_across_a_reload_and_a_shutdown() {
 #[ignore = "needs componentize-py; tests/run installs it and runs this"]
 fn a_python_p3_app_serves_waiting_requests_on_one_instance() {
     let python = guest(Guest::PythonP3).to_str().unwrap();
-    let server = Server::start(
-        WASMHOST,
-        &[
-            python,
-            "--reuse",
-            "1000",
-            "--concurrency-per-instance",
-            "10",
-            "--spares",
-            "0",
-        ],
-    );
+    let server = debug_server(&[
+        python,
+        "--reuse",
+        "1000",
+        "--concurrency-per-instance",
+        "10",
+        "--spares",
+        "0",
+    ]);
     let hello = get(&server.url("/")).unwrap();
     assert_eq!(
         (hello.status, hello.body.as_str(), instance_request(&hello)),
@@ -382,7 +449,7 @@ fn a_python_p3_app_serves_waiting_requests_on_one_instance() {
     );
     let url = server.url("/sleep/500");
     let mut held = get_on_threads(&url, 1);
-    assert!(server.wait_for_log("sleeping 500 ms", Duration::from_secs(30)));
+    wait_until_shared(&server, 1);
     held.extend(get_on_threads(&url, 9));
     let mut seen: Vec<u32> = held
         .into_iter()

@@ -17,7 +17,7 @@
 //!             route lookup, the access log, the dev error page)
 //! admin       the admin listener: /healthz, /readyz, /metrics, status page
 //! commands    serve, check, dev, new, nginx, reload, signals, systemd,
-//!             logging: the wiring of everything above
+//!             logging, runtimes: the wiring of everything above
 //! ```
 //!
 //! Beside them: `deferred` (work a request leaves for its connection to

@@ -4,6 +4,7 @@
 use super::check::{compile_cache, describe, load_all, summary};
 use super::dev::{self, Dev};
 use super::reload;
+use super::runtimes::{self, Workers};
 use super::signals;
 use super::systemd::{self, Inherited};
 use crate::admin::metrics::{Metrics, PoolUse};
@@ -80,15 +81,8 @@ pub fn dev(args: DevArgs) -> Result<()> {
 fn serve_with(args: ServeArgs, dev: Option<Dev>) -> Result<()> {
     let config = config::for_serve(&args)?;
     let cache = compile_cache(&args.source)?;
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    runtime
-        .enable_all()
-        .thread_name("wasmhost-worker")
-        .on_thread_park(allocator::give_back_freed);
-    if let Some(threads) = config.threads {
-        runtime.worker_threads(usize::from(threads));
-    }
-    let runtime = runtime.build().context("starting the async runtime")?;
+    let runtime = runtimes::main_runtime()?;
+    let workers = Workers::start(config.threads)?;
     let config_file = args.source.config.clone();
     let reread: reload::ConfigReader = Box::new(move || config::for_serve(&args));
     let served = runtime.block_on(serve_until_signalled(
@@ -97,6 +91,7 @@ fn serve_with(args: ServeArgs, dev: Option<Dev>) -> Result<()> {
         config_file,
         reread,
         dev,
+        &workers,
     ));
     // Requests are drained by now. What may still run on the blocking
     // threads is a background Cranelift build (a minute for a large guest
@@ -112,6 +107,7 @@ async fn serve_until_signalled(
     config_file: Option<PathBuf>,
     reread: reload::ConfigReader,
     dev: Option<Dev>,
+    workers: &Workers,
 ) -> Result<()> {
     let signals = signals::install()?;
     let (access_log, log_writer) = open_access_log(&config)?;
@@ -184,6 +180,7 @@ async fn serve_until_signalled(
         trusted_proxies: Arc::new(TrustedProxies::new(config.trusted_proxies.clone())),
         access_log,
         dev_errors: dev.and_then(|dev| dev.errors),
+        workers: workers.handles(),
     };
     let listeners = listeners.into_iter().map(|bound| bound.listener).collect();
     let first = async {

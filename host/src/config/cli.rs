@@ -339,7 +339,8 @@ pub struct ServeArgs {
     /// connection is closed [default: 30s]
     #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
     pub send_timeout: Option<Duration>,
-    /// Worker threads for the async runtime [default: one per CPU].
+    /// Connection worker threads, each serving its connections from accept
+    /// to close [default: one per CPU].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
 

@@ -44,7 +44,7 @@ pub const MAX_SPARES: u32 = 64;
 pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     pub mounts: Vec<Mount>,
-    /// Worker threads of the async runtime; one per CPU if unset.
+    /// Connection worker threads; one per CPU if unset.
     pub threads: Option<u16>,
     /// After the shutdown signal, how long requests in flight may run.
     pub shutdown_timeout: Duration,

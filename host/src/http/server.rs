@@ -110,6 +110,9 @@ pub struct Options {
     pub access_log: Option<Arc<AccessLog>>,
     /// Failed builds' pages: under `wasmhost dev` unless --no-dev-errors.
     pub dev_errors: Option<Arc<DevErrors>>,
+    /// The runtimes connections are served on, taken in turn; none: the
+    /// runtime `run` is called on.
+    pub workers: Vec<tokio::runtime::Handle>,
 }
 
 /// A bound socket, and the TLS it speaks if any.
@@ -219,6 +222,7 @@ async fn accept_loop(listener: Listener, accepting: Arc<Accepting>) {
             .map_or_else(|_| "-".to_string(), |addr| addr.to_string());
         counts.listener(&name)
     });
+    let mut next = 0;
     loop {
         // The permit comes before `accept`: at the limit, new connections
         // wait in the kernel's backlog rather than being accepted and idle.
@@ -242,13 +246,29 @@ async fn accept_loop(listener: Listener, accepting: Arc<Accepting>) {
         let counted = counted
             .as_ref()
             .map(|counted| (counted.accepted(), counted.clone()));
-        tokio::spawn(serve_connection(
-            stream,
-            peer,
-            listener.tls.clone(),
-            accepting.clone(),
-            (permit, counted),
-        ));
+        let workers = &accepting.options.workers;
+        if workers.is_empty() {
+            tokio::spawn(serve_connection(
+                stream,
+                peer,
+                listener.tls.clone(),
+                accepting.clone(),
+                (permit, counted),
+            ));
+            continue;
+        }
+        next = (next + 1) % workers.len();
+        // The socket moves to the worker's own reactor.
+        let Ok(stream) = stream.into_std() else {
+            continue;
+        };
+        let tls = listener.tls.clone();
+        let accepting = accepting.clone();
+        workers[next].spawn(async move {
+            if let Ok(stream) = TcpStream::from_std(stream) {
+                serve_connection(stream, peer, tls, accepting, (permit, counted)).await;
+            }
+        });
     }
 }
 
@@ -463,6 +483,7 @@ mod tests {
             trusted_proxies: Arc::new(TrustedProxies::default()),
             access_log: None,
             dev_errors: None,
+            workers: Vec::new(),
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(run(

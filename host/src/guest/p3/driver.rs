@@ -84,9 +84,19 @@ impl Driver {
     }
 
     /// Runs the store as far as it goes now; once all is done, what is
-    /// left to do with the instance. Poll it within [`LocalWakes::poll`].
-    pub fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Leftovers> {
-        self.run.as_mut().poll(cx)
+    /// left to do with the instance. Poll it within `wakes.poll`.
+    ///
+    /// A store that stopped with a request unanswered and without waking
+    /// itself waits on I/O, which makes the instance worth sharing. One
+    /// that woke itself only yielded (wit-bindgen's runtime does, once per
+    /// request): its requests compute, and sharing their instance would
+    /// only hand each one between tasks, and threads.
+    pub fn poll(&mut self, cx: &mut Context<'_>, wakes: &LocalWakes) -> Poll<Leftovers> {
+        let polled = self.run.as_mut().poll(cx);
+        if polled.is_pending() && !wakes.woken() && self.inbox.unanswered_at_rest() {
+            self.inbox.mark_waits();
+        }
+        polled
     }
 
     /// Lets it carry on on a task of its own: its request is over, but the
@@ -101,7 +111,7 @@ impl Driver {
             let wakes = LocalWakes::default();
             let leftovers = std::future::poll_fn(|cx| {
                 earlier.state.task.register(cx.waker());
-                wakes.poll(cx, |cx| self.poll(cx))
+                wakes.poll(cx, |cx| self.poll(cx, &wakes))
             })
             .await;
             leftovers.run().await;
@@ -138,6 +148,12 @@ impl Default for LocalWakes {
 }
 
 impl LocalWakes {
+    /// Whether what is being polled within [`Self::poll`] woke itself
+    /// during this round, to be polled again at once.
+    pub fn woken(&self) -> bool {
+        self.state.state.load(Ordering::Acquire) == WOKEN
+    }
+
     /// Polls `f` until it is ready or was not woken while it ran.
     pub fn poll<R>(
         &self,
@@ -302,9 +318,7 @@ async fn serve_all(
                     continue;
                 }
                 if !running.is_empty() {
-                    if unanswered.load(Ordering::Relaxed) > 0 {
-                        inbox.mark_waits();
-                    }
+                    inbox.set_unanswered_at_rest(unanswered.load(Ordering::Relaxed) > 0);
                     return Poll::Pending;
                 }
                 if !healthy {
@@ -319,6 +333,7 @@ async fn serve_all(
                     if linger.as_mut().poll(cx).is_ready() {
                         return Poll::Ready(Ok(false));
                     }
+                    inbox.set_unanswered_at_rest(false);
                     return Poll::Pending;
                 }
                 if inbox.close_if_idle() {

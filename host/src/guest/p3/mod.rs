@@ -56,7 +56,10 @@ pub async fn serve(
         deadline,
     });
     let (inbox, mut driver) = match (app.instances.open().offer(&mut job), job) {
-        (Some(inbox), _) => (inbox, None),
+        (Some(inbox), _) => {
+            tracing::debug!(app = %app.route, "request given to an instance serving {} at once", inbox.in_flight());
+            (inbox, None)
+        }
         (None, None) => unreachable!("a job is taken only by the instance that returns its inbox"),
         (None, Some(job)) => {
             let instance = app.instances.take().await;
@@ -140,7 +143,7 @@ async fn wait(
     std::future::poll_fn(|cx| {
         wakes.poll(cx, |cx| {
             if let Some(running) = driver
-                && let Poll::Ready(leftovers) = running.poll(cx)
+                && let Poll::Ready(leftovers) = running.poll(cx, wakes)
             {
                 deferred.push(leftovers.later());
                 *driver = None;
@@ -212,7 +215,7 @@ impl DrivingBody {
         self.done = None;
         self.place = None;
         if let Some(mut driver) = self.driver.take() {
-            match driver.poll(cx) {
+            match driver.poll(cx, &self.wakes) {
                 Poll::Ready(leftovers) => self.deferred.push(leftovers.later()),
                 Poll::Pending => driver.detach(&self.wakes),
             }
@@ -271,7 +274,7 @@ impl DrivingBody {
             return this.passed(cx, polled);
         }
         if let Some(driver) = &mut this.driver {
-            let finished = match driver.poll(cx) {
+            let finished = match driver.poll(cx, &this.wakes) {
                 Poll::Ready(leftovers) => {
                     this.deferred.push(leftovers.later());
                     true

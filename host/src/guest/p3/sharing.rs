@@ -18,6 +18,7 @@ use futures::channel::oneshot;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Waker};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -58,10 +59,15 @@ impl Open {
     }
 }
 
+/// Said (at debug level) when an instance is first marked as waiting.
+pub const WAITS: &str = "an instance waits with a request unanswered";
+
 /// What a request on a 0.3 instance shares with its driver: the requests
 /// waiting to be taken, and how the instance ended.
 pub struct Inbox {
     state: Mutex<State>,
+    /// The store last stopped with a request on it unanswered.
+    unanswered_at_rest: AtomicBool,
     ended: Mutex<EndState>,
     ended_notify: Notify,
 }
@@ -111,6 +117,7 @@ impl Inbox {
                 waits: false,
                 closed: false,
             }),
+            unanswered_at_rest: AtomicBool::new(false),
             ended: Mutex::new(EndState::Running),
             ended_notify: Notify::new(),
         }
@@ -156,12 +163,32 @@ impl Inbox {
         state.in_flight = state.in_flight.saturating_sub(1);
     }
 
-    pub(super) fn in_flight(&self) -> usize {
+    pub fn in_flight(&self) -> usize {
         self.state.lock().in_flight
     }
 
+    /// A request on it waited on I/O before answering: it takes more.
     pub(super) fn mark_waits(&self) {
-        self.state.lock().waits = true;
+        let mut state = self.state.lock();
+        if !state.waits && !state.closed && state.per_instance > 1 {
+            // Tests wait for this line before sending the requests they
+            // expect to join.
+            tracing::debug!(
+                "{WAITS}: it takes up to {} requests at once",
+                state.per_instance
+            );
+        }
+        state.waits = true;
+    }
+
+    /// Whether the store, as it stops, leaves a request unanswered: if it
+    /// also did not wake itself, that request waits (`Driver::poll`).
+    pub(super) fn set_unanswered_at_rest(&self, unanswered: bool) {
+        self.unanswered_at_rest.store(unanswered, Ordering::Relaxed);
+    }
+
+    pub(super) fn unanswered_at_rest(&self) -> bool {
+        self.unanswered_at_rest.load(Ordering::Relaxed)
     }
 
     /// Takes no more; what is queued is still served.
