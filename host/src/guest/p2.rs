@@ -101,21 +101,35 @@ type Guest = Pin<Box<dyn Future<Output = (Result<(), Fault>, Returned)> + Send>>
 
 /// An instance whose guest has returned, not yet given back: whether it
 /// sent a response decides, with how its call went, whether it serves
-/// again.
+/// again. It holds the request's place until then.
 struct Returned {
     app: Arc<App>,
     instance: Instance,
     ok: bool,
+    admitted: (Admitted, OwnedSemaphorePermit),
 }
 
 impl Returned {
+    /// The place is freed only once the instance is back among the idle
+    /// ones: a request waiting for that place, often on another worker
+    /// thread, then finds it there instead of making a new one (with one
+    /// place and `--spares 0`, every request ran on a new instance whenever
+    /// it won that race). What is slow (dropping a spent instance, making
+    /// spares) still waits in the leftovers.
     fn give_back(self, answered: bool) -> Leftovers {
-        let Returned { app, instance, ok } = self;
+        let Returned {
+            app,
+            instance,
+            ok,
+            admitted,
+        } = self;
         if ok && !answered {
             app.instances
                 .returned_without_response(&app.route, &instance);
         }
-        app.instances.give_back(instance, ok && answered)
+        let leftovers = app.instances.give_back(instance, ok && answered);
+        drop(admitted);
+        leftovers
     }
 }
 
@@ -325,12 +339,16 @@ async fn run_guest(
     failure: FailureFlag,
 ) -> (Result<(), Fault>, Returned) {
     let result = app.instances.call(&mut instance, request, outparam).await;
-    // The next request of the app may run while this one's leftovers wait.
-    drop(admitted);
     let outcome = result.map_err(|error| {
         failure.raise();
         fault_of(&app.route, &error)
     });
     let ok = outcome.is_ok();
-    (outcome, Returned { app, instance, ok })
+    let returned = Returned {
+        app,
+        instance,
+        ok,
+        admitted,
+    };
+    (outcome, returned)
 }
