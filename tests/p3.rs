@@ -271,6 +271,31 @@ fn twenty_concurrent_waits_share_one_instance() {
     );
 }
 
+/// With one place and no spares, each request waits for the place the
+/// last one held, and by then its instance is idle again: no request makes
+/// an instance of its own, even when it runs on the other connection
+/// worker.
+#[test]
+fn a_request_freed_its_place_only_once_its_instance_was_idle() {
+    let server = Server::start(
+        WASMHOST,
+        &[
+            p3(),
+            "--reuse",
+            "100",
+            "--spares",
+            "0",
+            "--concurrency",
+            "1",
+        ],
+    );
+    for served in 1..=6 {
+        let reply = get(&server.url("/")).unwrap();
+        assert_eq!(reply.status, 200);
+        assert_eq!(instance_request(&reply), served, "{}", server.log());
+    }
+}
+
 #[test]
 fn requests_that_only_compute_do_not_share_an_instance() {
     // The hello yields once per request (wit-bindgen's runtime) but waits

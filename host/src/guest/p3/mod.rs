@@ -209,17 +209,19 @@ struct DrivingBody {
 type Polled = Poll<Option<Result<Frame<Bytes>, wasmtime_wasi_http::Error>>>;
 
 impl DrivingBody {
-    /// The body is over: the driver learns it, the place is freed, and a
-    /// driver with work left carries on by itself.
+    /// The body is over: the driver learns it, a driver with work left
+    /// carries on by itself, and the place is freed. A driver done with its
+    /// instance has given it back by then, so a request that was waiting
+    /// for the place finds it idle rather than making another.
     fn over(&mut self, cx: &mut Context<'_>) {
         self.done = None;
-        self.place = None;
         if let Some(mut driver) = self.driver.take() {
             match driver.poll(cx, &self.wakes) {
                 Poll::Ready(leftovers) => self.deferred.push(leftovers.later()),
                 Poll::Pending => driver.detach(&self.wakes),
             }
         }
+        self.place = None;
     }
 
     /// What the guest's body gave, with its end checked: a body that ends
